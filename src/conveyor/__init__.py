@@ -1,0 +1,3 @@
+"""Conveyor: a self-hosted GitOps CI/CD platform."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The `conveyor` command line: assembles each component's commands."""

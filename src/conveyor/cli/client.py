@@ -1,0 +1,96 @@
+"""How CLI commands reach a running server: URL and token resolution, readable problem details."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+
+from conveyor.core.config import DEFAULT_DATA_DIR
+
+err_console = Console(stderr=True)
+console = Console()
+
+
+@dataclass
+class Target:
+    server: str | None
+    token: str | None
+    data_dir: Path
+
+
+_target = Target(server=None, token=None, data_dir=DEFAULT_DATA_DIR)
+
+
+def configure(server: str | None, token: str | None, data_dir: Path | None) -> None:
+    _target.server = server or os.environ.get("CONVEYOR_SERVER")
+    _target.token = token or os.environ.get("CONVEYOR_TOKEN")
+    if data_dir is not None:
+        _target.data_dir = data_dir.expanduser()
+    elif "CONVEYOR_DATA_DIR" in os.environ:
+        _target.data_dir = Path(os.environ["CONVEYOR_DATA_DIR"]).expanduser()
+
+
+def server_url() -> str:
+    if _target.server:
+        return _target.server.rstrip("/")
+    info = _target.data_dir / "server.json"
+    if info.exists():
+        return str(json.loads(info.read_text())["url"]).rstrip("/")
+    return "http://127.0.0.1:8080"
+
+
+def token() -> str | None:
+    if _target.token:
+        return _target.token
+    path = _target.data_dir / "admin.token"
+    if path.exists():
+        return path.read_text().strip()
+    return None
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _client() -> httpx.Client:
+    headers = {"Accept": "application/json"}
+    t = token()
+    if t:
+        headers["Authorization"] = f"Bearer {t}"
+    return httpx.Client(base_url=server_url(), headers=headers, timeout=120)
+
+
+def request(method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None) -> Any:
+    try:
+        with _client() as c:
+            resp = c.request(method, path, json=json_body, params=params)
+    except httpx.ConnectError:
+        fail(f"cannot reach the Conveyor server at {server_url()} (is `conveyor up` running?)")
+    if resp.status_code >= 400:
+        try:
+            problem = resp.json()
+            msg = problem.get("detail") or problem.get("title") or resp.text
+            rule = problem.get("rule")
+            blockers = problem.get("blockers")
+            if blockers:
+                msg = problem.get("title", "refused") + ":\n" + "\n".join(
+                    f"  - {b['message']} [{b['rule']}]" for b in blockers
+                )
+            elif rule:
+                msg = f"{msg} [{rule}]"
+        except ValueError:
+            msg = resp.text or resp.reason_phrase
+        fail(f"{resp.status_code}: {msg}")
+    if resp.status_code == 204 or not resp.content:
+        return None
+    if resp.headers.get("content-type", "").startswith("application/json"):
+        return resp.json()
+    return resp.text

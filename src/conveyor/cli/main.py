@@ -1,0 +1,63 @@
+"""Entry point of the `conveyor` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from conveyor.cli import client
+from conveyor.core.cli import user_app
+from conveyor.forge.cli import hook_app, pr_app, repo_app, status_app
+
+app = typer.Typer(help="Conveyor: self-hosted GitOps CI/CD.", no_args_is_help=True, pretty_exceptions_enable=False)
+app.add_typer(user_app, name="user")
+app.add_typer(repo_app, name="repo")
+app.add_typer(pr_app, name="pr")
+app.add_typer(hook_app, name="hook")
+app.add_typer(status_app, name="status")
+
+
+@app.callback()
+def main(
+    server: str = typer.Option(None, "--server", help="Server URL (or CONVEYOR_SERVER)"),
+    token: str = typer.Option(None, "--token", help="API token (or CONVEYOR_TOKEN)"),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Local data dir (or CONVEYOR_DATA_DIR)"),
+) -> None:
+    client.configure(server, token, data_dir)
+
+
+@app.command()
+def up(
+    data_dir: Path = typer.Option(None, "--data-dir", help="Where state lives (default ~/.local/share/conveyor)"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8080, "--port"),
+    database_url: str = typer.Option(None, "--database-url", help="Or CONVEYOR_DATABASE_URL; default SQLite"),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Run the Conveyor server: API, git, registry and UI on one port."""
+    import uvicorn
+
+    from conveyor.core import Database, Settings
+    from conveyor.core.bootstrap import bootstrap, write_secret
+    from conveyor.server import create_app
+
+    settings = Settings.from_env(
+        data_dir=data_dir or client._target.data_dir, host=host, port=port, database_url=database_url
+    )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    console = Console(stderr=True)
+    db = Database(settings.db_url)
+    try:
+        created = bootstrap(settings, db)
+    except Exception as exc:  # the DB may be unreachable or the dir unwritable
+        client.fail(f"cannot prepare {settings.data_dir}: {exc}")
+    if created:
+        console.print(f"admin token written to [bold]{created}[/] (mode 0600)")
+    write_secret(settings.data_dir / "server.json", json.dumps({"url": settings.base_url}))
+    console.print(f"Conveyor {settings.base_url}  data: {settings.data_dir}  db: {db.engine.dialect.name}")
+    uvicorn.run(create_app(settings, db), host=host, port=port, log_level=log_level, access_log=False)

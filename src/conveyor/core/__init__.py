@@ -1,0 +1,37 @@
+"""Platform core: configuration, storage, identities, the audit log and event outbox, errors.
+
+Public interface for other components:
+"""
+
+from conveyor.core.auth import Permission, Principal, Role
+from conveyor.core.config import Settings
+from conveyor.core.db import Base, Database, UTCDateTime, after_commit, utcnow
+from conveyor.core.errors import ConveyorError, Conflict, Forbidden, InvalidInput, NotFound, Unauthorized, Unprocessable
+from conveyor.core.events import OutboxWorker, record, register_consumer
+from conveyor.core.http import AppState, PrincipalDep, SessionDep, state_of
+
+__all__ = [
+    "AppState",
+    "Base",
+    "Conflict",
+    "ConveyorError",
+    "Database",
+    "Forbidden",
+    "InvalidInput",
+    "NotFound",
+    "OutboxWorker",
+    "Permission",
+    "Principal",
+    "PrincipalDep",
+    "Role",
+    "SessionDep",
+    "Settings",
+    "UTCDateTime",
+    "Unauthorized",
+    "Unprocessable",
+    "after_commit",
+    "record",
+    "register_consumer",
+    "state_of",
+    "utcnow",
+]

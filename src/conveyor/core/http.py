@@ -1,0 +1,92 @@
+"""HTTP glue shared by every component: app state, sessions, the caller's identity, problem details."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from conveyor.core.auth import ANONYMOUS, NOBODY, Principal, authenticate_basic, authenticate_token
+from conveyor.core.config import Settings
+from conveyor.core.db import Database
+from conveyor.core.errors import ConveyorError, Unauthorized
+
+PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+
+
+def state_of(request: Request) -> AppState:
+    st: AppState = request.app.state.conveyor
+    return st
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with state_of(request).db.session() as s:
+        yield s
+
+
+def principal_from_header(session: Session, authorization: str | None, anonymous_read: bool) -> Principal:
+    if not authorization:
+        return ANONYMOUS if anonymous_read else NOBODY
+    scheme, _, value = authorization.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer" and value:
+        return authenticate_token(session, value.strip())
+    if scheme == "basic" and value:
+        try:
+            user, _, secret = base64.b64decode(value.strip()).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise Unauthorized("malformed basic credentials", rule="auth.malformed") from None
+        return authenticate_basic(session, user, secret)
+    raise Unauthorized("unsupported Authorization scheme; use Bearer or Basic", rule="auth.scheme")
+
+
+def get_principal(request: Request) -> Principal:
+    # A short transaction of its own: the request's session (if any) must not be held open
+    # by authentication, or an endpoint that runs its own units of work would wait on it.
+    st = state_of(request)
+    with st.db.session() as s:
+        return principal_from_header(s, request.headers.get("authorization"), st.settings.anonymous_read)
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def problem_response(exc: ConveyorError) -> JSONResponse:
+    headers = {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="conveyor"'
+    return JSONResponse(exc.problem(), status_code=exc.status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ConveyorError)
+    async def _conveyor_error(_: Request, exc: ConveyorError) -> JSONResponse:
+        return problem_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+            parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+        body = {
+            "type": "about:blank",
+            "title": "Invalid input",
+            "status": 422,
+            "detail": "; ".join(parts) or "invalid request",
+            "rule": "request.schema",
+        }
+        return JSONResponse(body, status_code=422, media_type=PROBLEM_JSON)

@@ -1,0 +1,28 @@
+"""The forge: git hosting over smart HTTP, branch protection, pull requests, statuses, webhooks.
+
+Public interface for other components (pipelines, delivery, web):
+"""
+
+from conveyor.forge.git import BareRepo, Identity
+from conveyor.forge.pulls import Mergeability, create_pr, evaluate, get_pr, list_prs, merge_pr, review_pr
+from conveyor.forge.repos import bare, create_repo, get_repo, set_protection
+from conveyor.forge.statuses import CombinedStatus, combined_status, post_status
+
+__all__ = [
+    "BareRepo",
+    "CombinedStatus",
+    "Identity",
+    "Mergeability",
+    "bare",
+    "combined_status",
+    "create_pr",
+    "create_repo",
+    "evaluate",
+    "get_pr",
+    "get_repo",
+    "list_prs",
+    "merge_pr",
+    "post_status",
+    "review_pr",
+    "set_protection",
+]

@@ -1,0 +1,170 @@
+"""Request and response bodies of the forge's REST API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class RepoCreate(BaseModel):
+    name: str
+    default_branch: str = "main"
+    description: str = ""
+
+
+class RepoOut(BaseModel):
+    name: str
+    default_branch: str
+    description: str
+    created_by: str
+    created_at: datetime
+    clone_url: str
+
+
+class ProtectionIn(BaseModel):
+    approvals: int = Field(default=0, ge=0, le=20)
+    required_checks: list[str] = Field(default_factory=list)
+    approver_roles: list[str] = Field(default_factory=list)
+    no_self_approval: bool = False
+
+
+class ProtectionOut(ProtectionIn):
+    branch: str
+
+
+class PullCreate(BaseModel):
+    source: str
+    target: str
+    title: str
+    body: str = ""
+
+
+class ReviewIn(BaseModel):
+    state: Literal["approve", "request_changes", "comment"]
+    body: str = ""
+
+
+class MergeIn(BaseModel):
+    method: Literal["merge", "squash", "ff"] = "merge"
+
+
+class ReviewOut(BaseModel):
+    reviewer: str
+    role: str
+    state: str
+    body: str
+    head_sha: str
+    dismissed: bool
+    dismissed_reason: str | None
+    created_at: datetime
+
+
+class CommitOut(BaseModel):
+    sha: str
+    subject: str
+    author: str
+
+
+class FileStatOut(BaseModel):
+    path: str
+    added: int | None
+    deleted: int | None
+
+
+class StatusIn(BaseModel):
+    state: Literal["pending", "success", "failure", "error"]
+    context: str = "default"
+    description: str = ""
+    target_url: str = ""
+
+
+class StatusOut(BaseModel):
+    context: str
+    state: str
+    description: str
+    target_url: str
+    creator: str
+    updated_at: datetime
+
+
+class CombinedStatusOut(BaseModel):
+    sha: str
+    state: str
+    statuses: list[StatusOut]
+
+
+class BlockerOut(BaseModel):
+    rule: str
+    message: str
+
+
+class MergeabilityOut(BaseModel):
+    mergeable: bool
+    blockers: list[BlockerOut]
+    approvals: list[str]
+    required_approvals: int
+    required_checks: list[str]
+    conflicts: list[str]
+
+
+class PullOut(BaseModel):
+    number: int
+    title: str
+    body: str
+    author: str
+    source_branch: str
+    target_branch: str
+    head_sha: str
+    base_sha: str
+    state: str
+    merge_method: str | None
+    merge_commit_sha: str | None
+    merged_by: str | None
+    merged_at: datetime | None
+    reverts_number: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PullDetailOut(PullOut):
+    commits: list[CommitOut]
+    files: list[FileStatOut]
+    reviews: list[ReviewOut]
+    checks: CombinedStatusOut
+    mergeability: MergeabilityOut
+
+
+class HookIn(BaseModel):
+    url: str
+    secret: str
+    events: list[str] = Field(default_factory=lambda: ["push", "pull_request", "status"])
+
+
+class HookOut(BaseModel):
+    id: int
+    url: str
+    events: list[str]
+    active: bool
+    created_by: str
+    created_at: datetime
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    guid: str
+    event: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    duration_ms: int | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+class BranchOut(BaseModel):
+    name: str
+    sha: str
+    protected: bool

@@ -1,0 +1,205 @@
+"""Webhooks: outbox events fanned out to subscribed URLs, signed, retried with backoff, logged."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+import uuid
+from datetime import timedelta
+from urllib.parse import urlparse
+
+import httpx
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from conveyor.core import Database, InvalidInput, NotFound, Principal, record, utcnow
+from conveyor.core.models import Event
+from conveyor.forge.models import Repository, Webhook, WebhookDelivery
+
+log = logging.getLogger(__name__)
+
+HOOK_EVENTS = ("push", "pull_request", "status")
+SIGNATURE_HEADER = "X-Conveyor-Signature-256"
+MAX_ATTEMPTS = 8
+LEASE = timedelta(seconds=60)
+
+
+def hook_event_of(topic: str) -> str | None:
+    if topic == "push":
+        return "push"
+    if topic.startswith("pull_request."):
+        return "pull_request"
+    if topic == "status":
+        return "status"
+    return None
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def add_hook(
+    session: Session, principal: Principal, repo: Repository, url: str, secret: str, events: list[str]
+) -> Webhook:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise InvalidInput(f"webhook URL must be http(s)://host/...: '{url}'", rule="hook.url")
+    bad = [e for e in events if e not in HOOK_EVENTS]
+    if bad or not events:
+        raise InvalidInput(f"webhook events must be among {', '.join(HOOK_EVENTS)}", rule="hook.events")
+    if len(secret) < 8:
+        raise InvalidInput("webhook secret must have at least 8 characters", rule="hook.secret")
+    hook = Webhook(repo_id=repo.id, url=url, secret=secret, events=sorted(set(events)), created_by=principal.name)
+    session.add(hook)
+    session.flush()
+    record(
+        session, actor=principal.name, action="hook.created", target=f"{repo.name}/hooks/{hook.id}",
+        payload={"repo": repo.name, "url": url, "events": hook.events},
+    )
+    return hook
+
+
+def delete_hook(session: Session, principal: Principal, repo: Repository, hook_id: int) -> None:
+    hook = session.get(Webhook, hook_id)
+    if hook is None or hook.repo_id != repo.id:
+        raise NotFound(f"repository '{repo.name}' has no webhook {hook_id}")
+    session.delete(hook)
+    record(session, actor=principal.name, action="hook.deleted", target=f"{repo.name}/hooks/{hook_id}",
+           payload={"repo": repo.name})
+
+
+def enqueue_deliveries(session: Session, event: Event) -> None:
+    """Outbox consumer: one delivery per webhook subscribed to this event's repository and kind."""
+    kind = hook_event_of(event.topic)
+    repo_name = event.payload.get("repo")
+    if kind is None or not repo_name:
+        return
+    hooks = session.execute(
+        select(Webhook).join(Repository).where(Repository.name == repo_name, Webhook.active.is_(True))
+    ).scalars()
+    for hook in hooks:
+        if kind not in hook.events:
+            continue
+        payload = {"event": kind, "action": event.topic, "id": event.id, "at": event.at.isoformat(),
+                   "actor": event.actor, **event.payload}
+        session.add(WebhookDelivery(hook_id=hook.id, guid=uuid.uuid4().hex, event=kind, payload=payload))
+    from conveyor.core.db import after_commit
+
+    after_commit(session, _wake)
+
+
+_wakeup = threading.Event()
+
+
+def _wake() -> None:
+    _wakeup.set()
+
+
+def _backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(600, 2 ** attempts))
+
+
+class WebhookSender:
+    def __init__(self, db: Database, poll_interval: float = 1.0, timeout: float = 10.0) -> None:
+        self.db = db
+        self.poll_interval = poll_interval
+        self.client = httpx.Client(timeout=timeout, follow_redirects=False)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="webhooks", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        _wakeup.set()
+        if self._thread:
+            self._thread.join(timeout=15)
+        self.client.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.send_one()
+            except Exception:
+                log.exception("webhook sender iteration failed")
+                worked = False
+            if not worked:
+                _wakeup.wait(self.poll_interval)
+                _wakeup.clear()
+
+    def _claim(self) -> tuple[int, str, str, str, bytes, str, int] | None:
+        with self.db.session() as s:
+            q = (
+                select(WebhookDelivery)
+                .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= utcnow())
+                .order_by(WebhookDelivery.id)
+                .limit(1)
+            )
+            if self.db.is_postgres:
+                q = q.with_for_update(skip_locked=True)
+            d = s.execute(q).scalar_one_or_none()
+            if d is None:
+                return None
+            hook = s.get(Webhook, d.hook_id)
+            assert hook is not None
+            s.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == d.id)
+                .values(attempts=d.attempts + 1, next_attempt_at=utcnow() + LEASE)
+            )
+            body = json.dumps(d.payload, sort_keys=True).encode()
+            return d.id, d.guid, hook.url, hook.secret, body, d.event, d.attempts + 1
+
+    def send_one(self) -> bool:
+        claimed = self._claim()
+        if claimed is None:
+            return False
+        did, guid, url, secret, body, event, attempts = claimed
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "Conveyor-Hookshot/1",
+            "X-Conveyor-Event": event,
+            "X-Conveyor-Delivery": guid,
+            SIGNATURE_HEADER: sign(secret, body),
+        }
+        started = time.monotonic()
+        code: int | None = None
+        error: str | None = None
+        try:
+            resp = self.client.post(url, content=body, headers=headers)
+            code = resp.status_code
+            if not 200 <= code < 300:
+                error = f"HTTP {code}: {resp.text[:200]}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        elapsed = int((time.monotonic() - started) * 1000)
+        with self.db.session() as s:
+            d = s.get(WebhookDelivery, did)
+            if d is None:
+                return True
+            d.last_status_code, d.last_error, d.duration_ms = code, error, elapsed
+            if error is None:
+                d.status, d.delivered_at = "delivered", utcnow()
+            elif attempts >= MAX_ATTEMPTS:
+                d.status = "failed"
+            else:
+                d.next_attempt_at = utcnow() + _backoff(attempts)
+        return True
+
+
+def list_deliveries(session: Session, repo: Repository, hook_id: int, limit: int = 50) -> list[WebhookDelivery]:
+    hook = session.get(Webhook, hook_id)
+    if hook is None or hook.repo_id != repo.id:
+        raise NotFound(f"repository '{repo.name}' has no webhook {hook_id}")
+    return list(
+        session.execute(
+            select(WebhookDelivery).where(WebhookDelivery.hook_id == hook_id)
+            .order_by(WebhookDelivery.id.desc()).limit(limit)
+        ).scalars()
+    )

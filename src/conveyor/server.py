@@ -1,0 +1,60 @@
+"""The composition root: one ASGI app hosting every component on one port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+import conveyor
+from conveyor.core import AppState, Database, OutboxWorker, Settings
+from conveyor.core.api import router as core_router
+from conveyor.core.http import install_error_handlers
+from conveyor.forge import lifecycle as forge_lifecycle
+from conveyor.forge.api import router as forge_router
+from conveyor.forge.git_http import GitHttpApp
+from conveyor.forge.webhooks import WebhookSender
+
+
+def register_components() -> None:
+    forge_lifecycle.register()
+
+
+def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
+    register_components()
+    db = db or Database(settings.db_url)
+    state = AppState(settings=settings, db=db)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        forge_lifecycle.recover(db, settings)
+        workers: list[OutboxWorker | WebhookSender] = []
+        if settings.background_workers:
+            workers = [OutboxWorker(db), WebhookSender(db)]
+            for w in workers:
+                w.start()
+        try:
+            yield
+        finally:
+            for w in workers:
+                w.stop()
+            db.dispose()
+
+    app = FastAPI(title="Conveyor", version=conveyor.__version__, lifespan=lifespan)
+    app.state.conveyor = state
+    install_error_handlers(app)
+    app.include_router(core_router)
+    app.include_router(forge_router)
+    app.mount("/git", GitHttpApp(state))
+
+    @app.get("/healthz", tags=["core"])
+    def healthz() -> JSONResponse:
+        with db.session() as s:
+            from sqlalchemy import text
+
+            s.execute(text("SELECT 1"))
+        return JSONResponse({"status": "ok", "version": conveyor.__version__})
+
+    return app
