@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One-time (idempotent) set-up of a fresh Debian machine for Conveyor: system packages and the
+# Python environment. Caches live outside the checkout (~/.cache/conveyor).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${CONVEYOR_CACHE:-$HOME/.cache/conveyor}"
+venv="${CONVEYOR_VENV:-$cache/venv}"
+mkdir -p "$cache"
+
+# System packages: git (client + http-backend), PostgreSQL (the scale-out database, used by the
+# tests), and the container tools used by the registry, pipelines and clusters.
+apt_pkgs=(git postgresql ca-certificates)
+extra="${CONVEYOR_APT_EXTRA:-}"
+# shellcheck disable=SC2206
+apt_pkgs+=($extra)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python environment (Python >= 3.11).
+py="${PYTHON:-python3}"
+if [ ! -x "$venv/bin/python" ]; then
+  "$py" -m venv "$venv"
+fi
+stamp="$venv/.conveyor-deps"
+want="$(sha256sum "$here/pyproject.toml" | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -e "$here[dev]"
+  echo "$want" > "$stamp"
+else
+  # The checkout may have moved (CI clones elsewhere): repoint the editable install quietly.
+  "$venv/bin/pip" install -q --no-deps -e "$here" >/dev/null
+fi
+echo "$venv"

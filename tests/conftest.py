@@ -1,0 +1,46 @@
+"""Shared fixtures: a real PostgreSQL for the run, real `conveyor up` servers on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.postgres import PostgresServer
+from tests.support.server import ServerHandle
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    pg = PostgresServer().start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def server_factory(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ServerHandle]]:
+    started: list[ServerHandle] = []
+
+    def make(backend: str = "sqlite", **extra_env: str) -> ServerHandle:
+        url = None
+        if backend == "postgres":
+            url = request.getfixturevalue("postgres").create_database()
+        data = tmp_path_factory.mktemp(f"conveyor-{backend}") / "data"
+        handle = ServerHandle(data_dir=Path(data), database_url=url, extra_env=extra_env).start()
+        started.append(handle)
+        return handle
+
+    yield make
+    for h in started:
+        h.stop()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request: pytest.FixtureRequest, server_factory: Callable[..., ServerHandle]) -> ServerHandle:
+    """One server per test module and backend; tests use distinct repository names."""
+    return server_factory(request.param)
