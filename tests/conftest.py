@@ -28,11 +28,15 @@ def server_factory(
 
     def make(backend: str = "sqlite", **extra_env: str) -> ServerHandle:
         url = None
+        pg: PostgresServer | None = None
         if backend == "postgres":
-            url = request.getfixturevalue("postgres").create_database()
+            pg = request.getfixturevalue("postgres")
+            url = pg.create_database()
         data = tmp_path_factory.mktemp(f"conveyor-{backend}") / "data"
         handle = ServerHandle(data_dir=Path(data), database_url=url, extra_env=extra_env).start()
         started.append(handle)
+        if pg is not None:
+            pg.before_stop.append(handle.stop)
         return handle
 
     yield make

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -36,6 +37,7 @@ class PostgresServer:
         self.root = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))
         self.port = free_port()
         self.user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
+        self.before_stop: list[Callable[[], None]] = []  # clients to stop before the database goes
 
     def _run_as(self, args: list[str]) -> subprocess.CompletedProcess[bytes]:
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root
@@ -71,6 +73,8 @@ class PostgresServer:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
+        for fn in self.before_stop:
+            fn()
         try:
             self._run_as([str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "stop"])
         finally:

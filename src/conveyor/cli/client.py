@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 import httpx
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from conveyor.core.config import DEFAULT_DATA_DIR
 
@@ -55,8 +56,15 @@ def token() -> str | None:
     return None
 
 
+def say(message: object) -> None:
+    """Print data as it is: no Rich markup (titles may contain brackets), no wrapping."""
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}")
+    text = Text("error: ", style="bold red")
+    text.append(message)
+    err_console.print(text, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from conveyor.cli.client import console, request
+from conveyor.cli.client import console, request, say
 
 user_app = typer.Typer(help="Users, roles and API tokens.", no_args_is_help=True)
 
@@ -17,7 +17,7 @@ def user_create(
 ) -> None:
     """Create a user and print its API token."""
     out = request("POST", "/api/v1/users", json_body={"name": name, "role": role})
-    console.print(out["token"], highlight=False, soft_wrap=True)
+    say(out["token"])
 
 
 @user_app.command("list")
@@ -31,4 +31,4 @@ def user_list() -> None:
 @user_app.command("token")
 def user_token(name: str) -> None:
     """Issue a new API token for a user."""
-    console.print(request("POST", f"/api/v1/users/{name}/tokens")["token"], highlight=False, soft_wrap=True)
+    say(request("POST", f"/api/v1/users/{name}/tokens")["token"])

@@ -6,8 +6,9 @@ from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from conveyor.cli.client import console, request
+from conveyor.cli.client import console, request, say
 
 repo_app = typer.Typer(help="Git repositories and branch protection.", no_args_is_help=True)
 pr_app = typer.Typer(help="Pull requests.", no_args_is_help=True)
@@ -18,7 +19,7 @@ status_app = typer.Typer(help="Commit statuses.", no_args_is_help=True)
 @repo_app.command("create")
 def repo_create(name: str, default_branch: str = typer.Option("main", "--default-branch")) -> None:
     out = request("POST", "/api/v1/repos", json_body={"name": name, "default_branch": default_branch})
-    console.print(f"created {out['name']}: {out['clone_url']}", highlight=False)
+    say(f"created {out['name']}: {out['clone_url']}")
 
 
 @repo_app.command("list")
@@ -34,7 +35,7 @@ def repo_delete(name: str, yes: bool = typer.Option(False, "--yes", "-y", help="
     if not yes:
         typer.confirm(f"Delete repository '{name}' and all its history?", abort=True)
     request("DELETE", f"/api/v1/repos/{name}")
-    console.print(f"deleted {name}")
+    say(f"deleted {name}")
 
 
 @repo_app.command("protect")
@@ -57,17 +58,16 @@ def repo_protect(
             "no_self_approval": no_self_approval,
         },
     )
-    console.print(
+    say(
         f"protected {name}:{out['branch']} (approvals={out['approvals']}, checks={out['required_checks']}, "
-        f"roles={out['approver_roles']}, no-self-approval={out['no_self_approval']})",
-        highlight=False,
+        f"roles={out['approver_roles']}, no-self-approval={out['no_self_approval']})"
     )
 
 
 @repo_app.command("unprotect")
 def repo_unprotect(name: str, branch: str) -> None:
     request("DELETE", f"/api/v1/repos/{name}/protection/{branch}")
-    console.print(f"unprotected {name}:{branch}")
+    say(f"unprotected {name}:{branch}")
 
 
 @pr_app.command("create")
@@ -83,7 +83,7 @@ def pr_create(
         "POST", f"/api/v1/repos/{repo}/pulls",
         json_body={"source": source, "target": target, "title": title, "body": body},
     )
-    console.print(out["number"])
+    say(out["number"])
 
 
 @pr_app.command("list")
@@ -96,35 +96,34 @@ def pr_list(repo: str, state: str = typer.Option(None, "--state", help="open | m
 
 def _print_pr(p: dict[str, Any]) -> None:
     m = p["mergeability"]
-    console.print(f"[bold]#{p['number']} {p['title']}[/]  ({p['state']})", highlight=False)
-    console.print(f"{p['author']} wants to merge {p['source_branch']} into {p['target_branch']}", highlight=False)
-    console.print(f"head {p['head_sha']}  base {p['base_sha']}", highlight=False)
+    console.print(Text(f"#{p['number']} {p['title']}", style="bold"), Text(f" ({p['state']})"))
+    say(f"{p['author']} wants to merge {p['source_branch']} into {p['target_branch']}")
+    say(f"head {p['head_sha']}  base {p['base_sha']}")
     if p["merge_commit_sha"]:
-        console.print(f"merged as {p['merge_commit_sha']} by {p['merged_by']} ({p['merge_method']})")
+        say(f"merged as {p['merge_commit_sha']} by {p['merged_by']} ({p['merge_method']})")
     if p["body"]:
-        console.print(p["body"], highlight=False)
+        say(p["body"])
     console.print(f"\n[bold]commits[/] ({len(p['commits'])})")
     for c in p["commits"]:
-        console.print(f"  {c['sha'][:12]} {c['subject']}  — {c['author']}", highlight=False)
+        say(f"  {c['sha'][:12]} {c['subject']}  — {c['author']}")
     added = sum(f["added"] or 0 for f in p["files"])
     deleted = sum(f["deleted"] or 0 for f in p["files"])
     console.print(f"\n[bold]files[/] ({len(p['files'])}, +{added} -{deleted})")
     for f in p["files"]:
-        console.print(f"  {f['path']}  +{f['added'] if f['added'] is not None else 'bin'} -{f['deleted'] or 0}",
-                      highlight=False)
+        say(f"  {f['path']}  +{f['added'] if f['added'] is not None else 'bin'} -{f['deleted'] or 0}")
     console.print("\n[bold]reviews[/]")
     for r in p["reviews"]:
         flag = f" (dismissed: {r['dismissed_reason']})" if r["dismissed"] else ""
-        console.print(f"  {r['reviewer']} ({r['role']}): {r['state']} on {r['head_sha'][:12]}{flag}", highlight=False)
+        say(f"  {r['reviewer']} ({r['role']}): {r['state']} on {r['head_sha'][:12]}{flag}")
     console.print(f"\n[bold]checks[/] ({p['checks']['state']})")
     for s in p["checks"]["statuses"]:
-        console.print(f"  {s['context']}: {s['state']} {s['description']} {s['target_url']}", highlight=False)
-    console.print(
+        say(f"  {s['context']}: {s['state']} {s['description']} {s['target_url']}")
+    say(
         f"\n[bold]mergeable[/]: {'yes' if m['mergeable'] else 'no'} "
         f"(approvals {len(m['approvals'])}/{m['required_approvals']})"
     )
     for b in m["blockers"]:
-        console.print(f"  - {b['message']} [{b['rule']}]", highlight=False)
+        say(f"  - {b['message']} [{b['rule']}]")
 
 
 @pr_app.command("show")
@@ -134,13 +133,13 @@ def pr_show(repo: str, number: int) -> None:
 
 @pr_app.command("diff")
 def pr_diff(repo: str, number: int) -> None:
-    console.print(request("GET", f"/api/v1/repos/{repo}/pulls/{number}/diff"), highlight=False, markup=False)
+    say(request("GET", f"/api/v1/repos/{repo}/pulls/{number}/diff"))
 
 
 @pr_app.command("approve")
 def pr_approve(repo: str, number: int, message: str = typer.Option("", "-m", "--message")) -> None:
     request("POST", f"/api/v1/repos/{repo}/pulls/{number}/reviews", json_body={"state": "approve", "body": message})
-    console.print(f"approved #{number}")
+    say(f"approved #{number}")
 
 
 @pr_app.command("request-changes")
@@ -149,26 +148,26 @@ def pr_request_changes(repo: str, number: int, message: str = typer.Option(..., 
         "POST", f"/api/v1/repos/{repo}/pulls/{number}/reviews",
         json_body={"state": "request_changes", "body": message},
     )
-    console.print(f"requested changes on #{number}")
+    say(f"requested changes on #{number}")
 
 
 @pr_app.command("merge")
 def pr_merge(repo: str, number: int, method: str = typer.Option("merge", "--method", help="merge | squash | ff")) -> None:
     out = request("POST", f"/api/v1/repos/{repo}/pulls/{number}/merge", json_body={"method": method})
-    console.print(f"merged #{number} into {out['target_branch']} as {out['merge_commit_sha']}", highlight=False)
+    say(f"merged #{number} into {out['target_branch']} as {out['merge_commit_sha']}")
 
 
 @pr_app.command("close")
 def pr_close(repo: str, number: int) -> None:
     request("POST", f"/api/v1/repos/{repo}/pulls/{number}/close")
-    console.print(f"closed #{number}")
+    say(f"closed #{number}")
 
 
 @pr_app.command("revert")
 def pr_revert(repo: str, number: int) -> None:
     """Open a new PR that reverts a merged one; prints its number."""
     out = request("POST", f"/api/v1/repos/{repo}/pulls/{number}/revert")
-    console.print(out["number"])
+    say(out["number"])
 
 
 @status_app.command("set")
@@ -184,15 +183,15 @@ def status_set(
         "POST", f"/api/v1/repos/{repo}/statuses/{sha}",
         json_body={"state": state, "context": context, "description": description, "target_url": target_url},
     )
-    console.print(f"{context}: {state}")
+    say(f"{context}: {state}")
 
 
 @status_app.command("show")
 def status_show(repo: str, ref: str) -> None:
     out = request("GET", f"/api/v1/repos/{repo}/commits/{ref}/status")
-    console.print(f"{out['sha']}: {out['state']}", highlight=False)
+    say(f"{out['sha']}: {out['state']}")
     for s in out["statuses"]:
-        console.print(f"  {s['context']}: {s['state']} {s['description']}", highlight=False)
+        say(f"  {s['context']}: {s['state']} {s['description']}")
 
 
 @hook_app.command("add")
@@ -206,7 +205,7 @@ def hook_add(
         "POST", f"/api/v1/repos/{repo}/hooks",
         json_body={"url": url, "secret": secret, "events": [e.strip() for e in events.split(",") if e.strip()]},
     )
-    console.print(f"hook {out['id']}: {out['url']} {','.join(out['events'])}", highlight=False)
+    say(f"hook {out['id']}: {out['url']} {','.join(out['events'])}")
 
 
 @hook_app.command("list")
@@ -229,4 +228,4 @@ def hook_deliveries(repo: str, hook_id: int) -> None:
 @hook_app.command("delete")
 def hook_delete(repo: str, hook_id: int) -> None:
     request("DELETE", f"/api/v1/repos/{repo}/hooks/{hook_id}")
-    console.print(f"deleted hook {hook_id}")
+    say(f"deleted hook {hook_id}")

@@ -68,9 +68,14 @@ class GitHttpApp:
             resp = problem_response(exc)
             await resp(scope, receive, send)
             return
-        await self._run_backend(scope, receive, send, path, query, headers, principal)
+        after_output = None
         if write and scope["method"] == "POST":
-            await to_thread.run_sync(process_spool, self.state.db, self.state.settings, repo_name)
+            # Record the push before the client sees the end of the response, so whatever it
+            # does next (open a PR, read the PR) already sees the new refs in the database.
+            async def after_output() -> None:
+                await to_thread.run_sync(process_spool, self.state.db, self.state.settings, repo_name)
+
+        await self._run_backend(scope, receive, send, path, query, headers, principal, after_output)
 
     async def _run_backend(
         self,
@@ -81,6 +86,7 @@ class GitHttpApp:
         query: str,
         headers: dict[str, str],
         principal: Principal,
+        after_output: Callable[[], Awaitable[None]] | None,
     ) -> None:
         settings = self.state.settings
         env = {
@@ -154,7 +160,18 @@ class GitHttpApp:
                 if not chunk:
                     break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await proc.wait()
+            if after_output is not None:
+                try:
+                    await after_output()
+                except Exception:
+                    # The refs are updated; start-up recovery replays the spooled push.
+                    log.exception("recording push to %s failed", path)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except BaseException:
+            if proc.returncode is None:
+                proc.kill()
+            raise
         finally:
             await feeder
             rc = await proc.wait()
