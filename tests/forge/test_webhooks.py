@@ -1,0 +1,114 @@
+"""Webhooks: signed deliveries to a real local HTTP receiver, retried after failures, logged."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.forge.helpers import new_repo
+from tests.support.server import ServerHandle
+
+
+class Receiver:
+    def __init__(self, fail_first: int = 0) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.fail_first = fail_first
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if outer.fail_first > 0:
+                    outer.fail_first -= 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def wait_for(self, pred: Any, timeout: float = 30) -> list[dict[str, Any]]:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            payloads = [json.loads(b) for _, b in self.received]
+            if pred(payloads):
+                return payloads
+            time.sleep(0.1)
+        raise AssertionError(f"webhook not received in time; got {[p.get('action') for p in payloads]}")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.httpd.shutdown()
+
+
+def test_push_pr_and_status_events_are_delivered_signed(
+    server: ServerHandle, receiver: Receiver, tmp_path: Path
+) -> None:
+    wc = new_repo(server, tmp_path)
+    secret = "s3cret-value"
+    out = server.cli("hook", "add", wc.repo, receiver.url, "--secret", secret, "--events", "push,pull_request,status")
+    assert "pull_request,push,status" in out.stdout
+    wc.git("checkout", "-q", "-b", "feat")
+    sha = wc.commit_file("f.txt", "f\n")
+    wc.push("feat")
+    api = server.api()
+    assert api.post(f"/api/v1/repos/{wc.repo}/pulls", json={"source": "feat", "target": "main", "title": "F"}
+                    ).status_code == 201
+    assert api.post(f"/api/v1/repos/{wc.repo}/statuses/{sha}", json={"state": "success", "context": "ci"}
+                    ).status_code == 201
+    payloads = receiver.wait_for(
+        lambda ps: {"push", "pull_request.opened", "status"} <= {p["action"] for p in ps}
+    )
+    push = next(p for p in payloads if p["action"] == "push")
+    assert push["repo"] == wc.repo and push["after"] == sha and push["branch"] == "feat"
+    for headers, body in receiver.received:
+        expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(headers["x-conveyor-signature-256"], expected)
+        assert headers["x-conveyor-event"] in ("push", "pull_request", "status")
+
+
+def test_failed_deliveries_are_retried_and_logged(server: ServerHandle, tmp_path: Path) -> None:
+    receiver = Receiver(fail_first=1)
+    try:
+        wc = new_repo(server, tmp_path)
+        hook = server.api().post(f"/api/v1/repos/{wc.repo}/hooks",
+                                 json={"url": receiver.url, "secret": "another-secret", "events": ["push"]}).json()
+        wc.commit_file("r.txt", "r\n")
+        wc.push("main")
+        receiver.wait_for(lambda ps: any(p["action"] == "push" for p in ps), timeout=60)
+        deliveries = server.api().get(f"/api/v1/repos/{wc.repo}/hooks/{hook['id']}/deliveries").json()
+        d = deliveries[0]
+        assert d["status"] == "delivered" and d["attempts"] == 2 and d["last_status_code"] == 204
+    finally:
+        receiver.httpd.shutdown()
+
+
+def test_bad_hooks_are_refused(server: ServerHandle, tmp_path: Path) -> None:
+    wc = new_repo(server, tmp_path)
+    api = server.api()
+    for body, rule in (
+        ({"url": "ftp://x/y", "secret": "longenough"}, "hook.url"),
+        ({"url": "http://127.0.0.1:1/x", "secret": "short"}, "hook.secret"),
+        ({"url": "http://127.0.0.1:1/x", "secret": "longenough", "events": ["deploy"]}, "hook.events"),
+    ):
+        r = api.post(f"/api/v1/repos/{wc.repo}/hooks", json=body)
+        assert r.status_code == 400 and r.json()["rule"] == rule
