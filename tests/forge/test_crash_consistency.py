@@ -70,18 +70,19 @@ def test_kill_during_pushes_and_merges(
         pusher = WorkingCopy(server, repo, tmp_path / f"pusher{cycle}")
         stop = threading.Event()
 
-        def merge_all() -> None:
+        def merge_all(numbers: list[int] = numbers, stop: threading.Event = stop) -> None:
             with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.admin_token}"},
                               timeout=30) as c:
                 for n in numbers:
                     if stop.is_set():
                         return
                     try:
-                        c.post(f"/api/v1/repos/{repo}/pulls/{n}/merge", json={"method": rng.choice(["merge", "squash"])})
+                        method = rng.choice(["merge", "squash"])
+                        c.post(f"/api/v1/repos/{repo}/pulls/{n}/merge", json={"method": method})
                     except httpx.HTTPError:
                         return
 
-        def push_loop() -> None:
+        def push_loop(pusher: WorkingCopy = pusher, stop: threading.Event = stop, cycle: int = cycle) -> None:
             k = 0
             while not stop.is_set():
                 pusher.git("checkout", "-q", "-B", f"side{cycle}", "HEAD")

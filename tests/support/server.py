@@ -44,16 +44,17 @@ class ServerHandle:
             env["CONVEYOR_DATABASE_URL"] = self.database_url
         else:
             env.pop("CONVEYOR_DATABASE_URL", None)
-        log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "up", "--data-dir", str(self.data_dir), "--port", str(self.port),
-             "--log-level", "warning"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "conveyor", "up", "--data-dir", str(self.data_dir),
+                 "--port", str(self.port), "--log-level", "warning"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {log.name}")
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {log_path}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self

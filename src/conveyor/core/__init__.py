@@ -6,7 +6,7 @@ Public interface for other components:
 from conveyor.core.auth import Permission, Principal, Role
 from conveyor.core.config import Settings
 from conveyor.core.db import Base, Database, UTCDateTime, after_commit, utcnow
-from conveyor.core.errors import ConveyorError, Conflict, Forbidden, InvalidInput, NotFound, Unauthorized, Unprocessable
+from conveyor.core.errors import Conflict, ConveyorError, Forbidden, InvalidInput, NotFound, Unauthorized, Unprocessable
 from conveyor.core.events import OutboxWorker, record, register_consumer
 from conveyor.core.http import AppState, PrincipalDep, SessionDep, state_of
 

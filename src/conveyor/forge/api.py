@@ -216,7 +216,9 @@ def get_pull(repo: str, number: int, request: Request, session: SessionDep, prin
     m = pulls.evaluate(session, settings, r, pr)
     return PullDetailOut(
         **_pull_out(pr).model_dump(),
-        commits=[CommitOut(sha=c.sha, subject=c.subject, author=c.author) for c in git.commits_between(base, pr.head_sha)],
+        commits=[
+            CommitOut(sha=c.sha, subject=c.subject, author=c.author) for c in git.commits_between(base, pr.head_sha)
+        ],
         files=[FileStatOut(path=f.path, added=f.added, deleted=f.deleted) for f in git.diffstat(base, pr.head_sha)],
         reviews=[
             ReviewOut(

@@ -152,7 +152,9 @@ def pr_request_changes(repo: str, number: int, message: str = typer.Option(..., 
 
 
 @pr_app.command("merge")
-def pr_merge(repo: str, number: int, method: str = typer.Option("merge", "--method", help="merge | squash | ff")) -> None:
+def pr_merge(
+    repo: str, number: int, method: str = typer.Option("merge", "--method", help="merge | squash | ff")
+) -> None:
     out = request("POST", f"/api/v1/repos/{repo}/pulls/{number}/merge", json_body={"method": method})
     say(f"merged #{number} into {out['target_branch']} as {out['merge_commit_sha']}")
 

@@ -383,8 +383,9 @@ def merge_pr(
                 update(PullRequest)
                 .where(PullRequest.id == pr.id, PullRequest.state == "open")
                 .values(state="merging", merge_commit_sha=new, base_before_merge=base_tip, merge_method=method)
-            ).rowcount
-            if claimed != 1:
+                .returning(PullRequest.id)
+            ).first()
+            if claimed is None:
                 raise Conflict(f"pull request #{number} is already being merged", rule="merge.in-progress")
             target_ref = f"refs/heads/{pr.target_branch}"
         # The intent is durable; publish with compare-and-swap so a concurrent push is never lost.
