@@ -10,6 +10,10 @@ mkdir -p "$cache"
 # System packages: git (client + http-backend), PostgreSQL (the scale-out database, used by the
 # tests), and the container tools used by the registry, pipelines and clusters.
 apt_pkgs=(git postgresql ca-certificates)
+# Local Kubernetes clusters: a containerd per node, runc, CNI plugins, and the tools the kubelet
+# calls; podman/buildah/skopeo build and move images; busybox-static makes tiny test images.
+apt_pkgs+=(containerd runc containernetworking-plugins iptables conntrack ethtool socat iproute2 mount
+  podman buildah skopeo busybox-static)
 extra="${CONVEYOR_APT_EXTRA:-}"
 # shellcheck disable=SC2206
 apt_pkgs+=($extra)

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from conveyor.cli import client
+from conveyor.clusters.cli import cluster_app
 from conveyor.core.cli import user_app
 from conveyor.forge.cli import hook_app, pr_app, repo_app, status_app
 
@@ -19,6 +20,7 @@ app.add_typer(repo_app, name="repo")
 app.add_typer(pr_app, name="pr")
 app.add_typer(hook_app, name="hook")
 app.add_typer(status_app, name="status")
+app.add_typer(cluster_app, name="cluster")
 
 
 @app.callback()

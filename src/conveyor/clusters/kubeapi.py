@@ -1,0 +1,70 @@
+"""A minimal Kubernetes API client over httpx, enough for health, nodes and workload checks.
+
+Conveyor's cluster component only needs a handful of GETs and a few writes; a full client library
+is left to the components that manage workloads.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import httpx
+
+from conveyor.clusters.kubeconfig import Credentials
+
+
+class KubeClient:
+    def __init__(self, creds: Credentials, timeout: float = 10.0) -> None:
+        self.creds = creds
+        verify: ssl.SSLContext | bool
+        if not creds.verify:
+            verify = False
+        else:
+            verify = ssl.create_default_context(cafile=str(creds.ca_file) if creds.ca_file else None)
+            if creds.cert_file and creds.key_file:
+                verify.load_cert_chain(str(creds.cert_file), str(creds.key_file))
+        headers = {"Accept": "application/json"}
+        if creds.token:
+            headers["Authorization"] = f"Bearer {creds.token}"
+        self.http = httpx.Client(base_url=creds.server, verify=verify, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> KubeClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def healthy(self) -> bool:
+        try:
+            r = self.http.get("/readyz", timeout=3.0)
+        except (httpx.HTTPError, ssl.SSLError, OSError):
+            return False
+        return r.status_code == 200
+
+    def get(self, path: str, **params: Any) -> Any:
+        r = self.http.get(path, params=params or None)
+        r.raise_for_status()
+        return r.json()
+
+    def request(self, method: str, path: str, body: Any = None, **kw: Any) -> httpx.Response:
+        return self.http.request(method, path, json=body, **kw)
+
+    def version(self) -> str:
+        return str(self.get("/version").get("gitVersion", ""))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self.get("/api/v1/nodes").get("items", []))
+
+    def pods(self) -> list[dict[str, Any]]:
+        return list(self.get("/api/v1/pods").get("items", []))
+
+
+def node_ready(node: dict[str, Any]) -> bool:
+    for cond in node.get("status", {}).get("conditions", []):
+        if cond.get("type") == "Ready":
+            return bool(cond.get("status") == "True")
+    return False
