@@ -120,6 +120,10 @@ def locate(version: str = KUBERNETES_VERSION) -> tuple[dict[str, Path], list[str
 
 
 def go_binary() -> str | None:
+    """The Go toolchain: ``CONVEYOR_GO`` if set, else ``go`` on PATH or in /usr/local/go."""
+    if "CONVEYOR_GO" in os.environ:
+        chosen = os.environ["CONVEYOR_GO"]
+        return chosen if chosen and os.access(chosen, os.X_OK) else None
     return shutil.which("go") or (
         "/usr/local/go/bin/go" if os.access("/usr/local/go/bin/go", os.X_OK) else None
     )

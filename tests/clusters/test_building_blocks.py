@@ -1,0 +1,161 @@
+"""PKI, kubeconfigs, specs, process supervision and the no-binaries error: no cluster needed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from conveyor.clusters import kubeconfig
+from conveyor.clusters import spec as specs
+from conveyor.clusters.pki import ClusterPKI, cluster_cert_specs
+from conveyor.clusters.processes import ProcessGroup, ProcessSpec
+from conveyor.core import containers
+from conveyor.core.errors import InvalidInput
+
+
+def _cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def test_pki_issues_certificates_signed_by_the_cluster_ca(tmp_path: Path) -> None:
+    pki = ClusterPKI(tmp_path / "pki")
+    pki.ensure_ca("demo")
+    for spec in cluster_cert_specs("demo-node", "10.150.0.1", "10.200.0.1"):
+        pki.ensure_cert(spec)
+    pki.ensure_service_account_keys()
+    ca = _cert(pki.ca_crt)
+    ca_key = ca.public_key()
+    assert isinstance(ca_key, ec.EllipticCurvePublicKey)
+
+    api = _cert(pki.crt("apiserver"))
+    api.verify_directly_issued_by(ca)
+    sans = api.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "kubernetes.default.svc" in sans.get_values_for_type(x509.DNSName)
+    assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "10.150.0.1"}
+    assert ExtendedKeyUsageOID.SERVER_AUTH in api.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+
+    admin = _cert(pki.crt("admin"))
+    admin.verify_directly_issued_by(ca)
+    assert admin.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:masters"
+    kubelet = _cert(pki.crt("kubelet-client"))
+    assert kubelet.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "system:node:demo-node"
+
+    for key in [pki.key("ca"), pki.key("admin"), pki.sa_key]:
+        assert key.stat().st_mode & 0o777 == 0o600, key
+
+
+def test_pki_is_kept_when_ensured_again(tmp_path: Path) -> None:
+    pki = ClusterPKI(tmp_path / "pki")
+    pki.ensure_ca("demo")
+    specs_ = cluster_cert_specs("demo-node", "10.150.0.1", "10.200.0.1")
+    for spec in specs_:
+        pki.ensure_cert(spec)
+    before = {p.name: p.read_bytes() for p in pki.dir.iterdir()}
+    pki.ensure_ca("demo")
+    for spec in specs_:
+        pki.ensure_cert(spec)
+    assert {p.name: p.read_bytes() for p in pki.dir.iterdir()} == before
+
+
+def test_written_kubeconfig_resolves_to_its_credentials(tmp_path: Path) -> None:
+    pki = ClusterPKI(tmp_path / "pki")
+    pki.ensure_ca("demo")
+    for spec in cluster_cert_specs("demo-node", "10.150.0.1", "10.200.0.1"):
+        pki.ensure_cert(spec)
+    path = tmp_path / "kubeconfig"
+    kubeconfig.write(
+        path,
+        kubeconfig.render(
+            cluster="conveyor-demo", server="https://127.0.0.1:6443", ca=pki.ca_crt, user="admin",
+            cert=pki.crt("admin"), key=pki.key("admin"),
+        ),
+    )
+    assert path.stat().st_mode & 0o777 == 0o600
+    creds = kubeconfig.credentials(path, None, tmp_path / "secrets")
+    assert creds.server == "https://127.0.0.1:6443"
+    assert creds.context == "conveyor-demo"
+    assert creds.ca_file is not None and creds.ca_file.read_bytes() == pki.ca_crt.read_bytes()
+    assert creds.cert_file is not None and creds.cert_file.read_bytes() == pki.crt("admin").read_bytes()
+    with pytest.raises(InvalidInput, match="no context named 'other'"):
+        kubeconfig.credentials(path, "other", tmp_path / "secrets")
+
+
+def test_cluster_names_are_checked() -> None:
+    assert specs.check_name("dev-1") == "dev-1"
+    for bad in ["", "Dev", "1abc", "a_b", "x" * 21, "trailing-"]:
+        with pytest.raises(InvalidInput):
+            specs.check_name(bad)
+
+
+def test_machine_wide_slots_differ_between_installations(tmp_path: Path) -> None:
+    first = tmp_path / "one" / "clusters" / "a"
+    second = tmp_path / "two" / "clusters" / "a"
+    for d in (first, second):
+        d.mkdir(parents=True)
+        (d / "cluster.json").write_text("{}")
+    i = specs.claim_index(first)
+    j = specs.claim_index(second)
+    try:
+        assert i != j
+        assert specs.claim_index(first, i) == i  # re-claiming one's own slot is fine
+        with pytest.raises(InvalidInput, match="held by"):
+            specs.claim_index(second, i)
+    finally:
+        specs.release_index(first, i)
+        specs.release_index(second, j)
+
+
+def test_processes_are_detached_tracked_and_stopped(tmp_path: Path) -> None:
+    group = ProcessGroup(tmp_path / "run", tmp_path / "logs")
+    pid = group.start(ProcessSpec("sleeper", ["sleep", "300"]))
+    assert group.running("sleeper") and group.pid("sleeper") == pid
+    assert os.getsid(pid) == pid  # its own session: survives the caller
+    assert group.start(ProcessSpec("sleeper", ["sleep", "300"])) == pid  # no second copy
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while group.running("sleeper") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not group.running("sleeper")
+    new_pid = group.start(ProcessSpec("sleeper", ["sleep", "300"]))
+    assert new_pid != pid and group.running("sleeper")
+    group.stop("sleeper")
+    assert not group.running("sleeper") and not group.pid_file("sleeper").exists()
+    assert "starting: sleep 300" in group.log_tail("sleeper")
+
+
+def test_a_recycled_pid_does_not_count_as_running(tmp_path: Path) -> None:
+    group = ProcessGroup(tmp_path / "run", tmp_path / "logs")
+    group.run_dir.mkdir()
+    # our own pid, but with a start time that is not ours: a pid reused by another process
+    group.pid_file("ghost").write_text(f"{os.getpid()} 1\n")
+    assert not group.running("ghost")
+
+
+def test_container_tool_argv_carry_the_machine_settings() -> None:
+    run = containers.podman("run", "--rm", "img")
+    assert run[:6] == ["podman", "--storage-driver", "vfs", "run", "--runtime", "runc"]
+    assert "nofile=1024:1024" in run and run[-2:] == ["--rm", "img"]
+    assert containers.buildah("bud", "-t", "x", ".")[:5] == ["buildah", "--storage-driver", "vfs", "bud", "--isolation"]
+    assert containers.buildah("push", "x") == ["buildah", "--storage-driver", "vfs", "push", "x"]
+
+
+def test_create_without_binaries_or_go_names_what_is_missing(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("CONVEYOR_KUBE_BIN_DIR", "KUBEBUILDER_ASSETS")}
+    env.update(CONVEYOR_CACHE_DIR=str(tmp_path / "cache"), CONVEYOR_GO="", CONVEYOR_DATA_DIR=str(tmp_path / "data"))
+    p = subprocess.run(
+        [sys.executable, "-m", "conveyor", "cluster", "create", "nobins"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert p.returncode == 1
+    assert "missing kube-apiserver" in p.stderr and "install Go" in p.stderr
+    assert "CONVEYOR_KUBE_BIN_DIR" in p.stderr
+    assert not (tmp_path / "data" / "clusters" / "nobins").exists()  # rolled back
