@@ -16,6 +16,9 @@ from conveyor.forge import lifecycle as forge_lifecycle
 from conveyor.forge.api import router as forge_router
 from conveyor.forge.git_http import GitHttpApp
 from conveyor.forge.webhooks import WebhookSender
+from conveyor.registry import lifecycle as registry_lifecycle
+from conveyor.registry.api import router as registry_router
+from conveyor.registry.app import RegistryApp
 
 
 def register_components() -> None:
@@ -26,13 +29,15 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     register_components()
     db = db or Database(settings.db_url)
     state = AppState(settings=settings, db=db)
+    registry = registry_lifecycle.create(db, settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         forge_lifecycle.recover(db, settings)
-        workers: list[OutboxWorker | WebhookSender] = []
+        registry.start()
+        workers: list[OutboxWorker | WebhookSender | registry_lifecycle.UploadJanitor] = []
         if settings.background_workers:
-            workers = [OutboxWorker(db), WebhookSender(db)]
+            workers = [OutboxWorker(db), WebhookSender(db), registry_lifecycle.UploadJanitor(registry)]
             for w in workers:
                 w.start()
         try:
@@ -44,10 +49,14 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
 
     app = FastAPI(title="Conveyor", version=conveyor.__version__, lifespan=lifespan)
     app.state.conveyor = state
+    app.state.registry = registry
     install_error_handlers(app)
     app.include_router(core_router)
     app.include_router(forge_router)
     app.mount("/git", GitHttpApp(state))
+    # The OCI Distribution API: its own ASGI app, for spec-exact errors and streaming.
+    app.include_router(registry_router)
+    app.mount("/v2", RegistryApp(registry))
 
     @app.get("/healthz", tags=["core"])
     def healthz() -> JSONResponse:

@@ -1,0 +1,64 @@
+"""Repository rows and the small database helpers the registry shares (portable upserts, retries)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from conveyor.core import Database
+from conveyor.registry.models import RegistryRepository
+
+T = TypeVar("T")
+
+
+def insert_for(session: Session, table: Any) -> Any:
+    """An INSERT that supports ON CONFLICT on both SQLite and PostgreSQL."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def in_transaction(db: Database, fn: Callable[[Session], T], attempts: int = 4) -> T:
+    """Run ``fn`` in its own unit of work, retrying when a concurrent writer won a unique race."""
+    for attempt in range(attempts):
+        try:
+            with db.session() as s:
+                return fn(s)
+        except (IntegrityError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def find_repo(session: Session, name: str) -> RegistryRepository | None:
+    return session.execute(select(RegistryRepository).where(RegistryRepository.name == name)).scalar_one_or_none()
+
+
+def ensure_repo(session: Session, name: str, user: str) -> int:
+    repo = find_repo(session, name)
+    if repo is not None:
+        return repo.id
+    stmt = insert_for(session, RegistryRepository.__table__).values(name=name, created_by=user)
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+    repo = find_repo(session, name)
+    assert repo is not None
+    return repo.id
+
+
+def lock_digest(session: Session, digest: str) -> None:
+    """Serialise publication and collection of one blob across transactions.
+
+    SQLite already runs write transactions one at a time (BEGIN IMMEDIATE); PostgreSQL gets a
+    transaction-scoped advisory lock keyed by the digest.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    key = int(digest.partition(":")[2][:15] or "0", 16)
+    session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})

@@ -1,0 +1,143 @@
+"""The registry's shared state: database, blob store, upload sessions, token key, policy caches."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from conveyor.core import Database, Principal, Settings
+from conveyor.registry.models import AnonymousPullPrefix, Upstream
+from conveyor.registry.storage import BlobStore, registry_root
+from conveyor.registry.tokens import load_or_create_key
+from conveyor.registry.uploads import Uploads
+
+log = logging.getLogger(__name__)
+
+POLICY_TTL = 5.0
+# Successful Basic / API-token authentications are remembered this long, so a client that
+# sends credentials on every request costs neither an argon2 check nor a query each time.
+AUTH_CACHE_TTL = 10.0
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    prefix: str
+    url: str
+    username: str | None
+    password: str | None
+
+
+def upstream_for(upstreams: list[UpstreamConfig], name: str) -> UpstreamConfig | None:
+    for u in upstreams:
+        if name.startswith(u.prefix + "/"):
+            return u
+    return None
+
+
+class _TTLCache:
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._value: object = None
+        self._at = 0.0
+
+    def get(self) -> object:
+        with self._lock:
+            if self._value is not None and time.monotonic() - self._at < self.ttl:
+                return self._value
+            return None
+
+    def put(self, value: object) -> None:
+        with self._lock:
+            self._value, self._at = value, time.monotonic()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._value = None
+
+
+class Registry:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.root = registry_root(settings)
+        self.store = BlobStore(self.root)
+        self.uploads = Uploads(self.store.uploads_dir)
+        self._key: bytes | None = None
+        self._anon = _TTLCache(POLICY_TTL)
+        self._upstreams = _TTLCache(POLICY_TTL)
+        self._auth_lock = threading.Lock()
+        self._auth_cache: dict[str, tuple[float, Principal]] = {}
+
+    def start(self) -> None:
+        self.store.ensure()
+        # Temporary files belong to requests that died with the previous process.
+        for leftover in self.store.tmp_dir.iterdir():
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        with self.db.session() as s:
+            self._key = load_or_create_key(s)
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            with self.db.session() as s:
+                self._key = load_or_create_key(s)
+        return self._key
+
+    # -- policy caches ----------------------------------------------------------------------
+
+    def anonymous_prefixes(self) -> list[str]:
+        cached = self._anon.get()
+        if isinstance(cached, list):
+            return cached
+        with self.db.session() as s:
+            prefixes = list(s.execute(select(AnonymousPullPrefix.prefix)).scalars())
+        self._anon.put(prefixes)
+        return prefixes
+
+    def upstreams(self) -> list[UpstreamConfig]:
+        cached = self._upstreams.get()
+        if isinstance(cached, list):
+            return cached
+        with self.db.session() as s:
+            ups = [
+                UpstreamConfig(prefix=u.prefix, url=u.url, username=u.username, password=u.password)
+                for u in s.execute(select(Upstream)).scalars()
+            ]
+        self._upstreams.put(ups)
+        return ups
+
+    def cached_upstreams(self) -> list[UpstreamConfig] | None:
+        cached = self._upstreams.get()
+        return cached if isinstance(cached, list) else None
+
+    def invalidate_policies(self) -> None:
+        self._anon.clear()
+        self._upstreams.clear()
+
+    # -- authentication cache ---------------------------------------------------------------
+
+    def cached_principal(self, authorization: str) -> Principal | None:
+        key = hashlib.sha256(authorization.encode()).hexdigest()
+        with self._auth_lock:
+            hit = self._auth_cache.get(key)
+            if hit and time.monotonic() - hit[0] < AUTH_CACHE_TTL:
+                return hit[1]
+        return None
+
+    def remember_principal(self, authorization: str, principal: Principal) -> None:
+        key = hashlib.sha256(authorization.encode()).hexdigest()
+        now = time.monotonic()
+        with self._auth_lock:
+            if len(self._auth_cache) > 1000:
+                self._auth_cache = {k: v for k, v in self._auth_cache.items() if now - v[0] < AUTH_CACHE_TTL}
+            self._auth_cache[key] = (now, principal)
