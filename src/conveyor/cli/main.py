@@ -13,6 +13,7 @@ from conveyor.cli import client
 from conveyor.clusters.cli import cluster_app
 from conveyor.core.cli import user_app
 from conveyor.forge.cli import hook_app, pr_app, repo_app, status_app
+from conveyor.registry.cli import registry_app
 
 app = typer.Typer(help="Conveyor: self-hosted GitOps CI/CD.", no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(user_app, name="user")
@@ -21,6 +22,7 @@ app.add_typer(pr_app, name="pr")
 app.add_typer(hook_app, name="hook")
 app.add_typer(status_app, name="status")
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(registry_app, name="registry")
 
 
 @app.callback()

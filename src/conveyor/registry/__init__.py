@@ -1,0 +1,78 @@
+"""The container registry: the OCI Distribution API at /v2, a pull-through cache, tag locks, GC.
+
+Public interface for other components (pipelines, delivery, web). Functions take the caller's
+session, so they join its unit of work.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from sqlalchemy.orm import Session
+
+from conveyor.core import Settings, record
+from conveyor.registry import blobs as _blobs
+from conveyor.registry import manifests as _manifests
+from conveyor.registry import policy as _policy
+from conveyor.registry.errors import RegistryError
+from conveyor.registry.names import split_reference, valid_name, valid_tag
+
+
+def registry_host(settings: Settings) -> str:
+    """``host:port`` that clients (podman, buildah, kubelets) use to reach this registry."""
+    return urlsplit(settings.base_url).netloc
+
+
+def resolve_tag(session: Session, repository: str, tag: str) -> str | None:
+    """The digest ``repository:tag`` points at, or None."""
+    try:
+        return _manifests.lookup(session, repository, tag, with_content=False).digest
+    except RegistryError:
+        return None
+
+
+def list_tags(session: Session, repository: str) -> list[str]:
+    try:
+        return _manifests.list_tags(session, repository, None, None)
+    except RegistryError:
+        return []
+
+
+def manifest_exists(session: Session, repository: str, digest: str) -> bool:
+    try:
+        _manifests.lookup(session, repository, digest, with_content=False)
+    except RegistryError:
+        return False
+    return True
+
+
+def blob_exists(session: Session, repository: str, digest: str) -> bool:
+    return _blobs.blob_size(session, repository, digest) is not None
+
+
+def lock_tag(session: Session, repository: str, tag: str, actor: str) -> str:
+    """Lock a (deployed) tag against being overwritten or deleted; returns its digest."""
+    t = _policy.set_lock(session, repository, tag, actor, True)
+    record(session, actor=actor, action="registry.tag.locked", target=f"{repository}:{tag}",
+           payload={"repository": repository, "tag": tag, "digest": t.manifest.digest})
+    return t.manifest.digest
+
+
+def unlock_tag(session: Session, repository: str, tag: str, actor: str) -> None:
+    t = _policy.set_lock(session, repository, tag, actor, False)
+    record(session, actor=actor, action="registry.tag.unlocked", target=f"{repository}:{tag}",
+           payload={"repository": repository, "tag": tag, "digest": t.manifest.digest})
+
+
+__all__ = [
+    "blob_exists",
+    "list_tags",
+    "lock_tag",
+    "manifest_exists",
+    "registry_host",
+    "resolve_tag",
+    "split_reference",
+    "unlock_tag",
+    "valid_name",
+    "valid_tag",
+]

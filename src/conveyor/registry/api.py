@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, func, select
 
-from conveyor.core import Conflict, InvalidInput, NotFound, Permission, PrincipalDep, SessionDep, record
+import conveyor.registry as registry_api
+from conveyor.core import Conflict, InvalidInput, NotFound, Permission, PrincipalDep, SessionDep, after_commit, record
 from conveyor.registry import gc, policy
 from conveyor.registry.models import (
     AnonymousPullPrefix,
@@ -119,7 +120,7 @@ def list_tags(repository: str, session: SessionDep, principal: PrincipalDep) -> 
     ]
 
 
-def _tag_out(session: Any, t: Tag) -> TagOut:
+def _tag_out(session: SessionDep, t: Tag) -> TagOut:
     m = t.manifest
     return TagOut(name=t.name, digest=m.digest, media_type=m.media_type, updated_by=t.updated_by,
                   updated_at=t.updated_at, locked=t.locked, locked_by=t.locked_by)
@@ -129,19 +130,15 @@ def _tag_out(session: Any, t: Tag) -> TagOut:
 def lock_tag(body: TagRef, session: SessionDep, principal: PrincipalDep) -> TagOut:
     """Lock a (deployed) tag: pushing over it or deleting it is refused until it is unlocked."""
     principal.require(Permission.WRITE)
-    t = policy.set_lock(session, _check_repo_name(body.repository), body.tag, principal.name, True)
-    record(session, actor=principal.name, action="registry.tag.locked", target=f"{body.repository}:{body.tag}",
-           payload={"repository": body.repository, "tag": body.tag, "digest": t.manifest.digest})
-    return _tag_out(session, t)
+    registry_api.lock_tag(session, _check_repo_name(body.repository), body.tag, principal.name)
+    return _tag_out(session, policy.get_tag(session, body.repository, body.tag))
 
 
 @router.delete("/locks", response_model=TagOut)
 def unlock_tag(repository: str, tag: str, session: SessionDep, principal: PrincipalDep) -> TagOut:
     principal.require(Permission.MANAGE_REPO)
-    t = policy.set_lock(session, _check_repo_name(repository), tag, principal.name, False)
-    record(session, actor=principal.name, action="registry.tag.unlocked", target=f"{repository}:{tag}",
-           payload={"repository": repository, "tag": tag, "digest": t.manifest.digest})
-    return _tag_out(session, t)
+    registry_api.unlock_tag(session, _check_repo_name(repository), tag, principal.name)
+    return _tag_out(session, policy.get_tag(session, repository, tag))
 
 
 @router.get("/locks", response_model=list[dict[str, Any]])
@@ -209,8 +206,6 @@ def add_anonymous(body: PrefixIn, request: Request, session: SessionDep, princip
         session.add(AnonymousPullPrefix(prefix=prefix, created_by=principal.name))
         record(session, actor=principal.name, action="registry.anonymous.added", target=prefix)
     reg = _registry(request)
-    from conveyor.core import after_commit
-
     after_commit(session, reg.invalidate_policies)
     return PrefixIn(prefix=prefix)
 
@@ -223,8 +218,6 @@ def remove_anonymous(prefix: str, request: Request, session: SessionDep, princip
         raise NotFound(f"'{prefix}' is not an anonymous-pull prefix")
     session.delete(row)
     record(session, actor=principal.name, action="registry.anonymous.removed", target=prefix)
-    from conveyor.core import after_commit
-
     after_commit(session, _registry(request).invalidate_policies)
 
 
@@ -249,8 +242,6 @@ def add_upstream(body: UpstreamIn, request: Request, session: SessionDep, princi
                          created_by=principal.name))
     record(session, actor=principal.name, action="registry.upstream.added", target=prefix,
            payload={"prefix": prefix, "url": body.url})
-    from conveyor.core import after_commit
-
     after_commit(session, _registry(request).invalidate_policies)
     return UpstreamOut(prefix=prefix, url=body.url.rstrip("/"), username=body.username, created_by=principal.name)
 
@@ -262,8 +253,6 @@ def remove_upstream(prefix: str, request: Request, session: SessionDep, principa
     if not res.rowcount:  # type: ignore[attr-defined]
         raise NotFound(f"no upstream for prefix '{prefix}'")
     record(session, actor=principal.name, action="registry.upstream.removed", target=prefix)
-    from conveyor.core import after_commit
-
     after_commit(session, _registry(request).invalidate_policies)
 
 

@@ -337,7 +337,10 @@ class RegistryApp:
         if size is None:
             upstream = await self._upstream(name)
             if upstream is not None:
-                return await self.proxy.blob(req, upstream, name, digest)
+                size = await self.proxy.blob(req, upstream, name, digest)
+                if size is not None:
+                    await self._send_blob(req, digest, size)
+                return
             # Manifests are content too; some clients fetch them through the blob endpoint.
             try:
                 found = await to_thread.run_sync(self._manifest_as_blob, name, digest)

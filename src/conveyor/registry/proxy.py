@@ -1,19 +1,177 @@
-"""Pull-through cache of upstream registries (filled in below)."""
+"""Pull-through cache: repositories under an upstream's prefix mirror another registry.
+
+``PREFIX/some/repo`` is ``some/repo`` upstream (under the upstream URL's path, if it has one).
+Manifests by digest and blobs are fetched once, verified against their digest and stored;
+after that they are served locally whether or not the upstream is reachable. A tag is
+re-resolved upstream at most every ``TAG_FRESH`` seconds; when the upstream cannot be reached
+the cached tag keeps being served.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import uuid
+from datetime import datetime, timedelta
+
+import httpx
+from anyio import to_thread
+from sqlalchemy import select
+
+from conveyor.core import utcnow
+from conveyor.registry import blobs, manifests
 from conveyor.registry.asgi import Request
-from conveyor.registry.errors import RegistryError
+from conveyor.registry.client import DigestMismatch, RegistryClient, RegistryClientError
+from conveyor.registry.errors import RegistryError, blob_unknown, manifest_unknown
 from conveyor.registry.manifests import StoredManifest
+from conveyor.registry.models import RegistryRepository, Tag
+from conveyor.registry.names import looks_like_digest
+from conveyor.registry.repos import in_transaction
 from conveyor.registry.service import Registry, UpstreamConfig
+
+log = logging.getLogger(__name__)
+
+TAG_FRESH = timedelta(seconds=30)
+UPSTREAM_TIMEOUT = 20.0
+
+
+def _upstream_error(up: UpstreamConfig, exc: Exception) -> RegistryError:
+    return RegistryError("UNKNOWN", f"upstream {up.url} failed: {exc}", status=502)
 
 
 class Proxy:
     def __init__(self, registry: Registry) -> None:
         self.reg = registry
+        self._clients: dict[tuple[str, str, str | None, str | None], RegistryClient] = {}
 
-    async def manifest(self, upstream: UpstreamConfig, name: str, ref: str, with_content: bool) -> StoredManifest:
-        raise RegistryError("UNSUPPORTED", "pull-through cache not implemented yet", status=501)
+    def _client(self, up: UpstreamConfig) -> RegistryClient:
+        key = (up.prefix, up.url, up.username, up.password)
+        client = self._clients.get(key)
+        if client is None:
+            client = RegistryClient(up.url, up.username, up.password, timeout=UPSTREAM_TIMEOUT)
+            self._clients[key] = client
+        return client
 
-    async def blob(self, req: Request, upstream: UpstreamConfig, name: str, digest: str) -> None:
-        raise RegistryError("UNSUPPORTED", "pull-through cache not implemented yet", status=501)
+    @staticmethod
+    def _remote_name(up: UpstreamConfig, name: str) -> str:
+        return name[len(up.prefix) + 1:]
+
+    def _local(self, name: str, ref: str) -> tuple[StoredManifest | None, datetime | None]:
+        with self.reg.db.session() as s:
+            try:
+                found = manifests.lookup(s, name, ref, with_content=True)
+            except RegistryError:
+                return None, None
+            checked = None
+            if not looks_like_digest(ref):
+                checked = s.execute(
+                    select(Tag.checked_at).join(RegistryRepository, RegistryRepository.id == Tag.repo_id)
+                    .where(RegistryRepository.name == name, Tag.name == ref)
+                ).scalar_one_or_none()
+            return found, checked
+
+    async def manifest(self, up: UpstreamConfig, name: str, ref: str, with_content: bool) -> StoredManifest:
+        local, checked = await to_thread.run_sync(self._local, name, ref)
+        if local is not None and (looks_like_digest(ref) or (checked and utcnow() - checked < TAG_FRESH)):
+            return local
+        remote = self._remote_name(up, name)
+        try:
+            fetched = await self._client(up).get_manifest(remote, ref)
+        except DigestMismatch as exc:
+            log.error("upstream %s sent a manifest that does not match its digest: %s", up.url, exc)
+            raise RegistryError("MANIFEST_INVALID", "the upstream sent a manifest that fails verification",
+                                status=502) from None
+        except RegistryClientError as exc:
+            if exc.status == 404:
+                raise manifest_unknown(ref) from None
+            if local is not None:
+                log.warning("upstream %s failed (%s); serving the cached %s:%s", up.url, exc, name, ref)
+                return local
+            raise _upstream_error(up, exc) from None
+        except httpx.HTTPError as exc:
+            if local is not None:
+                log.warning("upstream %s unreachable (%s); serving the cached %s:%s", up.url, exc, name, ref)
+                return local
+            raise _upstream_error(up, exc) from None
+
+        def store() -> None:
+            in_transaction(self.reg.db, lambda s: manifests.put(
+                s, name, ref, fetched.body, fetched.media_type, f"cache:{up.prefix}", verify_references=False))
+
+        await to_thread.run_sync(store)
+        return StoredManifest(digest=fetched.digest, media_type=fetched.media_type, size=len(fetched.body),
+                              content=fetched.body)
+
+    def _adopt(self, name: str, digest: str) -> int | None:
+        """A blob already in the store (fetched for another repository) is linked, not refetched."""
+        size = self.reg.store.size(digest)
+        if size is None:
+            return None
+        if blobs.mount(self.reg, name, "cache", digest, None):
+            return size
+        return None
+
+    async def blob(self, req: Request, up: UpstreamConfig, name: str, digest: str) -> int | None:
+        """Make ``digest`` available in ``name``: returns its size when it is now local (the caller
+        serves it), or streams it from the upstream to the client while caching it (None)."""
+        size = await to_thread.run_sync(self._adopt, name, digest)
+        if size is not None:
+            return size
+        client = self._client(up)
+        remote = self._remote_name(up, name)
+        if req.head:
+            try:
+                remote_size = await client.blob_size(remote, digest)
+            except (RegistryClientError, httpx.HTTPError) as exc:
+                raise _upstream_error(up, exc) from None
+            if remote_size is None:
+                raise blob_unknown(digest)
+            await req.respond(200, [("docker-content-digest", digest)], content_type="application/octet-stream",
+                              content_length=remote_size)
+            return None
+        await self._stream_and_cache(req, up, client, remote, name, digest)
+        return None
+
+    async def _stream_and_cache(
+        self, req: Request, up: UpstreamConfig, client: RegistryClient, remote: str, name: str, digest: str
+    ) -> None:
+        algorithm, _, want = digest.partition(":")
+        tmp = self.reg.store.tmp_dir / f"{uuid.uuid4().hex}.part"
+        f = await to_thread.run_sync(lambda: open(tmp, "wb"))  # noqa: SIM115
+        published = False
+        try:
+            try:
+                async with client.http.stream("GET", f"/v2/{client._repo(remote)}/blobs/{digest}") as resp:
+                    if resp.status_code == 404:
+                        raise blob_unknown(digest)
+                    if resp.status_code >= 400:
+                        raise _upstream_error(up, RegistryClientError(f"HTTP {resp.status_code}"))
+                    headers = [("docker-content-digest", digest), ("content-type", "application/octet-stream")]
+                    length = resp.headers.get("content-length")
+                    if length is not None:
+                        headers.append(("content-length", length))
+                    h = hashlib.new(algorithm)
+                    size = 0
+                    await req.start(200, headers)
+                    async for chunk in resp.aiter_bytes(1 << 20):
+                        h.update(chunk)
+                        size += len(chunk)
+                        await to_thread.run_sync(f.write, chunk)
+                        await req.write(chunk)
+            except httpx.HTTPError as exc:
+                raise _upstream_error(up, exc) from None
+            if h.hexdigest() != want:
+                log.error("upstream %s sent blob %s with digest %s:%s; not cached", up.url, digest, algorithm,
+                          h.hexdigest())
+                raise DigestMismatch(f"blob {digest} failed verification")
+            await to_thread.run_sync(os.fsync, f.fileno())
+            await to_thread.run_sync(
+                blobs.commit_blob, self.reg, name, f"cache:{up.prefix}", digest, size,
+                blobs.publish_file(self.reg, tmp, digest))
+            published = True
+            await req.write(b"", more=False)
+        finally:
+            f.close()
+            if not published:
+                tmp.unlink(missing_ok=True)

@@ -1,0 +1,205 @@
+"""``conveyor registry``: tags, locks, immutable tags, anonymous pull, upstreams, import, GC."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+from rich.table import Table
+
+from conveyor.cli import client
+from conveyor.cli.client import console, fail, request, say
+from conveyor.registry.names import split_reference, valid_name, valid_tag
+
+registry_app = typer.Typer(help="The container registry (served at /v2 on the server's port).",
+                           no_args_is_help=True)
+immutable_app = typer.Typer(help="Tag patterns that can never be moved or deleted.", no_args_is_help=True)
+anonymous_app = typer.Typer(help="Repository prefixes anyone may pull without credentials.", no_args_is_help=True)
+upstream_app = typer.Typer(help="Pull-through caches of other registries.", no_args_is_help=True)
+registry_app.add_typer(immutable_app, name="immutable")
+registry_app.add_typer(anonymous_app, name="anonymous")
+registry_app.add_typer(upstream_app, name="upstream")
+
+
+def _repo_tag(ref: str) -> tuple[str, str]:
+    repo, sep, tag = ref.rpartition(":")
+    if not sep or not valid_name(repo) or not valid_tag(tag):
+        fail(f"expected REPOSITORY:TAG, got '{ref}'")
+    return repo, tag
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
+
+@registry_app.command("repos")
+def repos() -> None:
+    """List repositories."""
+    table = Table("repository", "tags", "created")
+    for r in request("GET", "/api/v1/registry/repositories"):
+        table.add_row(r["name"], str(r["tags"]), r["created_at"])
+    console.print(table)
+
+
+@registry_app.command("tags")
+def tags(repository: str) -> None:
+    """List a repository's tags with their digests and locks."""
+    table = Table("tag", "digest", "updated by", "locked")
+    for t in request("GET", "/api/v1/registry/tags", params={"repository": repository}):
+        table.add_row(t["name"], t["digest"], t["updated_by"], f"by {t['locked_by']}" if t["locked"] else "")
+    console.print(table)
+
+
+@registry_app.command("lock")
+def lock(reference: str = typer.Argument(..., metavar="REPOSITORY:TAG")) -> None:
+    """Lock a tag: pushing over it or deleting it is refused until it is unlocked."""
+    repo, tag = _repo_tag(reference)
+    out = request("POST", "/api/v1/registry/locks", json_body={"repository": repo, "tag": tag})
+    say(f"locked {repo}:{tag} at {out['digest']}")
+
+
+@registry_app.command("unlock")
+def unlock(reference: str = typer.Argument(..., metavar="REPOSITORY:TAG")) -> None:
+    repo, tag = _repo_tag(reference)
+    request("DELETE", "/api/v1/registry/locks", params={"repository": repo, "tag": tag})
+    say(f"unlocked {repo}:{tag}")
+
+
+@registry_app.command("locks")
+def locks() -> None:
+    table = Table("repository", "tag", "digest", "locked by", "at")
+    for r in request("GET", "/api/v1/registry/locks"):
+        table.add_row(r["repository"], r["tag"], r["digest"], r["locked_by"] or "", r["locked_at"] or "")
+    console.print(table)
+
+
+@immutable_app.command("add")
+def immutable_add(repository: str, pattern: str) -> None:
+    """Make tags matching the glob PATTERN in REPOSITORY (and below it) immutable."""
+    out = request("POST", "/api/v1/registry/immutable-tags", json_body={"repository": repository, "pattern": pattern})
+    say(f"tags '{out['pattern']}' of {out['repository']} are immutable")
+
+
+@immutable_app.command("remove")
+def immutable_remove(repository: str, pattern: str) -> None:
+    request("DELETE", "/api/v1/registry/immutable-tags", params={"repository": repository, "pattern": pattern})
+    say(f"removed '{pattern}' on {repository}")
+
+
+@immutable_app.command("list")
+def immutable_list() -> None:
+    table = Table("repository", "pattern")
+    for r in request("GET", "/api/v1/registry/immutable-tags"):
+        table.add_row(r["repository"], r["pattern"])
+    console.print(table)
+
+
+@anonymous_app.command("add")
+def anonymous_add(prefix: str) -> None:
+    """Allow anonymous pulls of PREFIX and every repository below it."""
+    request("POST", "/api/v1/registry/anonymous-prefixes", json_body={"prefix": prefix})
+    say(f"anonymous pull allowed under '{prefix}'")
+
+
+@anonymous_app.command("remove")
+def anonymous_remove(prefix: str) -> None:
+    request("DELETE", "/api/v1/registry/anonymous-prefixes", params={"prefix": prefix})
+    say(f"anonymous pull no longer allowed under '{prefix}'")
+
+
+@anonymous_app.command("list")
+def anonymous_list() -> None:
+    for p in request("GET", "/api/v1/registry/anonymous-prefixes"):
+        say(p)
+
+
+@upstream_app.command("add")
+def upstream_add(
+    prefix: str,
+    url: str,
+    creds: str = typer.Option(None, "--creds", help="USER:PASSWORD for the upstream"),
+) -> None:
+    """Serve PREFIX/... as a pull-through cache of the registry at URL."""
+    body: dict[str, str | None] = {"prefix": prefix, "url": url}
+    if creds:
+        user, sep, password = creds.partition(":")
+        if not sep:
+            fail("--creds must be USER:PASSWORD")
+        body.update(username=user, password=password)
+    out = request("POST", "/api/v1/registry/upstreams", json_body=body)
+    say(f"{out['prefix']}/... now mirrors {out['url']}")
+
+
+@upstream_app.command("list")
+def upstream_list() -> None:
+    table = Table("prefix", "url", "user", "added by")
+    for u in request("GET", "/api/v1/registry/upstreams"):
+        table.add_row(u["prefix"], u["url"], u["username"] or "", u["created_by"])
+    console.print(table)
+
+
+@upstream_app.command("remove")
+def upstream_remove(prefix: str) -> None:
+    request("DELETE", "/api/v1/registry/upstreams", params={"prefix": prefix})
+    say(f"removed upstream '{prefix}'")
+
+
+@registry_app.command("gc")
+def garbage_collect(
+    dry_run: bool = typer.Option(False, "--dry-run", help="only report what would be removed"),
+    grace: float = typer.Option(3600.0, "--grace", help="keep anything used within this many seconds"),
+) -> None:
+    """Remove unreferenced manifests and blobs (safe while the registry serves)."""
+    out = request("POST", "/api/v1/registry/gc", json_body={"dry_run": dry_run, "grace_seconds": grace})
+    verb = "would free" if out["dry_run"] else "freed"
+    for m in out["manifests"]:
+        say(f"manifest {m['repository']}@{m['digest']} ({_human(m['size'])})")
+    for b in out["blobs"]:
+        say(f"blob {b['digest']} ({_human(b['size'])})")
+    for d in out["orphan_files"]:
+        say(f"orphan file {d}")
+    for u in out["uploads"]:
+        say(f"abandoned upload {u}")
+    say(f"{verb} {len(out['manifests'])} manifest(s), {len(out['blobs'])} blob(s), "
+        f"{_human(out['bytes_freed'])} ({out['bytes_freed']} bytes)")
+
+
+@registry_app.command("import")
+def import_image(
+    source: str = typer.Argument(..., help="docker://HOST/REPO[:TAG], oci:DIR[:REF] or oci-archive:FILE[:REF]"),
+    dest: str = typer.Argument(..., help="REPOSITORY[:TAG] in Conveyor"),
+    src_creds: str = typer.Option(None, "--src-creds", help="USER:PASSWORD for a docker:// source"),
+    src_insecure: bool = typer.Option(False, "--src-insecure", help="plain HTTP for a docker:// source"),
+) -> None:
+    """Copy an image from another registry or an OCI layout/archive into Conveyor."""
+    from conveyor.registry import importer
+    from conveyor.registry.client import RegistryClient, RegistryClientError
+
+    repo, tag = split_reference(dest)
+    if not valid_name(repo) or not valid_tag(tag):
+        fail(f"invalid destination '{dest}'")
+    user = password = None
+    if src_creds:
+        user, _, password = src_creds.partition(":")
+
+    async def run() -> str:
+        src, ref = importer.open_source(source, user, password, insecure=src_insecure)
+        dst = RegistryClient(client.server_url(), bearer=client.token(), timeout=300)
+        try:
+            return await importer.copy(src, ref, dst, repo, tag)
+        finally:
+            await src.close()
+            await dst.close()
+
+    try:
+        digest = asyncio.run(run())
+    except (importer.ImportError_, RegistryClientError) as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"import failed: {exc}")
+    say(f"imported {source} as {repo}:{tag} ({digest})")
