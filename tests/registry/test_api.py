@@ -269,7 +269,8 @@ def test_referrers_with_artifact_type_filter_and_oci_subject(reg: Registry) -> N
     assert set(found) == {sig.digest, sbom.digest}
     assert found[sig.digest]["artifactType"] == "application/vnd.example.sig"
     assert found[sig.digest]["annotations"] == {"who": "ci"}
-    only = reg.http.get(f"/v2/{repo}/referrers/{subject.digest}", params={"artifactType": "application/vnd.example.sbom"})
+    only = reg.http.get(f"/v2/{repo}/referrers/{subject.digest}",
+                        params={"artifactType": "application/vnd.example.sbom"})
     assert [d["digest"] for d in only.json()["manifests"]] == [sbom.digest]
     assert only.headers["oci-filters-applied"] == "artifactType"
     none = reg.http.get(f"/v2/{repo}/referrers/{sha256(b'nothing')}")
