@@ -229,16 +229,20 @@ def _start(data_dir: Path, spec: ClusterSpec, progress: Progress, *, wait_node: 
     group = processes_of(layout)
     t0 = time.monotonic()
     cp = controlplane.process_specs(layout, bins)
-    for ps in cp:
+    storage_and_api, controllers = cp[:2], cp[2:]
+    for ps in storage_and_api:
         _start_process(group, spec, ps, progress)
     _wait(
         lambda: _api_healthy(data_dir, spec),
         group,
-        [p.name for p in cp],
+        [p.name for p in storage_and_api],
         API_TIMEOUT,
         f"API server of {spec.name} at {spec.api_url} did not become healthy",
     )
     progress(f"API server healthy at {spec.api_url} ({time.monotonic() - t0:.1f}s)")
+    # the controllers read RBAC-protected objects at start: only once the API server is ready
+    for ps in controllers:
+        _start_process(group, spec, ps, progress)
     containerd, kubelet = node.process_specs(layout, bins)
     _start_process(group, spec, containerd, progress)
     node.wait_containerd(layout)

@@ -13,6 +13,9 @@ these machines need, measured while preparing the component:
   The bridge's address is the node IP: the kubelet refuses a loopback one.
 * pod network namespaces are mounted under containerd's state dir (``netns_mounts_under_state_dir``)
   so deleting a cluster can find and remove all of them.
+* root here lacks CAP_SYS_RESOURCE, so no process may lower its OOM score below 0; the CRI's
+  sandboxes ask for -998 and runc then fails ("can't get final child's PID from pipe").
+  ``restrict_oom_score_adj`` clamps every container's score to containerd's own.
 * registries named in the spec are plain HTTP (``certs.d/<host>/hosts.toml``); the sandbox image is
   imported from a tarball (see images.py), never pulled.
 
@@ -193,6 +196,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   stream_server_port = "0"
   enable_selinux = false
   netns_mounts_under_state_dir = true
+  restrict_oom_score_adj = true
   max_container_log_line_size = 16384
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
