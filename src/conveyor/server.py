@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 import conveyor
+from conveyor.clusters.supervisor import ClusterSupervisor
 from conveyor.core import AppState, Database, OutboxWorker, Settings
 from conveyor.core.api import router as core_router
 from conveyor.core.http import install_error_handlers
@@ -40,9 +41,15 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
             workers = [OutboxWorker(db), WebhookSender(db), registry_lifecycle.UploadJanitor(registry)]
             for w in workers:
                 w.start()
+        # local clusters outlive server restarts; restart their processes that died
+        clusters = ClusterSupervisor(settings.data_dir) if settings.background_workers else None
+        if clusters:
+            clusters.start()
         try:
             yield
         finally:
+            if clusters:
+                clusters.stop()
             for w in workers:
                 w.stop()
             db.dispose()
