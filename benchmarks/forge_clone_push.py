@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,9 +25,9 @@ from benchmarks.common import (  # noqa: E402
     conveyor_server,
     free_port,
     git,
-    median_of,
     percentile,
     print_table,
+    timed,
     wait_http,
 )
 
@@ -49,19 +51,29 @@ def make_source_repo(path: Path, files: int, size_mb: int) -> None:
     git("commit", "-q", "-m", "import", cwd=path)
 
 
-def bench_remote(src: Path, url: str, reset_remote: callable, work: Path, runs: int) -> tuple[float, float]:  # type: ignore[valid-type]
-    def push() -> None:
-        git("push", "-q", url, "main", cwd=src)
+class Remote:
+    """One side of the comparison: how to get a fresh empty repository URL."""
 
-    push_t = median_of(runs, push, before=reset_remote)
-    clone_dir = work / "clone"
+    def __init__(self, name: str, fresh_url: Callable[[], str]) -> None:
+        self.name, self.fresh_url = name, fresh_url
+        self.push_times: list[float] = []
+        self.clone_times: list[float] = []
+        self.last_url = ""
 
-    def clone() -> None:
-        git("clone", "-q", url, str(clone_dir))
 
-    clone_t = median_of(runs, clone, before=lambda: shutil.rmtree(clone_dir, ignore_errors=True))
-    shutil.rmtree(clone_dir, ignore_errors=True)
-    return push_t, clone_t
+def measure_interleaved(src: Path, remotes: list[Remote], work: Path, runs: int) -> None:
+    """Alternate the sides run by run so background load hits both alike."""
+    for _ in range(runs):
+        for r in remotes:
+            url = r.fresh_url()
+            r.push_times.append(timed(lambda url=url: git("push", "-q", url, "main", cwd=src)))
+            r.last_url = url
+    for _ in range(runs):
+        for r in remotes:
+            dest = work / f"clone-{r.name}"
+            shutil.rmtree(dest, ignore_errors=True)
+            r.clone_times.append(timed(lambda r=r, dest=dest: git("clone", "-q", r.last_url, str(dest))))
+            shutil.rmtree(dest, ignore_errors=True)
 
 
 def main() -> None:
@@ -69,7 +81,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=5000)
     ap.add_argument("--size-mb", type=int, default=50)
     ap.add_argument("--merges", type=int, default=100)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-forge-"))
     try:
@@ -85,44 +97,37 @@ def main() -> None:
         plain_root.mkdir()
         port = free_port()
         anchor = subprocess.Popen([sys.executable, str(Path(__file__).parent / "plain_git_cgi_server.py"),
-                                   str(plain_root), str(port)])
+                                   str(plain_root), str(port)], stderr=subprocess.DEVNULL)
+        n_plain = iter(range(1000))
+
+        def fresh_plain() -> str:
+            path = plain_root / f"r{next(n_plain)}.git"
+            git("init", "-q", "--bare", "-b", "main", str(path))
+            git("--git-dir", str(path), "config", "http.receivepack", "true")
+            return f"http://127.0.0.1:{port}/{path.name}"
+
         try:
             wait_http(f"http://127.0.0.1:{port}/")
+            with conveyor_server(tmp) as server:
+                api = server.api()
+                n_conv = iter(range(1000))
 
-            def reset_plain() -> None:
-                shutil.rmtree(plain_root / "r.git", ignore_errors=True)
-                git("init", "-q", "--bare", str(plain_root / "r.git"))
-                git("--git-dir", str(plain_root / "r.git"), "config", "http.receivepack", "true")
+                def fresh_conveyor() -> str:
+                    name = f"r{next(n_conv)}"
+                    api.post("/api/v1/repos", json={"name": name}).raise_for_status()
+                    return server.git_url(name)
 
-            plain = bench_remote(src, f"http://127.0.0.1:{port}/r.git", reset_plain, tmp, args.runs)
+                conveyor, plain = Remote("conveyor", fresh_conveyor), Remote("anchor", fresh_plain)
+                measure_interleaved(src, [conveyor, plain], tmp, args.runs)
+                latencies = merge_latencies(server, tmp, args.merges)
         finally:
             anchor.terminate()
 
-        with conveyor_server(tmp) as server:
-            api = server.api()
-            counter = iter(range(1000))
-
-            def reset_conveyor() -> None:
-                name = f"r{next(counter)}"
-                api.post("/api/v1/repos", json={"name": name}).raise_for_status()
-                reset_conveyor.url = server.git_url(name)  # type: ignore[attr-defined]
-
-            reset_conveyor()
-            urls: list[str] = []
-
-            def push_conveyor() -> None:
-                git("push", "-q", reset_conveyor.url, "main", cwd=src)  # type: ignore[attr-defined]
-                urls.append(reset_conveyor.url)  # type: ignore[attr-defined]
-
-            push_t = median_of(args.runs, push_conveyor, before=reset_conveyor)
-            clone_dir = tmp / "cclone"
-            clone_t = median_of(args.runs, lambda: git("clone", "-q", urls[-1], str(clone_dir)),
-                                before=lambda: shutil.rmtree(clone_dir, ignore_errors=True))
-            latencies = merge_latencies(server, tmp, args.merges)
-
+        push_c, push_a = statistics.median(conveyor.push_times), statistics.median(plain.push_times)
+        clone_c, clone_a = statistics.median(conveyor.clone_times), statistics.median(plain.clone_times)
         rows = [
-            ("push (median)", f"{push_t:.2f}s", f"{plain[0]:.2f}s", f"{push_t / plain[0]:.2f}x"),
-            ("clone (median)", f"{clone_t:.2f}s", f"{plain[1]:.2f}s", f"{clone_t / plain[1]:.2f}x"),
+            ("push (median)", f"{push_c:.2f}s", f"{push_a:.2f}s", f"{push_c / push_a:.2f}x"),
+            ("clone (median)", f"{clone_c:.2f}s", f"{clone_a:.2f}s", f"{clone_c / clone_a:.2f}x"),
         ]
         print_table("Forge: Conveyor vs git http-backend behind a minimal CGI server (target <= 1.2x)", rows)
         print(f"PR merge latency over {len(latencies)} merges: p50 {percentile(latencies, 50) * 1000:.0f} ms, "
