@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import typer
-from rich.table import Table
 
 from conveyor.cli import client
-from conveyor.cli.client import console, fail, request, say
+from conveyor.cli.client import fail, request, say
 from conveyor.registry.names import split_reference, valid_name, valid_tag
 
 registry_app = typer.Typer(help="The container registry (served at /v2 on the server's port).",
@@ -40,19 +39,16 @@ def _human(n: int) -> str:
 @registry_app.command("repos")
 def repos() -> None:
     """List repositories."""
-    table = Table("repository", "tags", "created")
     for r in request("GET", "/api/v1/registry/repositories"):
-        table.add_row(r["name"], str(r["tags"]), r["created_at"])
-    console.print(table)
+        say(f"{r['name']}\t{r['tags']} tag(s)")
 
 
 @registry_app.command("tags")
 def tags(repository: str) -> None:
     """List a repository's tags with their digests and locks."""
-    table = Table("tag", "digest", "updated by", "locked")
     for t in request("GET", "/api/v1/registry/tags", params={"repository": repository}):
-        table.add_row(t["name"], t["digest"], t["updated_by"], f"by {t['locked_by']}" if t["locked"] else "")
-    console.print(table)
+        lock = f"\tlocked by {t['locked_by']}" if t["locked"] else ""
+        say(f"{t['name']}\t{t['digest']}\t{t['updated_by']}{lock}")
 
 
 @registry_app.command("lock")
@@ -72,10 +68,8 @@ def unlock(reference: str = typer.Argument(..., metavar="REPOSITORY:TAG")) -> No
 
 @registry_app.command("locks")
 def locks() -> None:
-    table = Table("repository", "tag", "digest", "locked by", "at")
     for r in request("GET", "/api/v1/registry/locks"):
-        table.add_row(r["repository"], r["tag"], r["digest"], r["locked_by"] or "", r["locked_at"] or "")
-    console.print(table)
+        say(f"{r['repository']}:{r['tag']}\t{r['digest']}\tlocked by {r['locked_by']} at {r['locked_at']}")
 
 
 @immutable_app.command("add")
@@ -93,10 +87,8 @@ def immutable_remove(repository: str, pattern: str) -> None:
 
 @immutable_app.command("list")
 def immutable_list() -> None:
-    table = Table("repository", "pattern")
     for r in request("GET", "/api/v1/registry/immutable-tags"):
-        table.add_row(r["repository"], r["pattern"])
-    console.print(table)
+        say(f"{r['repository']}\t{r['pattern']}")
 
 
 @anonymous_app.command("add")
@@ -137,10 +129,9 @@ def upstream_add(
 
 @upstream_app.command("list")
 def upstream_list() -> None:
-    table = Table("prefix", "url", "user", "added by")
     for u in request("GET", "/api/v1/registry/upstreams"):
-        table.add_row(u["prefix"], u["url"], u["username"] or "", u["created_by"])
-    console.print(table)
+        user = f"\tas {u['username']}" if u["username"] else ""
+        say(f"{u['prefix']}\t{u['url']}{user}")
 
 
 @upstream_app.command("remove")
