@@ -140,6 +140,7 @@ def test_dead_processes_show_and_are_restarted(
         beta.wait_for("kubelet restarted by conveyor up", lambda: local.processes_of(beta.layout).running("kubelet"))
     finally:
         server.stop()
+        (clusters_home.parent / f"{clusters_home.name}.log").unlink(missing_ok=True)
     assert local.processes_of(beta.layout).pid("kubelet") != old
     beta.wait_for("node Ready again", lambda: listed(clusters_home)["beta"]["nodes"] == "1/1 Ready")
 

@@ -86,11 +86,13 @@ def check_prerequisites() -> None:
 # ---- cgroups -------------------------------------------------------------------------------
 
 
-def _v1_hierarchies() -> list[Path]:
+def _v1_hierarchies(with_v2: bool = False) -> list[Path]:
+    """Mounted cgroup hierarchies; ``with_v2`` adds the (empty, hybrid-mode) v2 one runc also uses."""
+    kinds = ("cgroup", "cgroup2") if with_v2 else ("cgroup",)
     out = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         pre, _, post = line.partition(" - ")
-        if post.split()[0] == "cgroup":
+        if post.split()[0] in kinds:
             out.append(Path(pre.split()[4]))
     return out
 
@@ -108,7 +110,7 @@ def ensure_cgroup(name: str) -> None:
 
 def cgroup_pids(name: str) -> list[int]:
     pids: set[int] = set()
-    for hierarchy in _v1_hierarchies():
+    for hierarchy in _v1_hierarchies(with_v2=True):
         root = hierarchy / name
         if not root.is_dir():
             continue
@@ -121,7 +123,7 @@ def cgroup_pids(name: str) -> list[int]:
 
 
 def remove_cgroup(name: str) -> None:
-    for hierarchy in _v1_hierarchies():
+    for hierarchy in _v1_hierarchies(with_v2=True):
         root = hierarchy / name
         if not root.is_dir():
             continue
