@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from conveyor.core.background import BackgroundLoop
 from conveyor.core.db import Database, after_commit, utcnow
 from conveyor.core.models import AuditEntry, Event, EventDelivery
 
@@ -80,33 +81,12 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(300, 2 ** min(attempts, 8)))
 
 
-class OutboxWorker:
+class OutboxWorker(BackgroundLoop):
+    name = "outbox"
+
     def __init__(self, db: Database, poll_interval: float = 0.5) -> None:
+        super().__init__(poll_interval, _wakeup)
         self.db = db
-        self.poll_interval = poll_interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="outbox", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        _wakeup.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                worked = self.run_once()
-            except Exception:
-                log.exception("outbox worker iteration failed")
-                worked = False
-            if not worked:
-                _wakeup.wait(self.poll_interval)
-                _wakeup.clear()
 
     def _claim(self) -> int | None:
         with self.db.session() as s:

@@ -7,7 +7,7 @@ from fastapi.responses import PlainTextResponse
 
 from conveyor.core import Permission, PrincipalDep, SessionDep, Settings, state_of
 from conveyor.forge import pulls, repos, statuses, webhooks
-from conveyor.forge.models import PullRequest, Repository, Webhook
+from conveyor.forge.models import CommitStatus, PullRequest, Repository, Review, Webhook
 from conveyor.forge.schemas import (
     BlockerOut,
     BranchOut,
@@ -31,7 +31,7 @@ from conveyor.forge.schemas import (
     StatusIn,
     StatusOut,
 )
-from conveyor.forge.statuses import CombinedStatus
+from conveyor.forge.statuses import CombinedStatus, StatusView
 
 router = APIRouter(prefix="/api/v1/repos", tags=["forge"])
 
@@ -72,21 +72,20 @@ def _pull_out(pr: PullRequest) -> PullOut:
     )
 
 
+def _status_out(s: StatusView | CommitStatus) -> StatusOut:
+    updated = s.updated_at if isinstance(s, StatusView) else s.created_at
+    return StatusOut(context=s.context, state=s.state, description=s.description, target_url=s.target_url,
+                     creator=s.creator, updated_at=updated)
+
+
 def _combined_out(c: CombinedStatus) -> CombinedStatusOut:
-    return CombinedStatusOut(
-        sha=c.sha,
-        state=c.state,
-        statuses=[
-            StatusOut(
-                context=s.context,
-                state=s.state,
-                description=s.description,
-                target_url=s.target_url,
-                creator=s.creator,
-                updated_at=s.updated_at,
-            )
-            for s in c.statuses
-        ],
+    return CombinedStatusOut(sha=c.sha, state=c.state, statuses=[_status_out(s) for s in c.statuses])
+
+
+def _review_out(rv: Review) -> ReviewOut:
+    return ReviewOut(
+        reviewer=rv.reviewer, role=rv.reviewer_role, state=rv.state, body=rv.body, head_sha=rv.head_sha,
+        dismissed=rv.dismissed, dismissed_reason=rv.dismissed_reason, created_at=rv.created_at,
     )
 
 
@@ -220,19 +219,7 @@ def get_pull(repo: str, number: int, request: Request, session: SessionDep, prin
             CommitOut(sha=c.sha, subject=c.subject, author=c.author) for c in git.commits_between(base, pr.head_sha)
         ],
         files=[FileStatOut(path=f.path, added=f.added, deleted=f.deleted) for f in git.diffstat(base, pr.head_sha)],
-        reviews=[
-            ReviewOut(
-                reviewer=rv.reviewer,
-                role=rv.reviewer_role,
-                state=rv.state,
-                body=rv.body,
-                head_sha=rv.head_sha,
-                dismissed=rv.dismissed,
-                dismissed_reason=rv.dismissed_reason,
-                created_at=rv.created_at,
-            )
-            for rv in pr.reviews
-        ],
+        reviews=[_review_out(rv) for rv in pr.reviews],
         checks=_combined_out(statuses.combined_status(session, r, pr.head_sha)),
         mergeability=MergeabilityOut(
             mergeable=m.mergeable,
@@ -264,11 +251,7 @@ def review_pull(
     r = repos.get_repo(session, repo)
     pr = pulls.get_pr(session, r, number)
     state = {"approve": "approved", "request_changes": "changes_requested", "comment": "commented"}[body.state]
-    rv = pulls.review_pr(session, _settings(request), principal, r, pr, state=state, body=body.body)
-    return ReviewOut(
-        reviewer=rv.reviewer, role=rv.reviewer_role, state=rv.state, body=rv.body, head_sha=rv.head_sha,
-        dismissed=rv.dismissed, dismissed_reason=rv.dismissed_reason, created_at=rv.created_at,
-    )
+    return _review_out(pulls.review_pr(session, _settings(request), principal, r, pr, state=state, body=body.body))
 
 
 @router.post("/{repo}/pulls/{number}/merge", response_model=PullOut)
@@ -307,8 +290,7 @@ def post_status(
         session, _settings(request), principal, r, sha, state=body.state, context=body.context,
         description=body.description, target_url=body.target_url,
     )
-    return StatusOut(context=row.context, state=row.state, description=row.description,
-                     target_url=row.target_url, creator=row.creator, updated_at=row.created_at)
+    return _status_out(row)
 
 
 @router.get("/{repo}/statuses/{sha}", response_model=CombinedStatusOut)

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from conveyor.core import Database, InvalidInput, NotFound, Principal, record, utcnow
+from conveyor.core.background import BackgroundLoop
 from conveyor.core.models import Event
 from conveyor.forge.models import Repository, Webhook, WebhookDelivery
 
@@ -103,35 +104,19 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(600, 2 ** attempts))
 
 
-class WebhookSender:
+class WebhookSender(BackgroundLoop):
+    name = "webhooks"
+
     def __init__(self, db: Database, poll_interval: float = 1.0, timeout: float = 10.0) -> None:
+        super().__init__(poll_interval, _wakeup)
         self.db = db
-        self.poll_interval = poll_interval
         self.client = httpx.Client(timeout=timeout, follow_redirects=False)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="webhooks", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        _wakeup.set()
-        if self._thread:
-            self._thread.join(timeout=15)
+    def close(self) -> None:
         self.client.close()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                worked = self.send_one()
-            except Exception:
-                log.exception("webhook sender iteration failed")
-                worked = False
-            if not worked:
-                _wakeup.wait(self.poll_interval)
-                _wakeup.clear()
+    def run_once(self) -> bool:
+        return self.send_one()
 
     def _claim(self) -> tuple[int, str, str, str, bytes, str, int] | None:
         with self.db.session() as s:
