@@ -196,6 +196,7 @@ def collect(reg: Registry, *, dry_run: bool = False, grace: float = DEFAULT_GRAC
         ) if live_ids else set()
         candidates = s.execute(
             select(RegistryBlob.digest, RegistryBlob.size).where(RegistryBlob.last_used_at < cutoff)
+            .order_by(RegistryBlob.last_used_at, RegistryBlob.digest)
         ).all()
         known = set(s.execute(select(RegistryBlob.digest)).scalars())
     for digest, size in candidates:
