@@ -94,9 +94,12 @@ def test_failures_show_in_pod_status(cluster_pair: tuple[ClusterHandle, ClusterH
         deployment("unready", hello_image, readinessProbe={"httpGet": {"path": "/missing", "port": 8080},
                                                             "periodSeconds": 1}),
     )
-    alpha.wait_for("CrashLoopBackOff", lambda: "CrashLoopBackOff" in pod_waiting_reasons(alpha, "default", "app=crasher"))
     alpha.wait_for(
-        "ImagePullBackOff", lambda: pod_waiting_reasons(alpha, "default", "app=nopull") & {"ImagePullBackOff", "ErrImagePull"}
+        "CrashLoopBackOff", lambda: "CrashLoopBackOff" in pod_waiting_reasons(alpha, "default", "app=crasher")
+    )
+    alpha.wait_for(
+        "ImagePullBackOff",
+        lambda: "ImagePullBackOff" in pod_waiting_reasons(alpha, "default", "app=nopull"),
     )
 
     def probe_failed() -> bool:
