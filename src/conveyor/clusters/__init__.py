@@ -1,0 +1,33 @@
+"""Local Kubernetes clusters (control plane + a real kubelet node per cluster) and registered ones.
+
+Public interface for other components (the agent, delivery, tests):
+"""
+
+from conveyor.clusters.binaries import KUBERNETES_VERSION, BinariesMissing, KubeBinaries, ensure_binaries
+from conveyor.clusters.external import add as add_external
+from conveyor.clusters.kubeapi import KubeClient, node_ready
+from conveyor.clusters.layout import Layout
+from conveyor.clusters.local import admin_client, create, delete, ensure_running, list_status, status
+from conveyor.clusters.spec import ClusterSpec, list_specs, load
+from conveyor.clusters.state import ClusterStatus
+
+__all__ = [
+    "KUBERNETES_VERSION",
+    "BinariesMissing",
+    "ClusterSpec",
+    "ClusterStatus",
+    "KubeBinaries",
+    "KubeClient",
+    "Layout",
+    "add_external",
+    "admin_client",
+    "create",
+    "delete",
+    "ensure_binaries",
+    "ensure_running",
+    "list_specs",
+    "list_status",
+    "load",
+    "node_ready",
+    "status",
+]
