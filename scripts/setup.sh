@@ -14,6 +14,8 @@ apt_pkgs=(git postgresql ca-certificates)
 # calls; podman/buildah/skopeo build and move images; busybox-static makes tiny test images.
 apt_pkgs+=(containerd runc containernetworking-plugins iptables conntrack ethtool socat iproute2 mount
   podman buildah skopeo busybox-static)
+# CNCF Distribution (the registry benchmark's baseline and the pull-through cache tests' upstream).
+apt_pkgs+=(docker-registry)
 extra="${CONVEYOR_APT_EXTRA:-}"
 # shellcheck disable=SC2206
 apt_pkgs+=($extra)
