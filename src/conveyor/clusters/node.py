@@ -297,6 +297,12 @@ def prepare(layout: Layout, bins: KubeBinaries) -> None:
     """Configuration files, cgroup root and bridge (idempotent)."""
     check_prerequisites()
     spec = layout.spec
+    longest = layout.kubelet / "root" / "pod-resources" / "kubelet.sock"
+    if len(str(longest)) > 100:  # Unix socket paths end at 108 bytes
+        raise NodeError(
+            f"the cluster directory {layout.root} is too deep for the kubelet's sockets; use a shorter --data-dir",
+            rule="node-socket-path",
+        )
     for d in (layout.containerd, layout.kubelet, layout.cni_conf / "net.d", layout.runtime):
         d.mkdir(parents=True, exist_ok=True)
     (layout.containerd / "config.toml").write_text(containerd_config(layout))
