@@ -154,11 +154,17 @@ class Proxy:
                     h = hashlib.new(algorithm)
                     size = 0
                     await req.start(200, headers)
+                    # The last piece is held back until the blob is verified and stored: a client
+                    # never receives a complete body that failed verification, and one that did
+                    # receive it can rely on the blob being cached.
+                    held = b""
                     async for chunk in resp.aiter_bytes(1 << 20):
                         h.update(chunk)
                         size += len(chunk)
                         await to_thread.run_sync(f.write, chunk)
-                        await req.write(chunk)
+                        if held:
+                            await req.write(held)
+                        held = chunk
             except httpx.HTTPError as exc:
                 raise _upstream_error(up, exc) from None
             if h.hexdigest() != want:
@@ -170,7 +176,7 @@ class Proxy:
                 blobs.commit_blob, self.reg, name, f"cache:{up.prefix}", digest, size,
                 blobs.publish_file(self.reg, tmp, digest))
             published = True
-            await req.write(b"", more=False)
+            await req.write(held, more=False)
         finally:
             f.close()
             if not published:
