@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +176,54 @@ class BareRepo:
 
     def create_ref(self, ref: str, new: str, reason: str) -> bool:
         return self.update_ref(ref, new, ZERO, reason)
+
+    def read_file(self, rev: str, path: str) -> bytes | None:
+        p = subprocess.run(["git", "cat-file", "blob", f"{rev}:{path}"], env=self._env(), capture_output=True)
+        return p.stdout if p.returncode == 0 else None
+
+    def list_files(self, rev: str, prefix: str = "") -> list[str]:
+        args = ["ls-tree", "-r", "-z", "--name-only", rev]
+        if prefix:
+            args += ["--", prefix]
+        return [f for f in self.run(*args).stdout.split("\0") if f]
+
+    def commit_files(
+        self,
+        parent: str | None,
+        files: dict[str, bytes | None],
+        message: str,
+        identity: Identity,
+        replace_dirs: tuple[str, ...] = (),
+    ) -> str:
+        """A commit on ``parent`` that writes (or, for None, deletes) ``files``; no work tree involved.
+
+        Directories in ``replace_dirs`` are emptied first, so files that are not written again vanish.
+        """
+        with tempfile.TemporaryDirectory(prefix="conveyor-index-") as tmp:
+            env = self._env(identity)
+            env["GIT_INDEX_FILE"] = str(Path(tmp) / "index")
+
+            def git(*args: str, input: bytes | None = None) -> bytes:
+                p = subprocess.run(["git", *args], env=env, input=input, capture_output=True)
+                if p.returncode != 0:
+                    raise GitError(f"git {args[0]} failed: {p.stderr.decode(errors='replace').strip()}")
+                return p.stdout
+
+            if parent:
+                git("read-tree", parent)
+            else:
+                git("read-tree", "--empty")
+            for d in replace_dirs:
+                git("rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", d.rstrip("/") + "/")
+            for path, content in files.items():
+                if content is None:
+                    git("update-index", "--force-remove", "--", path)
+                    continue
+                blob = git("hash-object", "-w", "--stdin", input=content).decode().strip()
+                git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
+            tree = git("write-tree").decode().strip()
+            args = ["commit-tree", tree] + (["-p", parent] if parent else [])
+            return git(*args, input=message.encode()).decode().strip()
 
     def fsck(self) -> subprocess.CompletedProcess[str]:
         return self.run("fsck", "--strict", "--no-progress", check=False)

@@ -1,0 +1,104 @@
+"""Delivery commands: the GitOps repository, promotions, rollbacks, app status and DORA metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from conveyor.cli.client import console, request, say
+
+gitops_app = typer.Typer(help="The GitOps repository.", no_args_is_help=True)
+app_app = typer.Typer(help="Delivered apps: where each version runs.", no_args_is_help=True)
+promotion_app = typer.Typer(help="Promotion records and their timelines.", no_args_is_help=True)
+
+
+@gitops_app.command("init")
+def gitops_init(repo: str) -> None:
+    """Create REPO with environments dev, qa, prod on main and one protected branch per environment."""
+    out = request("POST", "/api/v1/gitops", json_body={"repo": repo})
+    for name, env in out["environments"].items():
+        after = f" after {env['after']}" if env["after"] else ""
+        say(f"{name}: cluster {env['cluster']}, branch {env['branch']}{after}")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+@app_app.command("list")
+def app_list() -> None:
+    table = Table("app", "source repo", "GitOps repo")
+    for a in request("GET", "/api/v1/apps"):
+        table.add_row(a["name"], a["source_repo"], a["gitops_repo"])
+    console.print(table)
+
+
+@app_app.command("status")
+def app_status(app: str) -> None:
+    """Version, commit, image digest and state of APP in every environment."""
+    table = Table("env", "cluster", "version", "commit", "image digest", "last state", "pending", "lead time")
+    for e in request("GET", f"/api/v1/apps/{app}"):
+        pending = e["pending"]
+        table.add_row(
+            e["env"], e["cluster"], e["version"] or "-", (e["commit"] or "-")[:12],
+            (e["image_digest"] or "-")[:19], e["state"] or "-",
+            f"{pending['version']} ({pending['state']})" if pending else "-", _duration(e["lead_time_seconds"]),
+        )
+    console.print(table)
+
+
+@app_app.command("dora")
+def app_dora(app: str, days: int = typer.Option(30, "--days")) -> None:
+    """The four DORA metrics of APP per environment."""
+    table = Table("env", "deployments", "per day", "lead time (median)", "change failure rate", "time to restore")
+    for d in request("GET", f"/api/v1/apps/{app}/dora", params={"days": days}):
+        cfr = d["change_failure_rate"]
+        table.add_row(d["env"], str(d["deployments"]), f"{d['deployment_frequency_per_day']:.2f}",
+                      _duration(d["lead_time_seconds"]), "-" if cfr is None else f"{cfr:.0%}",
+                      _duration(d["time_to_restore_seconds"]))
+    console.print(table)
+
+
+def _print_promotion(p: dict[str, Any]) -> None:
+    say(f"promotion {p['id']}: {p['app']} {p['version']} -> {p['env']} ({p['state']})")
+    say(f"image {p['image']}:{p['image_tag']}@{p['image_digest']}")
+    say(f"source {p['source_repo']}@{p['source_commit']} by {p['author']}, CI run {p['ci_run']}")
+    if p["pr_number"]:
+        say(f"GitOps PR #{p['pr_number']} in {p['gitops_repo']}")
+    if p["failure_reason"]:
+        say(f"failure: {p['failure_reason']}")
+    for e in p["events"]:
+        say(f"  {e['at']}  {e['kind']:<16} {e['message']}")
+
+
+@promotion_app.command("show")
+def promotion_show(pid: int) -> None:
+    _print_promotion(request("GET", f"/api/v1/promotions/{pid}"))
+
+
+@promotion_app.command("list")
+def promotion_list(app: str = typer.Option(None, "--app"), env: str = typer.Option(None, "--env")) -> None:
+    table = Table("id", "app", "version", "env", "state", "PR", "created")
+    params = {k: v for k, v in (("app", app), ("env", env)) if v}
+    for p in request("GET", "/api/v1/promotions", params=params):
+        table.add_row(str(p["id"]), p["app"], p["version"], p["env"], p["state"],
+                      f"#{p['pr_number']}" if p["pr_number"] else "-", p["created_at"])
+    console.print(table)
+
+
+def promote(app: str, to: str = typer.Option(..., "--to"), version: str = typer.Option(None, "--version")) -> None:
+    """Promote APP to an environment (default version: the one verified in the previous environment)."""
+    p = request("POST", f"/api/v1/apps/{app}/promote", json_body={"env": to, "version": version})
+    say(f"promotion {p['id']}: {p['app']} {p['version']} -> {p['env']}")
+
+
+def rollback(app: str, env: str = typer.Option(..., "--env"), to: str = typer.Option(None, "--to")) -> None:
+    """Deploy an earlier verified version of APP to ENV again."""
+    p = request("POST", f"/api/v1/apps/{app}/rollback", json_body={"env": env, "to": to})
+    say(f"promotion {p['id']}: rolling {p['app']} in {p['env']} back to {p['version']}")

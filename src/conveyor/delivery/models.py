@@ -1,0 +1,92 @@
+"""Delivery tables: apps, promotions (one app version into one environment) and their timelines."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from conveyor.core.db import Base, UTCDateTime, utcnow
+
+# pending -> pr_open -> merged -> applied -> verified                      (success)
+#                  \-> abandoned (PR closed)  \-> failed -> rolling_back -> rolled_back
+#                  \-> superseded (a newer version for the same app and environment)
+ACTIVE_STATES = ("pending", "pr_open", "merged", "applied", "rolling_back")
+TERMINAL_STATES = ("verified", "failed", "rolled_back", "abandoned", "superseded", "rollback_failed")
+
+
+class App(Base):
+    __tablename__ = "delivery_apps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    source_repo: Mapped[str] = mapped_column(String(100))
+    gitops_repo: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Promotion(Base):
+    __tablename__ = "promotions"
+    __table_args__ = (Index("ix_promotions_app_env", "app", "env", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app: Mapped[str] = mapped_column(String(100))
+    env: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    # What is being deployed.
+    source_repo: Mapped[str] = mapped_column(String(100))
+    source_commit: Mapped[str] = mapped_column(String(64))
+    source_committed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    author: Mapped[str] = mapped_column(String(64))
+    ci_run: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    image: Mapped[str] = mapped_column(String(500))
+    image_digest: Mapped[str] = mapped_column(String(100))
+    image_tag: Mapped[str] = mapped_column(String(200))
+    templates_artifact: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # Where it is in the GitOps repo.
+    gitops_repo: Mapped[str] = mapped_column(String(100))
+    deploy_branch: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    pr_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    merge_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    applied_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    rollback_pr_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rollback_merge_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    is_rollback: Mapped[bool] = mapped_column(default=False)
+    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    promoted_from: Mapped[int | None] = mapped_column(ForeignKey("promotions.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # When the state last changed: deadlines (merge, apply, verify) count from here.
+    state_since: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    events: Mapped[list[PromotionEvent]] = relationship(
+        back_populates="promotion", order_by="PromotionEvent.id", cascade="all, delete-orphan"
+    )
+
+
+class PromotionEvent(Base):
+    __tablename__ = "promotion_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    promotion_id: Mapped[int] = mapped_column(ForeignKey("promotions.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    promotion: Mapped[Promotion] = relationship(back_populates="events")
+
+
+class GitopsRepo(Base):
+    """A forge repository that holds desired state: environments on main, one branch per environment."""
+
+    __tablename__ = "gitops_repos"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,76 @@
+"""Request and response bodies of the delivery API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class GitopsInit(BaseModel):
+    repo: str
+    environments: dict[str, dict[str, Any]] | None = None
+
+
+class PromoteIn(BaseModel):
+    env: str
+    version: str | None = None
+
+
+class RollbackIn(BaseModel):
+    env: str
+    to: str | None = None
+
+
+class EventOut(BaseModel):
+    at: datetime
+    kind: str
+    message: str
+    detail: dict[str, Any]
+
+
+class PromotionOut(BaseModel):
+    id: int
+    app: str
+    env: str
+    version: str
+    state: str
+    image: str
+    image_digest: str
+    image_tag: str
+    source_repo: str
+    source_commit: str
+    author: str
+    ci_run: str | None
+    gitops_repo: str
+    pr_number: int | None
+    merge_commit: str | None
+    rollback_pr_number: int | None
+    is_rollback: bool
+    failure_reason: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    events: list[EventOut] = []
+
+
+class EnvStatusOut(BaseModel):
+    env: str
+    cluster: str
+    version: str | None
+    commit: str | None
+    image_digest: str | None
+    state: str | None
+    pending: PromotionOut | None
+    lead_time_seconds: float | None
+
+
+class DoraOut(BaseModel):
+    app: str
+    env: str
+    window_days: int
+    deployments: int
+    deployment_frequency_per_day: float
+    lead_time_seconds: float | None
+    change_failure_rate: float | None
+    time_to_restore_seconds: float | None

@@ -1,0 +1,67 @@
+"""What runs where: per app and environment, from the promotion records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from conveyor.core import NotFound, Settings, utcnow
+from conveyor.delivery.dora import Dora, compute
+from conveyor.delivery.environments import promotion_order
+from conveyor.delivery.gitops import current_environments
+from conveyor.delivery.models import ACTIVE_STATES, App, Promotion
+
+
+@dataclass(frozen=True)
+class EnvStatus:
+    env: str
+    cluster: str
+    running: Promotion | None  # the newest verified (or rolled-back-to) version
+    pending: Promotion | None  # an active promotion, if any
+    last: Promotion | None  # the newest promotion of any state
+    lead_time_seconds: float | None
+
+
+def get_app(session: Session, name: str) -> App:
+    app = session.execute(select(App).where(App.name == name)).scalar_one_or_none()
+    if app is None:
+        raise NotFound(f"no app named '{name}' has been delivered yet", rule="app.exists")
+    return app
+
+
+def _running(rows: list[Promotion]) -> Promotion | None:
+    """After a rollback, the version running is the one verified before the rolled-back one."""
+    for i, p in enumerate(rows):  # newest first
+        if p.state == "verified":
+            return p
+        if p.state in ("rolled_back", "failed") and p.merge_commit:
+            older = [q for q in rows[i + 1:] if q.state == "verified"]
+            return older[0] if older else None
+    return None
+
+
+def app_status(session: Session, settings: Settings, name: str) -> list[EnvStatus]:
+    app = get_app(session, name)
+    envs = current_environments(session, settings, app.gitops_repo)
+    out = []
+    for env in promotion_order(envs):
+        rows = list(session.execute(select(Promotion).where(Promotion.app == name, Promotion.env == env.name)
+                                    .order_by(Promotion.id.desc())).scalars())
+        running = _running(rows)
+        pending = next((p for p in rows if p.state in ACTIVE_STATES), None)
+        lead = None
+        if running and running.finished_at and running.source_committed_at:
+            lead = (running.finished_at - running.source_committed_at).total_seconds()
+        out.append(EnvStatus(env.name, env.cluster, running, pending, rows[0] if rows else None, lead))
+    return out
+
+
+def dora_for(session: Session, settings: Settings, name: str, days: int = 30,
+             now: datetime | None = None) -> list[Dora]:
+    app = get_app(session, name)
+    envs = current_environments(session, settings, app.gitops_repo)
+    rows = list(session.execute(select(Promotion).where(Promotion.app == name)).scalars())
+    return [compute(rows, name, env.name, now or utcnow(), days) for env in promotion_order(envs)]
