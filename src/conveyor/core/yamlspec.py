@@ -28,7 +28,7 @@ class SpecError(Exception):
 @cache
 def packaged_schema(package: str, name: str) -> dict[str, Any]:
     """The JSON Schema ``schemas/<name>.schema.json`` shipped in ``package``."""
-    text = resources.files(package).joinpath("schemas", f"{name}.schema.json").read_text()
+    text = resources.files(package).joinpath("schemas").joinpath(f"{name}.schema.json").read_text()
     data: dict[str, Any] = json.loads(text)
     return data
 

@@ -57,7 +57,7 @@ def parse_environment(name: str, text: str) -> Environment:
         data, marks = load_with_marks(text, file)
         validate(data, marks, packaged_schema("conveyor.delivery", "environment"), file)
         timeout = parse_duration((data.get("verify") or {}).get("timeout", 120))
-    except (SpecError, ValueError) as exc:
+    except SpecError as exc:
         raise InvalidInput(str(exc), rule="env.schema") from None
     a = data.get("approvals") or {}
     v = data.get("verify")

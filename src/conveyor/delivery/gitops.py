@@ -29,7 +29,7 @@ DEFAULT_ENVIRONMENTS: dict[str, dict[str, Any]] = {
         "auto_merge": True,
         "approvals": {"required": 0},
         "verify": {"path": "/healthz", "expect_status": 200, "timeout": "2m"},
-        "values": {"replicas": 1},
+        "values": {"replicaCount": 1},
     },
     "qa": {
         "cluster": "nonprod",
@@ -37,7 +37,7 @@ DEFAULT_ENVIRONMENTS: dict[str, dict[str, Any]] = {
         "after": "dev",
         "approvals": {"required": 1, "approver_roles": ["reviewer", "cluster-admin"]},
         "verify": {"path": "/healthz", "expect_status": 200, "timeout": "2m"},
-        "values": {"replicas": 1},
+        "values": {"replicaCount": 1},
     },
     "prod": {
         "cluster": "prod",
@@ -45,7 +45,7 @@ DEFAULT_ENVIRONMENTS: dict[str, dict[str, Any]] = {
         "after": "qa",
         "approvals": {"required": 2, "approver_roles": ["cluster-admin"], "allow_author": False},
         "verify": {"path": "/healthz", "expect_status": 200, "timeout": "3m"},
-        "values": {"replicas": 2},
+        "values": {"replicaCount": 2},
     },
 }
 
