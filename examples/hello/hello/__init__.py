@@ -1,0 +1,1 @@
+"""A small web service used by Conveyor's examples and end-to-end tests."""

@@ -1,0 +1,139 @@
+"""Base images made locally, for machines that cannot reach public registries.
+
+A minimal Debian root filesystem with the requested packages is made with ``debootstrap`` once and
+cached as a tarball outside any checkout (``~/.cache/conveyor/base-images``); ``buildah`` turns it
+into a single-layer image, and ``skopeo`` copies that into the Conveyor registry under a cache
+name (e.g. ``cache/debian-python:12``) that pipelines use as their ``BASE_IMAGE``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from conveyor.core.containers import buildah, skopeo
+
+DEFAULT_SUITE = "bookworm"
+DEFAULT_PACKAGES = ("python3",)
+DEFAULT_TAG = "cache/debian-python:12"
+
+
+class BaseImageError(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("CONVEYOR_CACHE", "~/.cache/conveyor")).expanduser()
+    return root / "base-images"
+
+
+def host_debian_mirror() -> str | None:
+    """The Debian mirror this machine's apt already uses (no mirror name is baked into Conveyor)."""
+    if os.environ.get("CONVEYOR_DEBIAN_MIRROR"):
+        return os.environ["CONVEYOR_DEBIAN_MIRROR"]
+    candidates: list[str] = []
+    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+        for m in re.finditer(r"^URIs:\s*(\S+)", path.read_text(errors="replace"), re.M):
+            candidates.append(m.group(1))
+    legacy = Path("/etc/apt/sources.list")
+    if legacy.exists():
+        for m in re.finditer(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)", legacy.read_text(errors="replace"), re.M):
+            candidates.append(m.group(1))
+    for uri in candidates:
+        if uri.rstrip("/").endswith("/debian"):
+            return uri
+    return candidates[0] if candidates else None
+
+
+def _run(argv: list[str], log: Callable[[str], None], timeout: float = 1800, secret: str = "") -> str:
+    log("$ " + " ".join(a.replace(secret, "***") if secret else a for a in argv))
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-20:]
+        raise BaseImageError(f"{argv[0]} failed ({p.returncode}):\n" + "\n".join(tail))
+    return p.stdout
+
+
+def rootfs_tarball(
+    suite: str = DEFAULT_SUITE,
+    packages: tuple[str, ...] = DEFAULT_PACKAGES,
+    mirror: str | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """The cached root filesystem tarball, made with debootstrap on first use."""
+    key = hashlib.sha256(f"{suite}|{','.join(sorted(packages))}".encode()).hexdigest()[:12]
+    out = cache_dir() / f"debian-{suite}-{key}.tar"
+    if out.exists():
+        log(f"using cached root filesystem {out}")
+        return out
+    if shutil.which("debootstrap") is None:
+        raise BaseImageError("debootstrap is not installed (scripts/setup.sh installs it)")
+    if os.geteuid() != 0:
+        raise BaseImageError("debootstrap needs root to make a root filesystem")
+    mirror = mirror or host_debian_mirror()
+    if not mirror:
+        raise BaseImageError("no Debian mirror configured; set CONVEYOR_DEBIAN_MIRROR")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rootfs-", dir=out.parent) as tmp:
+        root = Path(tmp) / "root"
+        argv = ["debootstrap", "--variant=minbase"]
+        if packages:
+            argv.append("--include=" + ",".join(packages))
+        _run([*argv, suite, str(root), mirror], log)
+        # Package lists and caches only make the image bigger.
+        for sub in ("var/lib/apt/lists", "var/cache/apt/archives"):
+            for child in (root / sub).glob("*"):
+                if child.is_file():
+                    child.unlink()
+        partial = out.with_suffix(".partial")
+        _run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(partial), "."], log)
+        os.replace(partial, out)
+    log(f"root filesystem cached at {out}")
+    return out
+
+
+def build_and_import(
+    registry_host: str,
+    user: str,
+    token: str,
+    tag: str = DEFAULT_TAG,
+    suite: str = DEFAULT_SUITE,
+    packages: tuple[str, ...] = DEFAULT_PACKAGES,
+    mirror: str | None = None,
+    log: Callable[[str], None] = print,
+) -> str:
+    """Make (or reuse) the root filesystem, build a one-layer image, copy it to the registry.
+
+    Returns the digest of the manifest in the registry.
+    """
+    tarball = rootfs_tarball(suite, packages, mirror, log)
+    archive = tarball.with_name(tarball.stem + ".oci.tar")
+    if not archive.exists():
+        ctr = _run(buildah("from", "--name", f"conveyor-base-{os.getpid()}", "scratch"), log).strip()
+        try:
+            _run(buildah("add", ctr, str(tarball), "/"), log)
+            _run(buildah("config", "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                         "--env", "LANG=C.UTF-8", "--cmd", "/bin/sh", "--label",
+                         f"org.conveyor.base-image=debian-{suite}", ctr), log)
+            partial = archive.with_suffix(".partial")
+            partial.unlink(missing_ok=True)
+            _run(buildah("commit", "--rm", ctr, f"oci-archive:{partial}"), log)
+            ctr = ""
+            os.replace(partial, archive)
+        finally:
+            if ctr:
+                subprocess.run(buildah("rm", ctr), capture_output=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        digest_file = Path(tmp) / "digest"
+        _run(skopeo("copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", f"{user}:{token}",
+                    "--digestfile", str(digest_file), f"oci-archive:{archive}",
+                    f"docker://{registry_host}/{tag}"), log, secret=token)
+        digest = digest_file.read_text().strip()
+    log(f"imported {tag} ({digest})")
+    return digest

@@ -1,0 +1,192 @@
+"""``conveyor run ...``, ``conveyor secret ...``, ``conveyor image base`` and ``conveyor worker``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from conveyor.cli import client
+from conveyor.cli.client import fail, request, say
+
+run_app = typer.Typer(help="Pipeline runs: list, show, follow logs, cancel, retry, start.", no_args_is_help=True)
+secret_app = typer.Typer(help="Secrets handed to a repository's pipelines (masked in logs).", no_args_is_help=True)
+image_app = typer.Typer(help="Images made locally (base images for pipelines).", no_args_is_help=True)
+
+
+def _line(r: dict[str, Any]) -> str:
+    where = f" at '{r['failed_step']}'" if r.get("failed_step") else ""
+    msg = f": {r['message']}" if r.get("message") and r["state"] not in ("success", "running", "queued") else ""
+    pr = f" PR #{r['pr_number']}" if r.get("pr_number") else ""
+    return f"{r['id']}\t{r['repo']}#{r['number']}\t{r['pipeline']}{pr}\t{r['sha'][:12]}\t{r['state']}{where}{msg}"
+
+
+@run_app.command("list")
+def list_runs(repo: str = typer.Argument(None), state: str = typer.Option(None, "--state"),
+              limit: int = typer.Option(30, "--limit")) -> None:
+    """Newest runs first (of one repository, or all)."""
+    params: dict[str, Any] = {"limit": limit}
+    if repo:
+        params["repo"] = repo
+    if state:
+        params["state"] = state
+    for r in request("GET", "/api/v1/runs", params=params):
+        say(_line(r))
+
+
+@run_app.command("show")
+def show(run_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
+    """A run with its steps, outputs and artifacts."""
+    r = request("GET", f"/api/v1/runs/{run_id}")
+    if as_json:
+        say(json.dumps(r, indent=2))
+        return
+    say(_line(r))
+    for s in r["steps"]:
+        msg = f"  {s['message']}" if s["message"] else ""
+        say(f"  {s['index']:>2} {s['state']:<9} {s['name']}{msg}")
+    image = (r.get("outputs") or {}).get("image")
+    if image and image.get("pushed"):
+        say(f"image {image['repository']}@{image['digest']} tags {', '.join(image['tags'])}")
+    for a in r["artifacts"]:
+        say(f"artifact {a['name']} ({a['kind']}) {a['digest']} {a['size']} bytes")
+
+
+@run_app.command("logs")
+def logs(run_id: int, follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the run ends")) -> None:
+    """Print a run's log; with --follow, keep printing as it is written."""
+    after = 0
+    while True:
+        out = request("GET", f"/api/v1/runs/{run_id}/logs", params={"after": after})
+        for c in out["chunks"]:
+            sys.stdout.write(c["text"])
+        sys.stdout.flush()
+        after = out["next"]
+        if out["finished"] or not follow:
+            if follow and out["state"] != "success":
+                raise typer.Exit(1)
+            return
+        if not out["chunks"]:
+            time.sleep(0.3)
+
+
+@run_app.command("cancel")
+def cancel(run_id: int) -> None:
+    r = request("POST", f"/api/v1/runs/{run_id}/cancel")
+    say(f"run {run_id}: {'cancel requested' if r['state'] == 'running' else r['state']}")
+
+
+@run_app.command("retry")
+def retry(run_id: int) -> None:
+    """Queue a new run of the same pipeline at the same commit; prints its id."""
+    say(request("POST", f"/api/v1/runs/{run_id}/retry")["id"])
+
+
+@run_app.command("start")
+def start(repo: str, pipeline: str = typer.Option("ci", "--pipeline"), ref: str = typer.Option(None, "--ref"),
+          sha: str = typer.Option(None, "--sha")) -> None:
+    """Queue a run by hand; prints its id."""
+    body = {"pipeline": pipeline, "ref": ref, "sha": sha}
+    say(request("POST", f"/api/v1/repos/{repo}/runs", json_body=body)["id"])
+
+
+@run_app.command("validate")
+def validate(directory: Path = typer.Argument(Path("."), help="A checkout with .conveyor/")) -> None:
+    """Check .conveyor/pipeline.yaml and app.yaml locally, as a run would."""
+    from conveyor.pipelines.spec import SpecError, load_workspace
+
+    try:
+        pipelines, app = load_workspace(directory)
+    except SpecError as exc:
+        fail(str(exc))
+    for name, steps in pipelines.items():
+        say(f"{name}: {len(steps)} step(s): {', '.join(s.name for s in steps)}")
+    if app:
+        say(f"app {app.name} {app.version} image {app.image}")
+
+
+@secret_app.command("set")
+def secret_set(repo: str, name: str) -> None:
+    """Set a secret; the value is read from standard input."""
+    value = sys.stdin.read().rstrip("\n")
+    request("PUT", f"/api/v1/repos/{repo}/secrets/{name}", json_body={"value": value})
+    say(f"secret {name} set for {repo}")
+
+
+@secret_app.command("list")
+def secret_list(repo: str) -> None:
+    for name in request("GET", f"/api/v1/repos/{repo}/secrets"):
+        say(name)
+
+
+@secret_app.command("delete")
+def secret_delete(repo: str, name: str) -> None:
+    request("DELETE", f"/api/v1/repos/{repo}/secrets/{name}")
+
+
+@image_app.command("base")
+def base_image(
+    tag: str = typer.Option("cache/debian-python:12", "--tag", help="REPOSITORY:TAG in Conveyor's registry"),
+    suite: str = typer.Option("bookworm", "--suite"),
+    packages: str = typer.Option("python3", "--packages", help="Comma-separated Debian packages"),
+    mirror: str = typer.Option(None, "--mirror", help="Debian mirror (default: the one apt uses here)"),
+    user: str = typer.Option("admin", "--user", help="Registry user the token belongs to"),
+) -> None:
+    """Make a minimal Debian image with debootstrap and import it into the registry."""
+    from urllib.parse import urlsplit
+
+    from conveyor.pipelines.base_image import BaseImageError, build_and_import
+
+    token = client.token()
+    if not token:
+        fail("no token: pass --token or set CONVEYOR_TOKEN")
+    host = urlsplit(client.server_url()).netloc
+    try:
+        digest = build_and_import(host, user, token, tag=tag, suite=suite,
+                                  packages=tuple(p for p in packages.split(",") if p), mirror=mirror,
+                                  log=lambda m: print(m, file=sys.stderr))
+    except BaseImageError as exc:
+        fail(str(exc))
+    say(f"{tag}@{digest}")
+
+
+def worker(
+    data_dir: Path = typer.Option(None, "--data-dir", help="Local state (token, workspaces)"),
+    database_url: str = typer.Option(None, "--database-url", help="The server's database (or CONVEYOR_DATABASE_URL)"),
+    server: str = typer.Option(None, "--server-url", help="The server's URL, for git, registry and links"),
+    concurrency: int = typer.Option(2, "--concurrency", "-c"),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Execute pipeline runs from the shared queue (alongside or instead of `conveyor up`'s workers)."""
+    import logging
+    import signal
+    import threading
+
+    from conveyor.core import Database, Settings
+    from conveyor.forge import lifecycle as forge_lifecycle
+    from conveyor.pipelines import lifecycle
+
+    settings = Settings.from_env(data_dir=data_dir or client._target.data_dir, database_url=database_url,
+                                 public_url=server or client.server_url())
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    # Events this process records fan out to every component's consumers, so all must be known.
+    forge_lifecycle.register()
+    lifecycle.register(settings)
+    lifecycle.recover(db, settings)
+    pool = lifecycle.pool(db, settings, concurrency)
+    if pool is None:
+        fail("--concurrency must be at least 1")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    pool.start()
+    say(f"worker {pool.owner} serving {settings.db_url.split('@')[-1]} with concurrency {concurrency}")
+    stop.wait()
+    pool.stop()
+    db.dispose()

@@ -1,0 +1,101 @@
+"""Repository secrets for pipelines: stored encrypted, handed to steps, masked in logs.
+
+The key lives in the data directory (``pipelines-secrets.key``, mode 0600) or comes from
+CONVEYOR_PIPELINE_SECRETS_KEY, which workers on other machines must share.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from conveyor.core import InvalidInput, NotFound, Settings, record, utcnow
+from conveyor.core.bootstrap import write_secret
+from conveyor.pipelines.models import Secret
+
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+REFERENCE = re.compile(r"\$\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def _fernet(settings: Settings) -> Fernet:
+    key = os.environ.get("CONVEYOR_PIPELINE_SECRETS_KEY")
+    if not key:
+        path = settings.data_dir / "pipelines-secrets.key"
+        if not path.exists():
+            write_secret(path, Fernet.generate_key().decode())
+        key = path.read_text().strip()
+    return Fernet(key.encode())
+
+
+def set_secret(session: Session, settings: Settings, repo_id: int, repo_name: str, name: str, value: str,
+               actor: str) -> None:
+    if not NAME.match(name):
+        raise InvalidInput("secret names are letters, digits and _, not starting with a digit", rule="secret.name")
+    if not value:
+        raise InvalidInput("a secret cannot be empty", rule="secret.value")
+    ciphertext = _fernet(settings).encrypt(value.encode())
+    row = session.execute(
+        select(Secret).where(Secret.repo_id == repo_id, Secret.name == name)
+    ).scalar_one_or_none()
+    if row is None:
+        session.add(Secret(repo_id=repo_id, name=name, ciphertext=ciphertext, updated_by=actor))
+    else:
+        row.ciphertext, row.updated_by, row.updated_at = ciphertext, actor, utcnow()
+    record(session, actor=actor, action="pipeline.secret.set", target=f"{repo_name}/{name}",
+           payload={"repo": repo_name, "name": name})
+
+
+def delete_secret(session: Session, repo_id: int, repo_name: str, name: str, actor: str) -> None:
+    row = session.execute(
+        select(Secret).where(Secret.repo_id == repo_id, Secret.name == name)
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"repository '{repo_name}' has no secret '{name}'")
+    session.delete(row)
+    record(session, actor=actor, action="pipeline.secret.deleted", target=f"{repo_name}/{name}",
+           payload={"repo": repo_name, "name": name})
+
+
+def secret_names(session: Session, repo_id: int) -> list[str]:
+    return list(session.execute(select(Secret.name).where(Secret.repo_id == repo_id).order_by(Secret.name))
+                .scalars())
+
+
+def load_secrets(session: Session, settings: Settings, repo_id: int) -> dict[str, str]:
+    f = _fernet(settings)
+    out = {}
+    for row in session.execute(select(Secret).where(Secret.repo_id == repo_id)).scalars():
+        try:
+            out[row.name] = f.decrypt(row.ciphertext).decode()
+        except InvalidToken:
+            raise RuntimeError(f"secret '{row.name}' cannot be decrypted with this worker's key") from None
+    return out
+
+
+def expand(value: str, secrets: dict[str, str]) -> str:
+    """Replace ``${{ secrets.NAME }}``; an unknown name is an error that names it."""
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in secrets:
+            raise KeyError(name)
+        return secrets[name]
+
+    return REFERENCE.sub(sub, value)
+
+
+class Masker:
+    """Replaces every secret value in log text with ***."""
+
+    def __init__(self, values: list[str]) -> None:
+        # Longest first, so a secret containing another is masked whole; very short values would
+        # mask ordinary text and are not secret enough to hide anyway.
+        self.values = sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
+        self.pattern = re.compile("|".join(re.escape(v) for v in self.values)) if self.values else None
+
+    def __call__(self, text: str) -> str:
+        return self.pattern.sub("***", text) if self.pattern else text

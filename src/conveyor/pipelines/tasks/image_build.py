@@ -1,0 +1,58 @@
+"""``image-build``: buildah builds the Dockerfile (no daemon) with a layer cache shared by runs.
+
+The image is only built here. When ``push`` is on (the default in ``ci``, off in ``pr``), the push
+is recorded for the end of the run and done by the ``publish`` step once every step has passed,
+so a failed run never pushes anything.
+"""
+
+from __future__ import annotations
+
+from conveyor.core.containers import buildah
+from conveyor.pipelines.tasks.context import TaskContext, fail, last_error, run_tool, say
+
+
+def local_name(ctx: TaskContext) -> str:
+    return f"localhost/conveyor-run-{ctx.run_id}:build"
+
+
+def main(ctx: TaskContext) -> None:
+    app = ctx.need_app()
+    dockerfile_rel = ctx.params.get("dockerfile") or app.dockerfile
+    context_rel = ctx.params.get("context") or app.context
+    dockerfile = ctx.path(dockerfile_rel, "dockerfile")
+    context_dir = ctx.path(context_rel, "build context")
+    if not dockerfile.is_file():
+        fail(f"Dockerfile not found: {dockerfile_rel}")
+    if not context_dir.is_dir():
+        fail(f"build context not found: {context_rel}")
+    push = bool(ctx.params.get("push", ctx.pipeline == "ci"))
+    if push and ctx.pipeline != "ci":
+        say("push: ignored outside the ci pipeline (unmerged code is never pushed)")
+        push = False
+    external = ctx.params.get("registry")
+    registry = external or ctx.registry
+    repository = f"{registry}/{app.image}"
+    tags = [f"{app.version}-{ctx.build_number}", ctx.commit]
+    iidfile = ctx.result_path.with_suffix(".iid")
+    argv = buildah("bud", "--layers", "--iidfile", str(iidfile), "-f", str(dockerfile), "-t", local_name(ctx),
+                   "--label", f"org.opencontainers.image.revision={ctx.commit}",
+                   "--label", f"org.opencontainers.image.version={app.version}",
+                   "--label", f"org.conveyor.build={ctx.repo}#{ctx.build_number}", root=ctx.storage_root)
+    # Base images come from this Conveyor's registry (plain HTTP on loopback) with the service token.
+    argv += ["--tls-verify=false", "--authfile", str(ctx.result_path.parent / "auth.json")]
+    for key, value in (ctx.params.get("build_args") or {}).items():
+        argv += ["--build-arg", f"{key}={ctx.expand(str(value))}"]
+    argv.append(str(context_dir))
+    code, tail = run_tool(argv)
+    if code != 0:
+        fail(f"image build failed: {last_error(tail)}")
+    image_id = iidfile.read_text().strip()
+    say(f"built {local_name(ctx)} ({image_id})")
+    if push:
+        say(f"will push {repository} as {', '.join(tags)} when every step has passed")
+    else:
+        say("push: false — the image is not pushed")
+    ctx.result = {"outputs": {"image": {"local": local_name(ctx), "id": image_id, "repository": repository,
+                                        "tags": tags, "push": push, "external": bool(external),
+                                        "credentials_secret": ctx.params.get("credentials_secret"),
+                                        "tls_verify": ctx.params.get("tls_verify", bool(external))}}}
