@@ -17,17 +17,20 @@ from conveyor.forge import lifecycle as forge_lifecycle
 from conveyor.forge.api import router as forge_router
 from conveyor.forge.git_http import GitHttpApp
 from conveyor.forge.webhooks import WebhookSender
+from conveyor.pipelines import lifecycle as pipelines_lifecycle
+from conveyor.pipelines.api import router as pipelines_router
 from conveyor.registry import lifecycle as registry_lifecycle
 from conveyor.registry.api import router as registry_router
 from conveyor.registry.app import RegistryApp
 
 
-def register_components() -> None:
+def register_components(settings: Settings) -> None:
     forge_lifecycle.register()
+    pipelines_lifecycle.register(settings)
 
 
 def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
-    register_components()
+    register_components(settings)
     db = db or Database(settings.db_url)
     state = AppState(settings=settings, db=db)
     registry = registry_lifecycle.create(db, settings)
@@ -36,6 +39,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         forge_lifecycle.recover(db, settings)
         registry.start()
+        pipelines_lifecycle.recover(db, settings)
         workers: list[OutboxWorker | WebhookSender | registry_lifecycle.UploadJanitor] = []
         if settings.background_workers:
             workers = [OutboxWorker(db), WebhookSender(db), registry_lifecycle.UploadJanitor(registry)]
@@ -45,9 +49,14 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         clusters = ClusterSupervisor(settings.data_dir) if settings.background_workers else None
         if clusters:
             clusters.start()
+        pipeline_workers = pipelines_lifecycle.pool(db, settings) if settings.background_workers else None
+        if pipeline_workers:
+            pipeline_workers.start()
         try:
             yield
         finally:
+            if pipeline_workers:
+                pipeline_workers.stop()
             if clusters:
                 clusters.stop()
             for w in workers:
@@ -60,6 +69,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(core_router)
     app.include_router(forge_router)
+    app.include_router(pipelines_router)
     app.mount("/git", GitHttpApp(state))
     # The OCI Distribution API: its own ASGI app, for spec-exact errors and streaming.
     app.include_router(registry_router)

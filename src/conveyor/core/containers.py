@@ -12,9 +12,14 @@ STORAGE_DRIVER = "vfs"
 ULIMITS = ("nofile=1024:1024", "nproc=4096:4096")
 
 
-def podman(*args: str) -> list[str]:
+def _storage(root: str | None) -> list[str]:
+    """A private containers-storage under ``root`` (instead of the machine's shared one)."""
+    return ["--root", f"{root}/storage", "--runroot", f"{root}/run"] if root else []
+
+
+def podman(*args: str, root: str | None = None) -> list[str]:
     """``podman <args>``; for ``run``/``create`` the runtime and ulimits are added after the verb."""
-    argv = ["podman", "--storage-driver", STORAGE_DRIVER]
+    argv = ["podman", "--storage-driver", STORAGE_DRIVER, *_storage(root)]
     if args and args[0] in ("run", "create"):
         argv += [args[0], "--runtime", "runc"]
         for limit in ULIMITS:
@@ -23,9 +28,9 @@ def podman(*args: str) -> list[str]:
     return argv + list(args)
 
 
-def buildah(*args: str) -> list[str]:
+def buildah(*args: str, root: str | None = None) -> list[str]:
     """``buildah <args>``; building verbs get chroot isolation."""
-    argv = ["buildah", "--storage-driver", STORAGE_DRIVER]
+    argv = ["buildah", "--storage-driver", STORAGE_DRIVER, *_storage(root)]
     if args and args[0] in ("bud", "build", "build-using-dockerfile", "run"):
         return [*argv, args[0], "--isolation", "chroot", *args[1:]]
     return argv + list(args)
