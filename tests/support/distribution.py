@@ -21,6 +21,7 @@ class Distribution:
             raise RuntimeError("CNCF Distribution not found: install Debian's 'docker-registry' package")
         self.binary = binary
         self.root = root or Path(tempfile.mkdtemp(prefix="conveyor-distribution-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
