@@ -1,0 +1,258 @@
+"""Bringing the demo platform up and down: server, users, clusters, base image, repositories, agents."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+APP = "hello"
+GITOPS = "gitops"
+CLUSTERS = {"nonprod": ("dev", "qa"), "prod": ("prod",)}
+USERS = {"dana": "developer", "theo": "reviewer", "olga": "cluster-admin", "omar": "cluster-admin"}
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (httpx.HTTPError, OSError, KeyError, ValueError) as exc:
+            last_error = f" (last error: {exc})"
+        time.sleep(interval)
+    raise DemoError(f"timed out after {int(timeout)}s waiting for {what}{last_error}")
+
+
+@dataclass
+class Platform:
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    tokens: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    state_file: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.state_file = self.data_dir / "demo.json"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def registry(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def api(self, user: str = "admin") -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.tokens[user]}"}, timeout=60)
+
+    def git_url(self, repo: str, user: str) -> str:
+        return f"http://{user}:{self.tokens[user]}@127.0.0.1:{self.port}/git/{repo}.git"
+
+    def cli(self, *args: str, user: str = "admin") -> str:
+        env = dict(os.environ, CONVEYOR_SERVER=self.url, CONVEYOR_TOKEN=self.tokens[user],
+                   CONVEYOR_DATA_DIR=str(self.data_dir))
+        p = subprocess.run([sys.executable, "-m", "conveyor", *args], env=env, capture_output=True, text=True,
+                           timeout=3600)
+        if p.returncode != 0:
+            raise DemoError(f"conveyor {' '.join(args)} failed: {p.stderr.strip() or p.stdout.strip()}")
+        return p.stdout
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                                env=dict(os.environ, **(env or {})))
+        self.save()
+
+    def save(self) -> None:
+        self.state_file.write_text(json.dumps({
+            "port": self.port, "pids": {k: p.pid for k, p in self.procs.items()},
+        }))
+
+    # --- server and users ---------------------------------------------------------------------
+    def start_server(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn("server", [sys.executable, "-m", "conveyor", "up", "--data-dir", str(self.data_dir),
+                               "--port", str(self.port), "--log-level", "warning"])
+        proc = self.procs["server"]
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise DemoError(f"the server exited; see {self.data_dir / 'logs' / 'server.log'}")
+            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+
+        wait_until("the server to start", healthy, 120, 0.2)
+        self.tokens["admin"] = (self.data_dir / "admin.token").read_text().strip()
+
+    def create_users(self) -> None:
+        with self.api() as api:
+            for name, role in USERS.items():
+                r = api.post("/api/v1/users", json={"name": name, "role": role})
+                if r.status_code != 201:
+                    raise DemoError(f"creating user {name}: {r.text}")
+                self.tokens[name] = r.json()["token"]
+            for cluster in CLUSTERS:
+                agent = f"agent-{cluster}"
+                r = api.post("/api/v1/users", json={"name": agent, "role": "developer"})
+                self.tokens[agent] = r.json()["token"]
+        (self.data_dir / "tokens.json").write_text(json.dumps(self.tokens))
+        os.chmod(self.data_dir / "tokens.json", 0o600)
+        # Clusters pull the app's images without credentials; everything else needs a token.
+        self.cli("registry", "anonymous", "add", "apps/")
+
+    # --- clusters -----------------------------------------------------------------------------
+    def create_clusters(self, progress: Callable[[str], None]) -> None:
+        from conveyor.clusters import create
+
+        for name in CLUSTERS:
+            create(self.data_dir, name, registries=[self.registry], progress=progress)
+
+    def kubeconfig(self, cluster: str) -> Path:
+        from conveyor.clusters import Layout, load
+
+        return Layout(self.data_dir, load(self.data_dir, cluster)).kubeconfig
+
+    # --- base image, repositories --------------------------------------------------------------
+    def base_image(self, log: Callable[[str], None]) -> str:
+        from conveyor.pipelines.base_image import build_and_import
+
+        return build_and_import(self.registry, "admin", self.tokens["admin"], log=log)
+
+    def init_gitops(self) -> None:
+        with self.api("olga") as api:
+            r = api.post("/api/v1/gitops", json={"repo": GITOPS})
+            if r.status_code != 201:
+                raise DemoError(f"gitops init: {r.text}")
+
+    def create_app_repo(self, work: Path) -> Path:
+        with self.api("dana") as api:
+            if api.post("/api/v1/repos", json={"name": APP}).status_code != 201:
+                raise DemoError("could not create the application repository")
+        wc = work / APP
+        if wc.exists():
+            shutil.rmtree(wc)
+        shutil.copytree(EXAMPLES / APP, wc)
+        git(wc, "init", "-q", "-b", "main")
+        git(wc, "add", "-A")
+        git(wc, "commit", "-q", "-m", "Hello service: code, tests, Dockerfile, Helm chart, pipeline")
+        git(wc, "remote", "add", "origin", self.git_url(APP, "dana"))
+        git(wc, "push", "-q", "origin", "main")
+        with self.api("olga") as api:
+            r = api.put(f"/api/v1/repos/{APP}/protection/main",
+                        json={"approvals": 1, "required_checks": ["conveyor/pr"], "no_self_approval": True})
+            if r.status_code != 200:
+                raise DemoError(f"protecting main: {r.text}")
+        return wc
+
+    # --- agents ---------------------------------------------------------------------------------
+    def start_agents(self) -> None:
+        for cluster, envs in CLUSTERS.items():
+            agent_port = free_port()
+            secret = f"demo-{cluster}-webhook-secret"
+            user = f"agent-{cluster}"
+            token_file = self.data_dir / "agents" / f"{cluster}.token"
+            token_file.parent.mkdir(parents=True, exist_ok=True)
+            token_file.write_text(self.tokens[user])
+            os.chmod(token_file, 0o600)
+            config = {
+                "cluster": {"name": cluster, "kubeconfig": str(self.kubeconfig(cluster))},
+                "forge": {"server": self.url, "token_file": str(token_file)},
+                "listen": f"127.0.0.1:{agent_port}",
+                "state_dir": str(self.data_dir / "agents" / cluster),
+                "syncs": [
+                    {"name": env, "url": self.git_url(GITOPS, user), "branch": f"env/{env}", "path": "rendered",
+                     "interval": "30s", "prune": True, "wait": True, "timeout": "3m", "webhook_secret": secret}
+                    for env in envs
+                ],
+            }
+            path = self.data_dir / "agents" / f"{cluster}.yaml"
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            self._spawn(f"agent-{cluster}", [sys.executable, "-m", "conveyor", "agent", "run", "--config", str(path)])
+            status_url = f"http://127.0.0.1:{agent_port}/status"
+
+            def agent_up(url: str = status_url) -> bool:
+                return httpx.get(url, timeout=2).status_code == 200
+
+            wait_until(f"the agent of {cluster}", agent_up, 60, 0.3)
+            with self.api("olga") as api:
+                for env in envs:
+                    r = api.post(f"/api/v1/repos/{GITOPS}/hooks", json={
+                        "url": f"http://127.0.0.1:{agent_port}/hooks/{env}", "secret": secret, "events": ["push"]})
+                    if r.status_code != 201:
+                        raise DemoError(f"adding the {env} webhook: {r.text}")
+
+    # --- teardown -------------------------------------------------------------------------------
+    def stop(self, remove: bool) -> None:
+        stop_processes(self.data_dir)
+        if remove:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def stop_processes(data_dir: Path) -> None:
+    """Stop a demo's agents, clusters and server (also one left running with --keep)."""
+    state = data_dir / "demo.json"
+    pids: dict[str, int] = json.loads(state.read_text()).get("pids", {}) if state.exists() else {}
+    for name, pid in sorted(pids.items(), key=lambda kv: kv[0] == "server"):  # the server last
+        if name == "server":
+            _delete_clusters(data_dir)
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        for _ in range(100):
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    if "server" not in pids:
+        _delete_clusters(data_dir)
+
+
+def _delete_clusters(data_dir: Path) -> None:
+    from conveyor.clusters import delete, list_specs
+
+    for spec in list_specs(data_dir):
+        delete(data_dir, spec.name, force=True)
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_AUTHOR_NAME="Dana Developer", GIT_AUTHOR_EMAIL="dana@example.invalid",
+               GIT_COMMITTER_NAME="Dana Developer", GIT_COMMITTER_EMAIL="dana@example.invalid",
+               GIT_TERMINAL_PROMPT="0")
+    p = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        raise DemoError(f"git {' '.join(args)} failed: {p.stderr.strip()}")
+    return p.stdout

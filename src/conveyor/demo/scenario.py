@@ -1,0 +1,228 @@
+"""The workflow's example change, acted out by its people: Dana (developer), Theo (reviewer),
+Olga and Omar (cluster administrators)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from conveyor.core import Settings
+from conveyor.delivery.clusters_access import probe_service
+from conveyor.demo.platform import APP, GITOPS, DemoError, Platform, git, wait_until
+from conveyor.demo.view import Board
+
+PIPELINE_TIMEOUT = 1200
+DEPLOY_TIMEOUT = 900
+
+BROKEN_SERVER_PATCH = '''
+
+def load_config() -> dict[str, str]:
+    """Settings the service now needs at start-up (the chart does not provide them yet)."""
+    with open(os.environ.get("HELLO_CONFIG", "/etc/hello/config.json")) as f:
+        data: dict[str, str] = json.load(f)
+    return data
+'''
+
+
+@dataclass
+class Outcome:
+    prs: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    verified: dict[str, bool] = field(default_factory=dict)
+    refused_self_approval: str = ""
+    rolled_back: bool = False
+    dev_after_rollback: str = ""
+
+
+class Scenario:
+    def __init__(self, platform: Platform, board: Board, wc: Path) -> None:
+        self.p = platform
+        self.board = board
+        self.wc = wc
+        self.outcome = Outcome()
+        self.settings = Settings(data_dir=platform.data_dir)
+
+    # --- steps ------------------------------------------------------------------------------------
+    def app_version(self) -> str:
+        data = yaml.safe_load((self.wc / ".conveyor/app.yaml").read_text())
+        return str(data["version"])
+
+    def open_change(self, branch: str, version: str, edit: Any, title: str) -> tuple[int, str]:
+        git(self.wc, "fetch", "-q", "origin")
+        git(self.wc, "checkout", "-q", "-B", branch, "origin/main")
+        app_yaml = self.wc / ".conveyor/app.yaml"
+        app_yaml.write_text(app_yaml.read_text().replace(f'version: "{self.app_version()}"', f'version: "{version}"'))
+        edit(self.wc)
+        git(self.wc, "add", "-A")
+        git(self.wc, "commit", "-q", "-m", title)
+        git(self.wc, "push", "-q", "-f", "origin", branch)
+        head = git(self.wc, "rev-parse", "HEAD").strip()
+        with self.p.api("dana") as api:
+            r = api.post(f"/api/v1/repos/{APP}/pulls", json={"source": branch, "target": "main", "title": title,
+                                                             "body": f"Bumps {APP} to {version}."})
+            if r.status_code != 201:
+                raise DemoError(f"opening the PR: {r.text}")
+            return int(r.json()["number"]), head
+
+    def wait_check(self, repo: str, sha: str, context: str, timeout: float = PIPELINE_TIMEOUT) -> str:
+        def done() -> str | None:
+            with self.p.api() as api:
+                for st in api.get(f"/api/v1/repos/{repo}/statuses/{sha}").json()["statuses"]:
+                    if st["context"] == context and st["state"] != "pending":
+                        return f"{st['state']}: {st['description']}"
+            return None
+
+        result: str = wait_until(f"{context} on {sha[:12]}", done, timeout, 2)
+        return result
+
+    def review(self, repo: str, number: int, user: str) -> tuple[int, dict[str, Any]]:
+        with self.p.api(user) as api:
+            r = api.post(f"/api/v1/repos/{repo}/pulls/{number}/reviews", json={"state": "approve"})
+            return r.status_code, r.json()
+
+    def merge_app_pr(self, number: int) -> str:
+        with self.p.api("dana") as api:
+            r = api.post(f"/api/v1/repos/{APP}/pulls/{number}/merge", json={"method": "merge"})
+            if r.status_code != 200:
+                raise DemoError(f"merging #{number}: {r.text}")
+            return str(r.json()["merge_commit_sha"])
+
+    def promotion(self, env: str, version_prefix: str) -> dict[str, Any] | None:
+        with self.p.api() as api:
+            rows = api.get("/api/v1/promotions", params={"app": APP, "env": env}).json()
+        for row in rows:  # newest first
+            if row["version"].startswith(version_prefix + "-") and not row["is_rollback"]:
+                return dict(row)
+        return None
+
+    def wait_promotion(self, env: str, version: str, states: set[str], timeout: float = DEPLOY_TIMEOUT
+                       ) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            row = self.promotion(env, version)
+            if row and row["state"] in states:
+                return row
+            bad = {"abandoned", "superseded", "rollback_failed"}
+            if "rolled_back" not in states:
+                bad.add("failed")
+            if row and row["state"] in bad - states:
+                detail = self.p.api().get(f"/api/v1/promotions/{row['id']}").json()
+                raise DemoError(f"{env}: promotion of {version} ended {row['state']}: {detail.get('failure_reason')}")
+            return None
+
+        result: dict[str, Any] = wait_until(f"{APP} {version} to reach {'/'.join(sorted(states))} in {env}",
+                                            reached, timeout, 2)
+        return result
+
+    def endpoint_version(self, env: str) -> str:
+        r = probe_service(self.settings, "prod" if env == "prod" else "nonprod", f"{APP}-{env}", APP, None, "/")
+        if r.status != 200:
+            raise DemoError(f"{env} endpoint answered {r.status}: {r.error or r.body[:200]}")
+        return str(json.loads(r.body)["version"])
+
+    # --- the story ----------------------------------------------------------------------------------
+    def first_release(self) -> str:
+        version = self.app_version()
+        merge = git(self.wc, "rev-parse", "HEAD").strip()
+        self.board.run(f"CI builds {version} from the first commit", self.wait_check, APP, merge, "conveyor/ci")
+        row = self.board.run(f"{version} deployed to dev", self.wait_promotion, "dev", version, {"verified"})
+        return f"{row['version']} verified in dev"
+
+    def change(self) -> None:
+        version = "1.1.0"
+
+        def edit(wc: Path) -> None:
+            server = wc / "hello/server.py"
+            text = server.read_text()
+            server.write_text(text.replace('"app": "hello"', '"app": "hello", "greeting": "Hello, GitOps!"'))
+
+        number, head = self.board.run("Dana opens a PR: hello 1.1.0", self.open_change, "greeting", version, edit,
+                                  "Greet GitOps users")
+        self.outcome.prs["app"] = number
+        self.board.links.append(f"app PR #{number}: {self.p.url}/api/v1/repos/{APP}/pulls/{number}")
+        result = self.board.run(f"PR pipeline on #{number}", self.wait_check, APP, head, "conveyor/pr")
+        if not result.startswith("success"):
+            raise DemoError(f"the PR pipeline failed: {result}")
+        self.board.run("Theo approves, Dana merges", lambda: (self.review(APP, number, "theo"),
+                                                          self.merge_app_pr(number))[1])
+        merge = self.promotion_source_commit(number)
+        result = self.board.run("CI pushes the image and templates", self.wait_check, APP, merge, "conveyor/ci")
+        if not result.startswith("success"):
+            raise DemoError(f"CI failed: {result}")
+        dev = self.board.run("dev: GitOps PR merges itself, agent applies", self.wait_promotion, "dev", version,
+                         {"verified"})
+        self.outcome.prs["dev"] = dev["pr_number"]
+        self.outcome.verified["dev"] = True
+        got = self.board.run("dev endpoint answers", self.endpoint_version, "dev")
+        if not got.startswith(version):
+            raise DemoError(f"dev answers {got}, expected {version}")
+        qa = self.board.run("qa: PR waits for a reviewer", self.wait_promotion, "qa", version, {"pr_open"})
+        self.outcome.prs["qa"] = qa["pr_number"]
+        code, body = self.review(GITOPS, qa["pr_number"], "theo")
+        if code != 201:
+            raise DemoError(f"Theo's approval of qa PR #{qa['pr_number']} was refused: {body}")
+        self.board.run(f"qa: Theo approved #{qa['pr_number']}; deployed and verified", self.wait_promotion, "qa",
+                   version, {"verified"})
+        self.outcome.verified["qa"] = True
+        prod = self.board.run("prod: PR needs two cluster admins", self.wait_promotion, "prod", version, {"pr_open"})
+        self.outcome.prs["prod"] = prod["pr_number"]
+        code, body = self.review(GITOPS, prod["pr_number"], "dana")
+        if code != 403:
+            raise DemoError(f"Dana's own approval of the prod PR was not refused ({code})")
+        self.outcome.refused_self_approval = str(body.get("detail"))
+        self.board.begin(f"prod: Dana's own approval refused ({body.get('rule')})").ok = True
+        for admin in ("olga", "omar"):
+            code, body = self.review(GITOPS, prod["pr_number"], admin)
+            if code != 201:
+                raise DemoError(f"{admin}'s approval was refused: {body}")
+        self.board.run(f"prod: Olga and Omar approved #{prod['pr_number']}; verified", self.wait_promotion, "prod",
+                   version, {"verified"})
+        self.outcome.verified["prod"] = True
+        self.outcome.versions["good"] = version
+
+    def broken_change(self) -> None:
+        version = "1.2.0"
+
+        def edit(wc: Path) -> None:
+            server = wc / "hello/server.py"
+            text = server.read_text() + BROKEN_SERVER_PATCH
+            text = text.replace("    server = make_server(args.port)\n",
+                                "    load_config()\n    server = make_server(args.port)\n")
+            server.write_text(text)
+
+        number, head = self.board.run("Dana opens a second PR: hello 1.2.0", self.open_change, "config", version, edit,
+                                  "Read settings from a config file")
+        self.outcome.prs["broken"] = number
+        result = self.board.run(f"PR pipeline on #{number}", self.wait_check, APP, head, "conveyor/pr")
+        if not result.startswith("success"):
+            raise DemoError(f"the PR pipeline failed: {result}")
+        self.board.run("Theo approves, Dana merges", lambda: (self.review(APP, number, "theo"),
+                                                          self.merge_app_pr(number))[1])
+        merge = self.promotion_source_commit(number)
+        self.board.run("CI builds 1.2.0", self.wait_check, APP, merge, "conveyor/ci")
+        row = self.board.run("dev: 1.2.0 fails and is rolled back", self.wait_promotion, "dev", version,
+                         {"rolled_back"})
+        self.outcome.rolled_back = True
+        self.outcome.prs["rollback"] = row["rollback_pr_number"]
+        got = self.board.run("dev answers with the previous version again", self.endpoint_version, "dev")
+        self.outcome.dev_after_rollback = got
+        if not got.startswith(self.outcome.versions.get("good", "1.1.0")):
+            raise DemoError(f"after the rollback dev answers {got}")
+
+    def promotion_source_commit(self, number: int) -> str:
+        with self.p.api() as api:
+            return str(api.get(f"/api/v1/repos/{APP}/pulls/{number}").json()["merge_commit_sha"])
+
+    def summary(self) -> list[dict[str, str]]:
+        with self.p.api() as api:
+            envs = api.get(f"/api/v1/apps/{APP}").json()
+        rows = []
+        for e in envs:
+            lead = e["lead_time_seconds"]
+            rows.append({"env": e["env"], "version": e["version"] or "-", "commit": e["commit"] or "-",
+                         "digest": e["image_digest"] or "-", "health": "verified" if e["version"] else "-",
+                         "lead_time": "-" if lead is None else f"{int(lead) // 60}m{int(lead) % 60:02d}s"})
+        return rows
