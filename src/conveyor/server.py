@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -12,7 +13,10 @@ import conveyor
 from conveyor.clusters.supervisor import ClusterSupervisor
 from conveyor.core import AppState, Database, OutboxWorker, Settings
 from conveyor.core.api import router as core_router
+from conveyor.core.background import BackgroundLoop
 from conveyor.core.http import install_error_handlers
+from conveyor.delivery import lifecycle as delivery_lifecycle
+from conveyor.delivery.api import router as delivery_router
 from conveyor.forge import lifecycle as forge_lifecycle
 from conveyor.forge.api import router as forge_router
 from conveyor.forge.git_http import GitHttpApp
@@ -24,9 +28,18 @@ from conveyor.registry.api import router as registry_router
 from conveyor.registry.app import RegistryApp
 
 
+class Background(Protocol):
+    """Background work a component runs inside the server."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 def register_components(settings: Settings) -> None:
     forge_lifecycle.register()
     pipelines_lifecycle.register(settings)
+    delivery_lifecycle.register(settings)
 
 
 def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
@@ -40,26 +53,23 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         forge_lifecycle.recover(db, settings)
         registry.start()
         pipelines_lifecycle.recover(db, settings)
-        workers: list[OutboxWorker | WebhookSender | registry_lifecycle.UploadJanitor] = []
+        workers: list[Background] = []
         if settings.background_workers:
-            workers = [OutboxWorker(db), WebhookSender(db), registry_lifecycle.UploadJanitor(registry)]
+            workers = [
+                OutboxWorker(db),
+                WebhookSender(db),
+                registry_lifecycle.UploadJanitor(registry),
+                # local clusters outlive server restarts; restart their processes that died
+                ClusterSupervisor(settings.data_dir),
+                pipelines_lifecycle.pool(db, settings),
+                delivery_lifecycle.engine(db, settings),
+            ]
             for w in workers:
                 w.start()
-        # local clusters outlive server restarts; restart their processes that died
-        clusters = ClusterSupervisor(settings.data_dir) if settings.background_workers else None
-        if clusters:
-            clusters.start()
-        pipeline_workers = pipelines_lifecycle.pool(db, settings) if settings.background_workers else None
-        if pipeline_workers:
-            pipeline_workers.start()
         try:
             yield
         finally:
-            if pipeline_workers:
-                pipeline_workers.stop()
-            if clusters:
-                clusters.stop()
-            for w in workers:
+            for w in reversed(workers):
                 w.stop()
             db.dispose()
 
@@ -70,6 +80,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(core_router)
     app.include_router(forge_router)
     app.include_router(pipelines_router)
+    app.include_router(delivery_router)
     app.mount("/git", GitHttpApp(state))
     # The OCI Distribution API: its own ASGI app, for spec-exact errors and streaming.
     app.include_router(registry_router)
