@@ -13,7 +13,6 @@ import conveyor
 from conveyor.clusters.supervisor import ClusterSupervisor
 from conveyor.core import AppState, Database, OutboxWorker, Settings
 from conveyor.core.api import router as core_router
-from conveyor.core.background import BackgroundLoop
 from conveyor.core.http import install_error_handlers
 from conveyor.delivery import lifecycle as delivery_lifecycle
 from conveyor.delivery.api import router as delivery_router
@@ -61,9 +60,11 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
                 registry_lifecycle.UploadJanitor(registry),
                 # local clusters outlive server restarts; restart their processes that died
                 ClusterSupervisor(settings.data_dir),
-                pipelines_lifecycle.pool(db, settings),
                 delivery_lifecycle.engine(db, settings),
             ]
+            pipeline_workers = pipelines_lifecycle.pool(db, settings)  # None when concurrency is 0
+            if pipeline_workers is not None:
+                workers.append(pipeline_workers)
             for w in workers:
                 w.start()
         try:

@@ -12,6 +12,8 @@ from rich.console import Console
 from conveyor.cli import client
 from conveyor.clusters.cli import cluster_app
 from conveyor.core.cli import user_app
+from conveyor.delivery.cli import app_app, gitops_app, promote, promotion_app, rollback
+from conveyor.demo.cli import demo
 from conveyor.forge.cli import hook_app, pr_app, repo_app, status_app
 from conveyor.registry.cli import registry_app
 
@@ -23,6 +25,12 @@ app.add_typer(hook_app, name="hook")
 app.add_typer(status_app, name="status")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(registry_app, name="registry")
+app.add_typer(gitops_app, name="gitops")
+app.add_typer(app_app, name="app")
+app.add_typer(promotion_app, name="promotion")
+app.command("promote")(promote)
+app.command("rollback")(rollback)
+app.command("demo")(demo)
 
 
 @app.callback()

@@ -27,7 +27,7 @@ NAMING = {
 }
 
 # Components whose migrations are applied, in dependency order.
-COMPONENTS_WITH_TABLES = ("core", "forge", "registry", "pipelines")
+COMPONENTS_WITH_TABLES = ("core", "forge", "registry", "pipelines", "delivery")
 
 
 class Base(DeclarativeBase):
