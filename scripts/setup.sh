@@ -16,6 +16,8 @@ apt_pkgs+=(containerd runc containernetworking-plugins iptables conntrack ethtoo
   podman buildah skopeo busybox-static)
 # CNCF Distribution (the registry benchmark's baseline and the pull-through cache tests' upstream).
 apt_pkgs+=(docker-registry)
+# The dashboard's browser tests drive Debian's Chromium (headless) with Playwright.
+apt_pkgs+=(chromium)
 extra="${CONVEYOR_APT_EXTRA:-}"
 # shellcheck disable=SC2206
 apt_pkgs+=($extra)
@@ -44,5 +46,13 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 else
   # The checkout may have moved (CI clones elsewhere): repoint the editable install quietly.
   "$venv/bin/pip" install -q --no-deps -e "$here" >/dev/null
+fi
+# htmx for the dashboard, from the npm registry into the cache (served by the app, never committed).
+htmx_version="2.0.4"
+if command -v npm >/dev/null && { [ ! -f "$cache/web/node_modules/htmx.org/dist/htmx.min.js" ] \
+  || ! grep -q "\"version\": \"$htmx_version\"" "$cache/web/node_modules/htmx.org/package.json" 2>/dev/null; }; then
+  mkdir -p "$cache/web"
+  npm install --silent --no-audit --no-fund --prefix "$cache/web" "htmx.org@$htmx_version" >&2 \
+    || echo "setup: htmx not installed; the dashboard works without it" >&2
 fi
 echo "$venv"

@@ -1,0 +1,159 @@
+"""Promotion boards: every app at a glance, and one app's environments with what each promotion waits for."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import inspect, select
+from sqlalchemy.orm import Session
+
+from conveyor.core import ConveyorError, Database, Settings, state_of, utcnow
+from conveyor.delivery import app_status, dora_for, load_environments
+from conveyor.delivery.models import ACTIVE_STATES, App, Promotion
+from conveyor.delivery.status import _running as running_of
+from conveyor.forge import bare, combined_status, evaluate, get_pr, get_repo
+from conveyor.forge.statuses import StatusView
+from conveyor.web import auth
+from conveyor.web.render import page
+from conveyor.web.routing import PageRoute
+
+router = APIRouter(route_class=PageRoute)
+DEPLOY_PREFIX = "conveyor/deploy/"
+_delivery_tables: dict[int, bool] = {}
+
+
+def delivery_enabled(db: Database) -> bool:
+    """Delivery's tables exist once its migrations run; until then the board says so instead of failing."""
+    key = id(db)
+    if not _delivery_tables.get(key):
+        with db.session() as s:
+            _delivery_tables[key] = inspect(s.get_bind()).has_table(Promotion.__tablename__)
+    return _delivery_tables[key]
+
+
+@dataclass(frozen=True)
+class Cell:
+    running: Promotion | None
+    pending: Promotion | None
+    last: Promotion | None
+
+
+def overview(session: Session) -> tuple[list[str], list[tuple[App, dict[str, Cell]]]]:
+    apps = list(session.execute(select(App).order_by(App.name)).scalars())
+    rows = session.execute(select(Promotion).order_by(Promotion.id.desc())).scalars().all()
+    by: dict[tuple[str, str], list[Promotion]] = defaultdict(list)
+    first_seen: dict[str, int] = {}
+    for p in rows:
+        by[(p.app, p.env)].append(p)
+        first_seen[p.env] = p.id  # rows are newest first, so the last write is the oldest promotion
+    # Environments are promoted in order, so the first promotion into each gives the column order.
+    envs = sorted(first_seen, key=lambda e: first_seen[e])
+    table = []
+    for app in apps:
+        cells = {}
+        for env in envs:
+            ps = by.get((app.name, env), [])
+            cells[env] = Cell(running_of(ps), next((p for p in ps if p.state in ACTIVE_STATES), None),
+                              ps[0] if ps else None)
+        table.append((app, cells))
+    return envs, table
+
+
+def waits_for(session: Session, settings: Settings, p: Promotion, cluster: str) -> list[str]:
+    """What stands between a pending promotion and verified, in the reviewers' words."""
+    if p.state == "pending":
+        return ["rendering manifests and opening the GitOps pull request"]
+    if p.state == "pr_open" and p.pr_number is not None:
+        try:
+            repo = get_repo(session, p.gitops_repo)
+            m = evaluate(session, settings, repo, get_pr(session, repo, p.pr_number))
+        except ConveyorError as exc:
+            return [exc.detail]
+        if m.blockers:
+            return [b.message for b in m.blockers]
+        return ["merge (every rule is satisfied)"]
+    if p.state == "merged":
+        return [f"apply by the agent of cluster '{cluster}'"]
+    if p.state == "applied":
+        return ["verification of the running version"]
+    if p.state == "rolling_back":
+        return ["the rollback to be applied"]
+    return []
+
+
+def sync_of(st: StatusView) -> str:
+    return {"success": "Ready", "pending": "Reconciling"}.get(st.state, "Stalled")
+
+
+def deploy_statuses(session: Session, settings: Settings, gitops: str, branch: str) -> list[StatusView]:
+    """The agents post ``conveyor/deploy/{cluster}/{sync}`` on the commits they applied."""
+    try:
+        repo = get_repo(session, gitops)
+    except ConveyorError:
+        return []
+    tip = bare(settings, repo).branch_tip(branch)
+    if tip is None:
+        return []
+    return [s for s in combined_status(session, repo, tip).statuses if s.context.startswith(DEPLOY_PREFIX)]
+
+
+def daily_counts(promotions: list[Promotion], env: str, days: int) -> list[tuple[str, int, int]]:
+    """(day, verified, failed) for the last ``days`` days, oldest first."""
+    today = utcnow().date()
+    counts = {today - timedelta(days=i): [0, 0] for i in range(days)}
+    for p in promotions:
+        if p.env != env or p.is_rollback:
+            continue
+        when = (p.finished_at or p.failed_at or p.created_at).date()
+        if when in counts:
+            if p.state == "verified":
+                counts[when][0] += 1
+            elif p.state in ("failed", "rolled_back", "rollback_failed"):
+                counts[when][1] += 1
+    return [(d.isoformat(), v, f) for d, (v, f) in sorted(counts.items())]
+
+
+@router.get("/", response_class=HTMLResponse)
+def index(request: Request) -> Response:
+    ws = auth.require(request)
+    st = state_of(request)
+    if not delivery_enabled(st.db):
+        return page(request, "apps.html", ws, enabled=False, envs=[], table=[])
+    with st.db.session() as s:
+        envs, table = overview(s)
+        return page(request, "apps.html", ws, enabled=True, envs=envs, table=table)
+
+
+@router.get("/apps/{name}", response_class=HTMLResponse)
+def board(name: str, request: Request, days: int = 30) -> Response:
+    ws = auth.require(request)
+    st = state_of(request)
+    days = max(1, min(days, 365))
+    if not delivery_enabled(st.db):
+        return page(request, "apps.html", ws, enabled=False, envs=[], table=[])
+    with st.db.session() as s:
+        statuses = app_status(s, st.settings, name)
+        app = s.execute(select(App).where(App.name == name)).scalar_one()
+        repo = get_repo(s, app.gitops_repo)
+        git = bare(st.settings, repo)
+        main = git.branch_tip("main")
+        envs = load_environments(git, main) if main else {}
+        columns = []
+        for es in statuses:
+            env = envs.get(es.env)
+            columns.append({
+                "status": es,
+                "branch": env.branch if env else f"env/{es.env}",
+                "waits": waits_for(s, st.settings, es.pending, es.cluster) if es.pending else [],
+                "deploys": deploy_statuses(s, st.settings, app.gitops_repo, env.branch if env else f"env/{es.env}"),
+            })
+        promotions = list(s.execute(select(Promotion).where(Promotion.app == name)
+                                    .order_by(Promotion.id.desc())).scalars())
+        dora = dora_for(s, st.settings, name, days)
+        charts = {d.env: daily_counts(promotions, d.env, days) for d in dora}
+        return page(request, "board.html", ws, app=app, columns=columns, dora=dora, charts=charts, days=days,
+                    recent=promotions[:15], sync_of=sync_of)

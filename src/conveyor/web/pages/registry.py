@@ -1,0 +1,78 @@
+"""The registry: repositories, tags, digests, sizes, and which environment runs which digest."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from conveyor.core import state_of
+from conveyor.delivery.models import Promotion
+from conveyor.delivery.status import _running as running_of
+from conveyor.registry.models import Manifest, RegistryRepository, Tag
+from conveyor.web import auth
+from conveyor.web.pages.board import delivery_enabled
+from conveyor.web.render import page
+from conveyor.web.routing import PageRoute
+
+router = APIRouter(route_class=PageRoute)
+
+
+@dataclass
+class TagRow:
+    tag: str
+    digest: str
+    size: int
+    media_type: str
+    updated_at: datetime
+    locked: bool
+    running_in: list[str] = field(default_factory=list)
+
+
+def image_size(content: bytes, fallback: int) -> int:
+    """Config plus layers for an image manifest; the manifest's own size for anything else."""
+    try:
+        doc = json.loads(content)
+    except ValueError:
+        return fallback
+    if not isinstance(doc, dict) or "layers" not in doc:
+        return fallback
+    parts = [doc.get("config") or {}, *(doc.get("layers") or [])]
+    return fallback + sum(int(p.get("size", 0)) for p in parts if isinstance(p, dict))
+
+
+def running_digests(session: Session) -> dict[str, list[str]]:
+    """digest -> ["app/env", ...] for the versions verified and running now."""
+    rows = session.execute(select(Promotion).order_by(Promotion.id.desc())).scalars().all()
+    by: dict[tuple[str, str], list[Promotion]] = defaultdict(list)
+    for p in rows:
+        by[(p.app, p.env)].append(p)
+    out: dict[str, list[str]] = defaultdict(list)
+    for (app, env), ps in sorted(by.items()):
+        r = running_of(ps)
+        if r is not None:
+            out[r.image_digest].append(f"{app}/{env}")
+    return out
+
+
+@router.get("/registry", response_class=HTMLResponse)
+def registry(request: Request) -> Response:
+    ws = auth.require(request)
+    st = state_of(request)
+    with st.db.session() as s:
+        running = running_digests(s) if delivery_enabled(st.db) else {}
+        repos = list(s.execute(select(RegistryRepository).order_by(RegistryRepository.name)).scalars())
+        tags: dict[int, list[TagRow]] = defaultdict(list)
+        q = (select(Tag.repo_id, Tag.name, Tag.updated_at, Tag.locked, Manifest.digest, Manifest.size,
+                    Manifest.media_type, Manifest.content)
+             .join(Manifest, Tag.manifest_id == Manifest.id).order_by(Tag.updated_at.desc()))
+        for repo_id, name, updated, locked, digest, msize, media, content in s.execute(q).tuples():
+            tags[repo_id].append(TagRow(name, digest, image_size(content, msize), media, updated, locked,
+                                        running.get(digest, [])))
+        return page(request, "registry.html", ws, repos=[(r, tags.get(r.id, [])) for r in repos])

@@ -1,0 +1,85 @@
+"""Pipeline runs: the list, one run's steps and durations, and its log live over server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from sqlalchemy import select
+
+from conveyor.core import NotFound, state_of
+from conveyor.pipelines import logs as plogs
+from conveyor.pipelines import models as pm
+from conveyor.web import auth
+from conveyor.web.render import page
+from conveyor.web.routing import PageRoute
+
+router = APIRouter(route_class=PageRoute)
+POLL_SECONDS = 0.25
+LOG_PAGE = 5000
+
+
+
+@router.get("/runs", response_class=HTMLResponse)
+def runs(request: Request, repo: str = "", state: str = "", limit: int = Query(100, ge=1, le=500)) -> Response:
+    ws = auth.require(request)
+    with state_of(request).db.session() as s:
+        q = select(pm.Run).order_by(pm.Run.id.desc()).limit(limit)
+        if repo:
+            q = q.where(pm.Run.repo_name == repo)
+        if state:
+            q = q.where(pm.Run.state == state)
+        rows = list(s.execute(q).scalars())
+        return page(request, "runs.html", ws, runs=rows, repo=repo, state=state)
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(run_id: int, request: Request) -> Response:
+    ws = auth.require(request)
+    with state_of(request).db.session() as s:
+        run = s.get(pm.Run, run_id)
+        if run is None:
+            raise NotFound(f"no pipeline run {run_id}", rule="run.exists")
+        chunks = plogs.read_chunks(s, run_id, 0, LOG_PAGE)
+        return page(request, "run.html", ws, run=run, steps=list(run.steps),
+                    log="".join(c.text for c in chunks), after=chunks[-1].seq if chunks else 0,
+                    finished=run.state in pm.FINISHED)
+
+
+@router.get("/ui/runs/{run_id}/events")
+async def run_events(run_id: int, request: Request, after: int = Query(0, ge=0)) -> Response:
+    """The page's own stream, signed in by the session cookie (EventSource cannot send a bearer token)."""
+    auth.require(request)
+    db = state_of(request).db
+
+    def poll(cursor: int) -> tuple[list[tuple[int, int, str]], str, int]:
+        with db.session() as s:
+            run = s.get(pm.Run, run_id)
+            if run is None:
+                raise NotFound(f"no pipeline run {run_id}", rule="run.exists")
+            chunks = plogs.read_chunks(s, run_id, cursor, 500)
+            return [(c.seq, c.step, c.text) for c in chunks], run.state, run.log_seq
+
+    await asyncio.to_thread(poll, after)  # a 404 before the stream starts
+
+    async def events() -> AsyncIterator[bytes]:
+        cursor = after
+        while True:
+            chunks, state, last = await asyncio.to_thread(poll, cursor)
+            for seq, step, text in chunks:
+                cursor = seq
+                data = json.dumps({"seq": seq, "step": step, "text": text})
+                yield f"id: {seq}\nevent: log\ndata: {data}\n\n".encode()
+            if state in pm.FINISHED and cursor >= last:
+                yield f"event: end\ndata: {json.dumps({'state': state})}\n\n".encode()
+                return
+            if await request.is_disconnected():
+                return
+            if not chunks:
+                await asyncio.sleep(POLL_SECONDS)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,71 @@
+"""Jinja2 templates and the small formatting filters the pages share."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from conveyor.core import utcnow
+from conveyor.web.assets import htmx_available
+from conveyor.web.auth import WebSession
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def short(sha: str | None, n: int = 10) -> str:
+    if not sha:
+        return ""
+    return sha.split(":", 1)[-1][:n] if sha.startswith("sha256:") else sha[:n]
+
+
+def ago(when: datetime | None) -> str:
+    if when is None:
+        return ""
+    secs = (utcnow() - when).total_seconds()
+    return f"{duration(secs)} ago" if secs >= 0 else "just now"
+
+
+def duration(secs: float | None) -> str:
+    if secs is None:
+        return "–"
+    secs = int(secs)
+    if secs < 60:
+        return f"{secs}s"
+    if secs < 3600:
+        return f"{secs // 60}m {secs % 60}s"
+    if secs < 86400:
+        return f"{secs // 3600}h {secs % 3600 // 60}m"
+    return f"{secs // 86400}d {secs % 86400 // 3600}h"
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "–"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def timestamp(when: datetime | None) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
+
+
+env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), trim_blocks=True,
+                  lstrip_blocks=True)
+env.filters.update(short=short, ago=ago, duration=duration, size=size, timestamp=timestamp)
+
+
+def page(request: Request, template: str, ws: WebSession | None, status: int = 200, **context: Any) -> HTMLResponse:
+    html = env.get_template(template).render(
+        request=request, user=ws.principal if ws else None, csrf=ws.csrf if ws else "",
+        htmx=htmx_available(), path=request.url.path, **context,
+    )
+    return HTMLResponse(html, status_code=status)

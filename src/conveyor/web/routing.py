@@ -1,0 +1,37 @@
+"""Page routes answer in HTML: refusals as an error page, a missing session as a redirect to sign in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.routing import APIRoute
+
+from conveyor.core import ConveyorError
+from conveyor.web import auth
+from conveyor.web.render import page
+
+
+class PageRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except auth.LoginRequired:
+                if request.method != "GET":
+                    return RedirectResponse("/login", status_code=303)
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse(f"/login?next={quote(target, safe='/')}", status_code=303)
+            except auth.CsrfRefused:
+                err = ConveyorError("the form's CSRF token does not match your session; reload the page and retry",
+                                    rule="csrf.token")
+                return page(request, "error.html", auth.current(request), status=403, error=err)
+            except ConveyorError as exc:
+                return page(request, "error.html", auth.current(request), status=exc.status, error=exc)
+
+        return route

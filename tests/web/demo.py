@@ -1,0 +1,180 @@
+"""Demo data for the dashboard tests, built through the real APIs of a running server.
+
+Delivery has no HTTP API mounted yet, so its tables are created and its promotion records written
+through the delivery models (``insert_promotions``); everything else goes through the forge, registry
+and pipelines APIs and git, as a user would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import yaml
+
+from conveyor.core import Database, utcnow
+from conveyor.core.db import Base
+from conveyor.delivery.gitops import DEFAULT_ENVIRONMENTS
+from conveyor.delivery.models import App, GitopsRepo, Promotion, PromotionEvent
+from tests.forge.helpers import WorkingCopy, new_repo, unique
+from tests.support.server import ServerHandle
+
+
+@dataclass
+class Demo:
+    server: ServerHandle
+    app: str
+    source: str
+    gitops: str
+    image_repo: str
+    digests: dict[str, str]  # version -> manifest digest
+    qa_pr: int
+    author: str
+    author_token: str
+    reviewer: str
+    reviewer_token: str
+
+
+def push_image(server: ServerHandle, name: str, tag: str, payload: bytes) -> str:
+    """A tiny OCI image (config + one layer) pushed over /v2; returns the manifest digest."""
+    api = server.api()
+    descs = []
+    for blob, media in ((b'{"architecture":"amd64","os":"linux"}', "application/vnd.oci.image.config.v1+json"),
+                        (payload, "application/vnd.oci.image.layer.v1.tar")):
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        r = api.post(f"/v2/{name}/blobs/uploads/", params={"digest": digest}, content=blob,
+                     headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+        descs.append({"mediaType": media, "digest": digest, "size": len(blob)})
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": descs[0], "layers": descs[1:]}).encode()
+    r = api.put(f"/v2/{name}/manifests/{tag}", content=manifest,
+                headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    assert r.status_code == 201, r.text
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+def gitops_repo(server: ServerHandle, tmp: Path, name: str) -> WorkingCopy:
+    """The GitOps layout ``conveyor gitops init`` makes, pushed with git, protected through the API."""
+    wc = new_repo(server, tmp, name)
+    for env, spec in DEFAULT_ENVIRONMENTS.items():
+        (wc.path / "environments").mkdir(exist_ok=True)
+        (wc.path / "environments" / f"{env}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    wc.git("add", "environments")
+    wc.git("commit", "-q", "-m", "Define environments")
+    assert wc.push("main")[0] == 0
+    for env in DEFAULT_ENVIRONMENTS:
+        wc.git("checkout", "-q", "--orphan", f"env/{env}")
+        wc.git("rm", "-rq", "--cached", ".")
+        for p in list(wc.path.iterdir()):
+            if p.name != ".git":
+                if p.is_dir():
+                    for f in sorted(p.rglob("*"), reverse=True):
+                        f.unlink() if f.is_file() else f.rmdir()
+                    p.rmdir()
+                else:
+                    p.unlink()
+        wc.commit_file("README.md", f"# Environment {env}\n", f"Start environment {env}")
+        assert wc.push(f"env/{env}")[0] == 0
+    api = server.api()
+    r = api.put(f"/api/v1/repos/{name}/protection/env/qa",
+                json={"approvals": 1, "approver_roles": ["reviewer", "cluster-admin"], "no_self_approval": True,
+                      "required_checks": ["conveyor/diff"]})
+    assert r.status_code == 200, r.text
+    r = api.put(f"/api/v1/repos/{name}/protection/env/prod",
+                json={"approvals": 2, "approver_roles": ["cluster-admin"], "no_self_approval": True})
+    assert r.status_code == 200, r.text
+    return wc
+
+
+def deployment(app: str, env: str, version: str, digest: str) -> str:
+    return yaml.safe_dump({"apiVersion": "apps/v1", "kind": "Deployment",
+                           "metadata": {"name": app, "namespace": f"{app}-{env}"},
+                           "spec": {"replicas": 1, "template": {"spec": {"containers": [
+                               {"name": app, "image": f"127.0.0.1/apps/{app}@{digest}",
+                                "env": [{"name": "VERSION", "value": version}]}]}}}}, sort_keys=False)
+
+
+def insert_promotions(server: ServerHandle, d: Demo, source_sha: str, pr_number: int) -> None:
+    """No delivery API yet: create its tables and write promotion records through its models."""
+    db = Database(f"sqlite:///{server.data_dir / 'conveyor.db'}")
+    try:
+        tables = [m.__table__ for m in (App, Promotion, PromotionEvent, GitopsRepo)]
+        Base.metadata.create_all(db.engine, tables=tables)  # type: ignore[arg-type]
+        now = utcnow()
+        with db.session() as s:
+            s.add(App(name=d.app, source_repo=d.source, gitops_repo=d.gitops))
+            s.add(GitopsRepo(name=d.gitops))
+
+            def promo(env: str, version: str, state: str, days_ago: float, **kw: object) -> Promotion:
+                at = now - timedelta(days=days_ago)
+                p = Promotion(app=d.app, env=env, version=version, state=state, source_repo=d.source,
+                              source_commit=source_sha, source_committed_at=at - timedelta(minutes=40),
+                              author=d.author, image=f"127.0.0.1/{d.image_repo}",
+                              image_digest=d.digests[version], image_tag=version, gitops_repo=d.gitops,
+                              deploy_branch=f"env/{env}", created_at=at, updated_at=at, state_since=at, **kw)
+                if state == "verified":
+                    p.finished_at = at + timedelta(minutes=12)
+                if state in ("failed", "rolled_back"):
+                    p.failed_at = at + timedelta(minutes=5)
+                    p.finished_at = at + timedelta(minutes=9)
+                    p.failure_reason = "verification: GET /healthz answered 503"
+                p.events.append(PromotionEvent(at=at, kind="created", message=f"{version} into {env}"))
+                s.add(p)
+                return p
+
+            for i, (env, version, state) in enumerate([
+                ("dev", "1.0.0", "verified"), ("qa", "1.0.0", "verified"), ("prod", "1.0.0", "verified"),
+                ("dev", "1.1.0", "verified"), ("qa", "1.1.0", "failed"), ("qa", "1.1.0", "verified"),
+                ("dev", "1.2.0", "verified"),
+            ]):
+                promo(env, version, state, days_ago=12 - 1.5 * i, merge_commit=source_sha)
+            promo("qa", "1.2.0", "pr_open", days_ago=0.01, pr_number=pr_number)
+            s.flush()
+    finally:
+        db.dispose()
+
+
+def build(server: ServerHandle, tmp: Path) -> Demo:
+    author, reviewer = unique("alice"), unique("bob")
+    author_token = server.create_user(author, "reviewer")
+    reviewer_token = server.create_user(reviewer, "reviewer")
+    app = unique("shop")
+    src = new_repo(server, tmp, app)
+    source_sha = src.commit_file("app.py", "print('shop 1.2.0')\n", "Shop 1.2.0")
+    assert src.push("main")[0] == 0
+    image_repo = f"apps/{app}"
+    digests = {v: push_image(server, image_repo, v, f"layer of {v}".encode()) for v in ("1.0.0", "1.1.0", "1.2.0")}
+    gitops = f"{app}-gitops"
+    g = gitops_repo(server, tmp, gitops)
+    api = server.api()
+    # The agent's report on what dev runs.
+    dev_tip = g.git("rev-parse", "origin/env/dev").strip()
+    r = api.post(f"/api/v1/repos/{gitops}/statuses/{dev_tip}",
+                 json={"state": "success", "context": f"conveyor/deploy/nonprod/{app}-dev",
+                       "description": "Ready: applied, 3 objects healthy"})
+    assert r.status_code == 201, r.text
+    # The qa promotion's PR, opened by the author (a reviewer who must not approve her own PR).
+    g.git("checkout", "-q", "-B", f"promote/{app}-qa-1.2.0", "origin/env/qa")
+    g.commit_file(f"source/{app}/values.yaml", "replicaCount: 1\nimage:\n  tag: 1.2.0\n")
+    g.commit_file(f"rendered/{app}.yaml", deployment(app, "qa", "1.2.0", digests["1.2.0"]), f"{app} 1.2.0 to qa")
+    assert g.push(f"promote/{app}-qa-1.2.0")[0] == 0
+    author_api = server.api(author_token)
+    r = author_api.post(f"/api/v1/repos/{gitops}/pulls",
+                        json={"source": f"promote/{app}-qa-1.2.0", "target": "env/qa",
+                              "title": f"Promote {app} 1.2.0 to qa",
+                              "body": f"Promotes {app} 1.2.0 (image {digests['1.2.0']}) from dev to qa."})
+    assert r.status_code == 201, r.text
+    pr = r.json()
+    r = api.post(f"/api/v1/repos/{gitops}/statuses/{pr['head_sha']}",
+                 json={"state": "success", "context": "conveyor/diff",
+                       "description": "dry run: 1 object changed (Deployment/" + app + ")",
+                       "target_url": f"/repos/{gitops}/pulls/{pr['number']}"})
+    assert r.status_code == 201, r.text
+    demo = Demo(server, app, app, gitops, image_repo, digests, pr["number"], author, author_token, reviewer,
+                reviewer_token)
+    insert_promotions(server, demo, source_sha, pr["number"])
+    return demo
