@@ -14,6 +14,8 @@ apt_pkgs=(git postgresql ca-certificates)
 # calls; podman/buildah/skopeo build and move images; busybox-static makes tiny test images.
 apt_pkgs+=(containerd runc containernetworking-plugins iptables conntrack ethtool socat iproute2 mount
   podman buildah skopeo busybox-static)
+# Pipelines: debootstrap makes the local Debian base images (public registries may be unreachable).
+apt_pkgs+=(debootstrap)
 # CNCF Distribution (the registry benchmark's baseline and the pull-through cache tests' upstream).
 apt_pkgs+=(docker-registry)
 # The dashboard's browser tests drive Debian's Chromium (headless) with Playwright.

@@ -167,8 +167,8 @@ def worker(
     import threading
 
     from conveyor.core import Database, Settings
-    from conveyor.forge import lifecycle as forge_lifecycle
     from conveyor.pipelines import lifecycle
+    from conveyor.server import register_components
 
     settings = Settings.from_env(data_dir=data_dir or client._target.data_dir, database_url=database_url,
                                  public_url=server or client.server_url())
@@ -176,8 +176,7 @@ def worker(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     # Events this process records fan out to every component's consumers, so all must be known.
-    forge_lifecycle.register()
-    lifecycle.register(settings)
+    register_components(settings)
     lifecycle.recover(db, settings)
     pool = lifecycle.pool(db, settings, concurrency)
     if pool is None:
