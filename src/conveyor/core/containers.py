@@ -8,13 +8,23 @@ other needs changes one file.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+
 STORAGE_DRIVER = "vfs"
 ULIMITS = ("nofile=1024:1024", "nproc=4096:4096")
 
 
+def runroot_for(root: str) -> str:
+    """Podman refuses run roots longer than 50 characters, so the one of ``root`` is a short hashed path."""
+    base = "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
+    return f"{base}/conveyor-{hashlib.sha256(root.encode()).hexdigest()[:12]}"
+
+
 def _storage(root: str | None) -> list[str]:
     """A private containers-storage under ``root`` (instead of the machine's shared one)."""
-    return ["--root", f"{root}/storage", "--runroot", f"{root}/run"] if root else []
+    return ["--root", f"{root}/storage", "--runroot", runroot_for(root)] if root else []
 
 
 def podman(*args: str, root: str | None = None) -> list[str]:
