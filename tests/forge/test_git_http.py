@@ -42,6 +42,11 @@ def test_reads_need_credentials_and_writes_need_a_writer(server: ServerHandle, t
     assert code == 0, out
 
 
+def test_repositories_named_like_the_mount_point_are_served(server: ServerHandle, tmp_path: Path) -> None:
+    wc = new_repo(server, tmp_path, name=unique("gitops"))
+    assert git("ls-remote", server.git_url(wc.repo)).stdout.count("refs/heads/main") == 1
+
+
 def test_dumb_http_and_unknown_repos_are_refused(server: ServerHandle) -> None:
     api = server.api()
     assert api.get(f"/git/{unique('nope')}.git/info/refs?service=git-upload-pack").status_code == 404

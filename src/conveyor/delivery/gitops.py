@@ -67,7 +67,9 @@ def gitops_repo_names(session: Session) -> list[str]:
 def protect_environments(
     session: Session, settings: Settings, principal: Principal, repo: Repository, envs: dict[str, Environment]
 ) -> None:
-    set_protection(session, settings, principal, repo, "main", approvals=1, required_checks=[],
+    from conveyor.delivery.gitops_checks import ENVIRONMENTS_CHECK
+
+    set_protection(session, settings, principal, repo, "main", approvals=1, required_checks=[ENVIRONMENTS_CHECK],
                    approver_roles=["cluster-admin"], no_self_approval=True)
     for env in envs.values():
         set_protection(

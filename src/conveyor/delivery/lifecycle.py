@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from conveyor.core import Database, Role, Settings, register_consumer
 from conveyor.core.auth import create_user
 from conveyor.core.models import Event, User
+from conveyor.delivery import gitops_checks
 from conveyor.delivery.engine import PromotionEngine
 from conveyor.delivery.records import SERVICE_USER
 from conveyor.delivery.start import on_ci_succeeded
@@ -19,6 +20,15 @@ def register(settings: Settings) -> None:
         on_ci_succeeded(session, settings, event)
 
     register_consumer("delivery.ci", ("pipeline.ci.succeeded",), handler)
+
+    def pull_request(session: Session, event: Event) -> None:
+        gitops_checks.on_pull_request(session, settings, event)
+
+    def push(session: Session, event: Event) -> None:
+        gitops_checks.on_push(session, settings, event)
+
+    register_consumer("delivery.gitops-checks", ("pull_request.opened", "pull_request.synchronize"), pull_request)
+    register_consumer("delivery.gitops-protection", ("push",), push)
 
 
 def ensure_service_user(db: Database) -> None:

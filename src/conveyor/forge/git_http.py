@@ -44,11 +44,14 @@ class GitHttpApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        # Mounted at /git: strip the mount point exactly once, whichever way the ASGI server
+        # reports it (in root_path, or still in path). A repository may itself be named "git...".
         path: str = scope["path"]
         root = scope.get("root_path", "")
-        if root and path.startswith(root):
+        if root and path.startswith(root + "/"):
             path = path[len(root):]
-        path = path.removeprefix("/git")
+        elif not root.endswith("/git") and path.startswith("/git/"):
+            path = path[len("/git"):]
         query = scope.get("query_string", b"").decode("latin-1")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         m = _PATH.match(path)
