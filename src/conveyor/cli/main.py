@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from conveyor.agent.cli import agent_app
 from conveyor.cli import client
 from conveyor.clusters.cli import cluster_app
 from conveyor.core.cli import user_app
@@ -36,6 +37,7 @@ app.add_typer(run_app, name="run")
 app.add_typer(secret_app, name="secret")
 app.add_typer(image_app, name="image")
 app.command("worker")(worker)
+app.add_typer(agent_app, name="agent")
 
 
 @app.callback()

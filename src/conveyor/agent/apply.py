@@ -1,0 +1,287 @@
+"""Validate a whole revision with a server-side dry run, then apply it in stages with server-side apply.
+
+Stage one holds CustomResourceDefinitions and Namespaces; the rest of the revision may need them, so objects
+whose dry run fails only because their namespace or kind comes from stage one are validated again right after
+stage one is established (what Flux does). Every other object is validated before anything is written: one
+invalid object means nothing of the revision is applied.
+
+The dry run is also the diff: an object whose dry-run result equals the live object would not change and is not
+written, which keeps unchanged re-reconciles cheap, and is how drift (someone edited a field the agent owns) is
+found.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from lightkube.core.exceptions import ApiError
+
+from conveyor.agent import health
+from conveyor.agent.kube import Kube, UnknownKind, api_error_text
+from conveyor.agent.objects import FORCE_ANNOTATION, PRUNE_ANNOTATION, ObjectId, annotation, is_stage_one
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+VOLATILE_METADATA = ("managedFields", "resourceVersion", "generation")
+
+
+@dataclass(frozen=True)
+class ObjectError:
+    id: ObjectId
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.id}: {self.message}"
+
+
+class RevisionInvalid(Exception):
+    """Validation failed: nothing (or, for objects depending on stage one, nothing further) was applied."""
+
+    def __init__(self, errors: list[ObjectError]) -> None:
+        self.errors = errors
+        head = "; ".join(str(e) for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        super().__init__(f"{len(errors)} invalid object(s), nothing applied: {head}{more}")
+
+
+class ApplyFailed(Exception):
+    def __init__(self, error: ObjectError) -> None:
+        self.error = error
+        super().__init__(str(error))
+
+
+@dataclass
+class Outcome:
+    created: list[ObjectId] = field(default_factory=list)
+    configured: list[ObjectId] = field(default_factory=list)
+    recreated: list[ObjectId] = field(default_factory=list)
+    unchanged: int = 0
+    pruned: list[ObjectId] = field(default_factory=list)
+    prune_skipped: list[ObjectId] = field(default_factory=list)
+
+    @property
+    def written(self) -> list[ObjectId]:
+        return self.created + self.configured + self.recreated
+
+
+@dataclass
+class _Planned:
+    obj: dict[str, Any]
+    id: ObjectId
+    dry: dict[str, Any] | None = None
+    live: dict[str, Any] | None = None
+    recreate: bool = False
+    deferred: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return self.live is None or self.recreate or _comparable(self.dry) != _comparable(self.live)
+
+
+def _comparable(obj: dict[str, Any] | None) -> Any:
+    if obj is None:
+        return None
+    out = dict(obj)
+    out["metadata"] = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in VOLATILE_METADATA}
+    out.pop("status", None)
+    return out
+
+
+def _immutable(message: str) -> bool:
+    return "immutable" in message.lower()
+
+
+class Applier:
+    def __init__(self, kube: Kube, workers: int = 8) -> None:
+        self.kube = kube
+        self.workers = workers
+
+    def _parallel(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        items = list(items)
+        if len(items) <= 1:
+            return [fn(i) for i in items]
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return list(pool.map(fn, items))
+
+    # ---- preparation ---------------------------------------------------------------------
+
+    def normalize(self, objects: list[dict[str, Any]], target_namespace: str | None) -> list[dict[str, Any]]:
+        """Learn the revision's CRDs, put namespaced objects in a namespace, keep cluster objects out of one."""
+        for obj in objects:
+            if obj["kind"] == "CustomResourceDefinition":
+                self.kube.kinds.learn_crd(obj)
+        out = []
+        errors = []
+        for obj in objects:
+            obj = dict(obj)
+            meta = dict(obj.get("metadata") or {})
+            try:
+                namespaced = self.kube.kinds.namespaced(obj["apiVersion"], obj["kind"])
+            except UnknownKind as exc:
+                errors.append(ObjectError(ObjectId.of(obj), str(exc)))
+                continue
+            if namespaced:
+                meta["namespace"] = target_namespace or meta.get("namespace") or "default"
+            else:
+                meta.pop("namespace", None)
+            obj["metadata"] = meta
+            out.append(obj)
+        if errors:
+            raise RevisionInvalid(errors)
+        return out
+
+    # ---- dry run -------------------------------------------------------------------------
+
+    def _dry_run(self, p: _Planned, stage_one_namespaces: set[str], stage_one_kinds: set[tuple[str, str]]
+                 ) -> ObjectError | None:
+        try:
+            p.dry = self.kube.apply(p.obj, dry_run=True)
+            return None
+        except ApiError as exc:
+            message = api_error_text(exc)
+            details = exc.status.details
+            if exc.status.code == 404 and details is not None and details.kind == "namespaces" \
+                    and details.name in stage_one_namespaces:
+                p.deferred = True
+                return None
+            if exc.status.code == 404 and (p.id.api_version, p.id.kind) in stage_one_kinds:
+                p.deferred = True
+                return None
+            if _immutable(message):
+                if annotation(p.obj, FORCE_ANNOTATION) == "true":
+                    p.recreate = True
+                    return None
+                return ObjectError(p.id, f"immutable field changed ({message}); set annotation "
+                                         f"{FORCE_ANNOTATION}: \"true\" on the object to delete and recreate it")
+            return ObjectError(p.id, message)
+
+    def _live(self, planned: list[_Planned]) -> None:
+        """Fetch live objects with one list per kind and namespace rather than one GET per object."""
+        groups: dict[tuple[str, str, str], list[_Planned]] = {}
+        for p in planned:
+            groups.setdefault((p.id.api_version, p.id.kind, p.id.namespace), []).append(p)
+
+        def fetch(key: tuple[str, str, str]) -> None:
+            api_version, kind, namespace = key
+            members = groups[key]
+            if len(members) < 4:
+                for p in members:
+                    p.live = self.kube.get(p.id)
+                return
+            live = {o["metadata"]["name"]: o for o in self.kube.list(api_version, kind, namespace or None)}
+            for p in members:
+                p.live = live.get(p.id.name)
+
+        self._parallel(fetch, list(groups))
+
+    def plan(self, objects: list[dict[str, Any]]) -> list[_Planned]:
+        planned = [_Planned(o, ObjectId.of(o)) for o in objects]
+        stage_one_namespaces = {p.id.name for p in planned if p.id.kind == "Namespace"}
+        stage_one_kinds: set[tuple[str, str]] = set()
+        for p in planned:
+            if p.id.kind == "CustomResourceDefinition":
+                spec = p.obj.get("spec") or {}
+                for v in spec.get("versions") or []:
+                    kind = str((spec.get("names") or {}).get("kind"))
+                    stage_one_kinds.add((f"{spec.get('group')}/{v.get('name')}", kind))
+        errors = [e for e in self._parallel(
+            lambda p: self._dry_run(p, stage_one_namespaces, stage_one_kinds), planned) if e]
+        if errors:
+            raise RevisionInvalid(sorted(errors, key=lambda e: e.id))
+        self._live([p for p in planned if not p.deferred])
+        return planned
+
+    # ---- apply ---------------------------------------------------------------------------
+
+    def _write(self, p: _Planned, outcome: Outcome) -> None:
+        try:
+            if p.recreate:
+                self.kube.delete(p.id)
+                deadline = time.monotonic() + 120
+                while self.kube.get(p.id) is not None:
+                    if time.monotonic() > deadline:
+                        raise ApplyFailed(ObjectError(p.id, "timed out waiting for deletion before recreating"))
+                    time.sleep(0.2)
+                self.kube.apply(p.obj)
+                outcome.recreated.append(p.id)
+            else:
+                self.kube.apply(p.obj)
+                (outcome.created if p.live is None else outcome.configured).append(p.id)
+        except ApiError as exc:
+            raise ApplyFailed(ObjectError(p.id, api_error_text(exc))) from exc
+
+    def _apply_stage(self, stage: list[_Planned], outcome: Outcome) -> None:
+        changed = [p for p in stage if p.changed]
+        outcome.unchanged += len(stage) - len(changed)
+        self._parallel(lambda p: self._write(p, outcome), changed)
+
+    def _wait_established(self, stage: list[_Planned], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for p in stage:
+            while True:
+                h = health.check(self.kube, p.id)
+                if h.status == health.CURRENT:
+                    break
+                if time.monotonic() > deadline:
+                    raise ApplyFailed(ObjectError(p.id, f"not established after {timeout:.0f}s: {h.message}"))
+                time.sleep(0.2)
+            if p.id.kind == "CustomResourceDefinition":
+                self.kube.kinds.learn_crd(p.obj)
+
+    def validate(self, objects: list[dict[str, Any]]) -> list[_Planned]:
+        """Dry-run the whole (normalized) revision; raises RevisionInvalid before anything is written."""
+        return self.plan(objects)
+
+    def execute(self, planned: list[_Planned]) -> tuple[Outcome, list[ObjectId]]:
+        """Apply a validated revision in stages; returns the outcome and the ids of objects that changed."""
+        outcome = Outcome()
+        one = [p for p in planned if is_stage_one(p.id)]
+        two = [p for p in planned if not is_stage_one(p.id)]
+        self._apply_stage(one, outcome)
+        self._wait_established([p for p in one if p.changed])
+        deferred = [p for p in two if p.deferred]
+        if deferred:
+            for p in deferred:
+                p.deferred = False
+            errors = [e for e in self._parallel(lambda p: self._dry_run(p, set(), set()), deferred) if e]
+            if errors:
+                raise RevisionInvalid(sorted(errors, key=lambda e: e.id))
+            self._live(deferred)
+        changed_ids = [p.id for p in planned if p.changed]
+        self._apply_stage(two, outcome)
+        return outcome, changed_ids
+
+    def apply(self, objects: list[dict[str, Any]], target_namespace: str | None = None
+              ) -> tuple[Outcome, list[ObjectId]]:
+        return self.execute(self.validate(self.normalize(objects, target_namespace)))
+
+    # ---- prune ---------------------------------------------------------------------------
+
+    def prune(self, old: list[ObjectId], keep: list[ObjectId], outcome: Outcome) -> None:
+        """Delete what the inventory holds and the revision no longer does; nothing else is ever touched."""
+        gone = [o for o in old if not any(o.same_object(k) for k in keep)]
+        # namespaces and CRDs last: deleting them first would take their contents with them unrecorded
+        gone.sort(key=lambda o: (is_stage_one(o), o))
+
+        def one(oid: ObjectId) -> None:
+            try:
+                live = self.kube.get(oid)
+            except UnknownKind:
+                return
+            if live is None:
+                return
+            if annotation(live, PRUNE_ANNOTATION) == "disabled":
+                outcome.prune_skipped.append(oid)
+                return
+            if self.kube.delete(oid):
+                outcome.pruned.append(oid)
+
+        self._parallel(one, [o for o in gone if not is_stage_one(o)])
+        for oid in gone:
+            if is_stage_one(oid):
+                one(oid)

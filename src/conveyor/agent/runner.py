@@ -1,0 +1,98 @@
+"""Run the agent: one reconciler thread per sync, the HTTP server, and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from conveyor.agent.config import AgentConfig
+from conveyor.agent.kube import Kube, connect
+from conveyor.agent.metrics import Metrics
+from conveyor.agent.reconciler import SyncReconciler, state_path
+from conveyor.agent.reporter import Reporter
+from conveyor.agent.server import AgentServer
+from conveyor.agent.status import StatusBoard
+
+log = logging.getLogger("conveyor.agent")
+
+
+def dependency_order(config: AgentConfig) -> list[str]:
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise ValueError(f"dependency cycle through sync {name}")
+        visiting.add(name)
+        sync = config.sync(name)
+        assert sync is not None
+        for dep in sync.depends_on:
+            visit(dep)
+        visiting.discard(name)
+        order.append(name)
+
+    for s in config.syncs:
+        visit(s.name)
+    return order
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.order = dependency_order(config)
+        self.kube = Kube(connect(config.cluster.kubeconfig, config.cluster.context))
+        self.board = StatusBoard([s.name for s in config.syncs], state_path(config))
+        self.metrics = Metrics()
+        token = config.forge.resolve_token() if config.forge else None
+        self.server = AgentServer(config, self.board, self.metrics, self.trigger)
+        target = config.public_url or f"{self.server.url}/status"
+        self.reporter = Reporter(config.forge.server if config.forge else None, token, config.cluster.name, target)
+        self.reconcilers = {
+            s.name: SyncReconciler(config, s, self.kube, self.board, self.metrics, self.reporter)
+            for s in config.syncs
+        }
+        self.stop_event = threading.Event()
+
+    def trigger(self, name: str) -> None:
+        self.reconcilers[name].trigger.set()
+
+    def once(self) -> bool:
+        """Reconcile every sync once, dependencies first. True when all are Ready (suspended ones aside)."""
+        ok = True
+        for name in self.order:
+            rec = self.reconcilers[name]
+            ready = rec.reconcile()
+            ok = ok and (ready or rec.sync.suspend)
+        return ok
+
+    def run(self) -> None:
+        self.server.start()
+        log.info("agent for cluster %s listening on %s", self.config.cluster.name, self.server.url)
+        threads = [
+            threading.Thread(target=self.reconcilers[n].run, args=(self.stop_event,), name=f"sync-{n}", daemon=True)
+            for n in self.order
+        ]
+        for t in threads:
+            t.start()
+
+        def stop(_sig: int, _frame: FrameType | None) -> None:
+            self.stop_event.set()
+            for rec in self.reconcilers.values():
+                rec.trigger.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        self.stop_event.wait()
+        for t in threads:
+            t.join(timeout=10)
+        self.close()
+
+    def close(self) -> None:
+        self.server.stop()
+        self.reporter.close()
+        self.kube.close()

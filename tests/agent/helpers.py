@@ -1,0 +1,140 @@
+"""Drive the agent like a user: write agent.yaml, run `conveyor agent run` as a real process, read /status."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.clusters import ClusterHandle
+from tests.support.postgres import free_port
+from tests.support.server import ServerHandle
+
+
+def manifest(*objects: dict[str, Any]) -> str:
+    return "---\n".join(yaml.safe_dump(o) for o in objects)
+
+
+def configmap(name: str, annotations: dict[str, str] | None = None, **data: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+
+
+def write_config(path: Path, forge: ServerHandle, cluster: ClusterHandle, syncs: list[dict[str, Any]],
+                 port: int | None = None) -> Path:
+    cfg = {
+        "cluster": {"name": cluster.name, "kubeconfig": str(cluster.kubeconfig)},
+        "forge": {"server": forge.url, "token": forge.admin_token, "token_env": None},
+        "listen": f"127.0.0.1:{port or free_port()}",
+        "state_dir": str(path.parent / f"{path.stem}-state"),
+        "syncs": syncs,
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_once(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor", "agent", "run", "--config", str(config), "--once"],
+        capture_output=True, text=True, timeout=900,
+    )
+
+
+class AgentProcess:
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.url = "http://" + yaml.safe_load(config.read_text())["listen"]
+        self.log = config.with_suffix(".log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AgentProcess:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "conveyor", "agent", "run", "--config", str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.wait_for("the agent to listen", lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200,
+                      timeout=60)
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def status(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.url}/status", timeout=10).json())
+
+    def sync(self, name: str) -> dict[str, Any]:
+        return next(s for s in self.status()["syncs"] if s["name"] == name)
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=10).text
+
+    def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 300.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc and self.proc.poll() is not None:
+                pytest.fail(f"agent exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+            try:
+                value = check()
+            except (httpx.HTTPError, KeyError, StopIteration, AssertionError):
+                value = None
+            if value:
+                return value
+            time.sleep(0.3)
+        pytest.fail(f"timed out waiting for {what}; status: {json.dumps(self.status_or_none(), indent=1)[-4000:]}\n"
+                    f"log:\n{self.log.read_text()[-4000:]}")
+
+    def status_or_none(self) -> Any:
+        try:
+            return self.status()
+        except httpx.HTTPError:
+            return None
+
+
+def saved_status(config: Path, name: str) -> dict[str, Any]:
+    state_dir = Path(yaml.safe_load(config.read_text())["state_dir"])
+    doc = json.loads((state_dir / "status.json").read_text())
+    return dict(next(s for s in doc["syncs"] if s["name"] == name))
+
+
+def commit_statuses(forge: ServerHandle, repo: str, sha: str) -> dict[str, dict[str, Any]]:
+    r = forge.api().get(f"/api/v1/repos/{repo}/statuses/{sha}")
+    r.raise_for_status()
+    return {s["context"]: s for s in r.json()["statuses"]}
+
+
+def status_history(forge: ServerHandle, repo: str, sha: str, context: str) -> list[str]:
+    """Every state posted for the commit and context, oldest first (from the forge's audit log)."""
+    r = forge.api().get("/api/v1/audit", params={"limit": 1000})
+    r.raise_for_status()
+    rows = [a for a in reversed(r.json()) if a["action"] == "status"
+            and a["detail"].get("sha") == sha and a["detail"].get("repo") == repo
+            and a["detail"].get("context") == context]
+    return [a["detail"]["state"] for a in rows]
+
+
+def get_json(cluster: ClusterHandle, *args: str) -> Any:
+    p = cluster.kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(p.stdout) if p.returncode == 0 else None
