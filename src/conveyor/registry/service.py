@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from conveyor.core import Database, Principal, Settings
 from conveyor.registry.models import AnonymousPullPrefix, Upstream
+from conveyor.registry.repos import in_transaction
 from conveyor.registry.storage import BlobStore, registry_root
 from conveyor.registry.tokens import load_or_create_key
 from conveyor.registry.uploads import Uploads
@@ -83,14 +84,16 @@ class Registry:
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
                 leftover.unlink(missing_ok=True)
-        with self.db.session() as s:
-            self._key = load_or_create_key(s)
+        self._key = self._load_key()
+
+    def _load_key(self) -> bytes:
+        # Several servers may start at once against one PostgreSQL: the loser of the insert retries.
+        return in_transaction(self.db, load_or_create_key)
 
     @property
     def key(self) -> bytes:
         if self._key is None:
-            with self.db.session() as s:
-                self._key = load_or_create_key(s)
+            self._key = self._load_key()
         return self._key
 
     # -- policy caches ----------------------------------------------------------------------
