@@ -1,0 +1,111 @@
+"""The main job, end to end: `conveyor demo` runs the whole workflow on real parts, then we check
+what it left behind — endpoints, PRs and statuses on the forge, registry tags, promotion records, DORA."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conveyor.core import Settings
+from conveyor.delivery.clusters_access import probe_service
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[dict[str, Any]]:
+    data = Path(tempfile.mkdtemp(prefix="cvy-e2e-", dir="/tmp"))  # short: kubelet socket paths
+    report = data.parent / f"{data.name}-report.json"
+    out = Path("test-output")
+    out.mkdir(exist_ok=True)
+    try:
+        with open(out / "demo.log", "w") as log:
+            p = subprocess.run([sys.executable, "-m", "conveyor", "demo", "--keep", "--data-dir", str(data),
+                                "--report", str(report)], stdout=log, stderr=subprocess.STDOUT, timeout=3600)
+        result = json.loads(report.read_text())
+        result["returncode"] = p.returncode
+        result["tokens_map"] = json.loads((data / "tokens.json").read_text())
+        yield result
+    finally:
+        subprocess.run([sys.executable, "-m", "conveyor", "demo", "--stop", "--data-dir", str(data)],
+                       capture_output=True, timeout=600)
+        if (data / "logs").exists():
+            shutil.copytree(data / "logs", out / "demo-logs", dirs_exist_ok=True)
+        shutil.rmtree(data, ignore_errors=True)
+        report.unlink(missing_ok=True)
+
+
+def api(demo: dict[str, Any], user: str = "admin") -> httpx.Client:
+    return httpx.Client(base_url=demo["url"], timeout=30,
+                        headers={"Authorization": f"Bearer {demo['tokens_map'][user]}"})
+
+
+def test_demo_succeeds(demo: dict[str, Any]) -> None:
+    assert demo["returncode"] == 0, "conveyor demo failed; see test-output/demo.log"
+    assert demo["ok"] and demo["verified"] == {"dev": True, "qa": True, "prod": True}
+    assert demo["rolled_back"]
+
+
+def test_endpoints_answer_with_the_verified_versions(demo: dict[str, Any]) -> None:
+    settings = Settings(data_dir=Path(demo["data_dir"]))
+    for env, cluster in (("dev", "nonprod"), ("qa", "nonprod"), ("prod", "prod")):
+        r = probe_service(settings, cluster, f"hello-{env}", "hello", None, "/")
+        assert r.status == 200, (env, r)
+        assert json.loads(r.body)["version"].startswith("1.1.0-"), (env, r.body)
+
+
+def test_prs_statuses_and_reviews_on_the_forge(demo: dict[str, Any]) -> None:
+    with api(demo) as c:
+        app_pr = c.get(f"/api/v1/repos/hello/pulls/{demo['prs']['app']}").json()
+        assert app_pr["state"] == "merged"
+        checks = {s["context"]: s["state"] for s in app_pr["checks"]["statuses"]}
+        assert checks["conveyor/pr"] == "success"
+        ci = c.get(f"/api/v1/repos/hello/statuses/{app_pr['merge_commit_sha']}").json()
+        ci_states = {s["context"]: s["state"] for s in ci["statuses"]}
+        assert ci_states["conveyor/ci"] == "success"
+        assert ci_states["conveyor/cd/prod"] == "success"
+        prod = c.get(f"/api/v1/repos/gitops/pulls/{demo['prs']['prod']}").json()
+        assert prod["state"] == "merged" and prod["author"] == "dana"
+        approvers = {r["reviewer"] for r in prod["reviews"] if r["state"] == "approved"}
+        assert approvers == {"olga", "omar"}
+        deploy = c.get(f"/api/v1/repos/gitops/statuses/{prod['merge_commit_sha']}").json()
+        assert any(s["context"].startswith("conveyor/deploy/prod/") and s["state"] == "success"
+                   for s in deploy["statuses"])
+        assert "no-self-approval" in demo["refused_self_approval"] or "cannot approve" in demo["refused_self_approval"]
+
+
+def test_registry_has_the_image_under_both_tags(demo: dict[str, Any]) -> None:
+    with api(demo) as c:
+        prod = [p for p in c.get("/api/v1/promotions", params={"app": "hello", "env": "prod"}).json()
+                if p["state"] == "verified"][0]
+        tags = httpx.get(f"{demo['url']}/v2/apps/hello/tags/list",
+                         auth=("admin", demo["tokens_map"]["admin"])).json()["tags"]
+        assert prod["image_tag"] in tags and prod["source_commit"] in tags
+        for tag in (prod["image_tag"], prod["source_commit"]):
+            r = httpx.head(f"{demo['url']}/v2/apps/hello/manifests/{tag}",
+                           auth=("admin", demo["tokens_map"]["admin"]),
+                           headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
+                                              "application/vnd.docker.distribution.manifest.v2+json"})
+            assert r.headers["docker-content-digest"] == prod["image_digest"]
+
+
+def test_promotion_records_and_dora(demo: dict[str, Any]) -> None:
+    with api(demo) as c:
+        dev = c.get("/api/v1/promotions", params={"app": "hello", "env": "dev"}).json()
+        broken = [p for p in dev if p["version"].startswith("1.2.0-")][0]
+        assert broken["state"] == "rolled_back" and broken["rollback_pr_number"]
+        timeline = [e["kind"] for e in c.get(f"/api/v1/promotions/{broken['id']}").json()["events"]]
+        assert timeline[:2] == ["created", "pr_opened"] and "failed" in timeline and timeline[-1] == "rolled_back"
+        dora = {d["env"]: d for d in c.get("/api/v1/apps/hello/dora").json()}
+        assert dora["dev"]["deployments"] >= 2 and dora["dev"]["change_failure_rate"] > 0
+        assert dora["dev"]["time_to_restore_seconds"] is not None
+        assert dora["prod"]["deployments"] >= 1 and dora["prod"]["lead_time_seconds"] > 0
