@@ -1,12 +1,14 @@
 """Demo data for the dashboard tests, built through the real APIs of a running server.
 
-Delivery has no HTTP API mounted yet, so its tables are created and its promotion records written
-through the delivery models (``insert_promotions``); everything else goes through the forge, registry
-and pipelines APIs and git, as a user would.
+Promotion records (and the app they belong to) are written through the delivery models
+(``insert_promotions``): delivery has no API that records past promotions, and a real promotion needs
+clusters and agents. Everything else goes through the forge, delivery, registry and pipelines APIs and
+git, as a user would.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass
@@ -16,9 +18,8 @@ from pathlib import Path
 import yaml
 
 from conveyor.core import Database, utcnow
-from conveyor.core.db import Base
 from conveyor.delivery.gitops import DEFAULT_ENVIRONMENTS
-from conveyor.delivery.models import App, GitopsRepo, Promotion, PromotionEvent
+from conveyor.delivery.models import App, Promotion, PromotionEvent
 from tests.forge.helpers import WorkingCopy, new_repo, unique
 from tests.support.server import ServerHandle
 
@@ -58,36 +59,12 @@ def push_image(server: ServerHandle, name: str, tag: str, payload: bytes) -> str
 
 
 def gitops_repo(server: ServerHandle, tmp: Path, name: str) -> WorkingCopy:
-    """The GitOps layout ``conveyor gitops init`` makes, pushed with git, protected through the API."""
-    wc = new_repo(server, tmp, name)
-    for env, spec in DEFAULT_ENVIRONMENTS.items():
-        (wc.path / "environments").mkdir(exist_ok=True)
-        (wc.path / "environments" / f"{env}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    wc.git("add", "environments")
-    wc.git("commit", "-q", "-m", "Define environments")
-    assert wc.push("main")[0] == 0
-    for env in DEFAULT_ENVIRONMENTS:
-        wc.git("checkout", "-q", "--orphan", f"env/{env}")
-        wc.git("rm", "-rq", "--cached", ".")
-        for p in list(wc.path.iterdir()):
-            if p.name != ".git":
-                if p.is_dir():
-                    for f in sorted(p.rglob("*"), reverse=True):
-                        f.unlink() if f.is_file() else f.rmdir()
-                    p.rmdir()
-                else:
-                    p.unlink()
-        wc.commit_file("README.md", f"# Environment {env}\n", f"Start environment {env}")
-        assert wc.push(f"env/{env}")[0] == 0
-    api = server.api()
-    r = api.put(f"/api/v1/repos/{name}/protection/env/qa",
-                json={"approvals": 1, "approver_roles": ["reviewer", "cluster-admin"], "no_self_approval": True,
-                      "required_checks": ["conveyor/diff"]})
-    assert r.status_code == 200, r.text
-    r = api.put(f"/api/v1/repos/{name}/protection/env/prod",
-                json={"approvals": 2, "approver_roles": ["cluster-admin"], "no_self_approval": True})
-    assert r.status_code == 200, r.text
-    return wc
+    """``POST /api/v1/gitops``: environments on main, protected env branches; qa forbids self-approval."""
+    envs = copy.deepcopy(DEFAULT_ENVIRONMENTS)
+    envs["qa"]["approvals"]["allow_author"] = False
+    r = server.api().post("/api/v1/gitops", json={"repo": name, "environments": envs})
+    assert r.status_code == 201, r.text
+    return WorkingCopy(server, name, tmp / name)
 
 
 def deployment(app: str, env: str, version: str, digest: str) -> str:
@@ -99,15 +76,12 @@ def deployment(app: str, env: str, version: str, digest: str) -> str:
 
 
 def insert_promotions(server: ServerHandle, d: Demo, source_sha: str, pr_number: int) -> None:
-    """No delivery API yet: create its tables and write promotion records through its models."""
+    """No API records past promotions: write them through the delivery models."""
     db = Database(f"sqlite:///{server.data_dir / 'conveyor.db'}")
     try:
-        tables = [m.__table__ for m in (App, Promotion, PromotionEvent, GitopsRepo)]
-        Base.metadata.create_all(db.engine, tables=tables)  # type: ignore[arg-type]
         now = utcnow()
         with db.session() as s:
             s.add(App(name=d.app, source_repo=d.source, gitops_repo=d.gitops))
-            s.add(GitopsRepo(name=d.gitops))
 
             def promo(env: str, version: str, state: str, days_ago: float, **kw: object) -> Promotion:
                 at = now - timedelta(days=days_ago)

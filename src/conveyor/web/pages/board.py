@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -12,10 +15,11 @@ from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from conveyor.core import ConveyorError, Database, Settings, state_of, utcnow
-from conveyor.delivery import app_status, dora_for, load_environments
+from conveyor.delivery import Environment, app_status, dora_for, load_environments
 from conveyor.delivery.models import ACTIVE_STATES, App, Promotion
 from conveyor.delivery.status import _running as running_of
-from conveyor.forge import bare, combined_status, evaluate, get_pr, get_repo
+from conveyor.forge import BareRepo, bare, combined_status, evaluate, get_pr, get_repo
+from conveyor.forge.models import Repository
 from conveyor.forge.statuses import StatusView
 from conveyor.web import auth
 from conveyor.web.render import page
@@ -37,19 +41,35 @@ def delivery_enabled(db: Database) -> bool:
 
 @dataclass(frozen=True)
 class Cell:
-    running: Promotion | None
-    pending: Promotion | None
-    last: Promotion | None
+    running: Any
+    pending: Any
+    last: Any
+
+
+# The columns the overview and the registry need: loading whole records for every app is the slow part.
+SUMMARY = (Promotion.id, Promotion.app, Promotion.env, Promotion.version, Promotion.state, Promotion.merge_commit,
+           Promotion.image_digest)
+
+
+def latest_by_app_env(session: Session) -> dict[tuple[str, str], list[Any]]:
+    """(app, env) -> promotion summaries (rows with the SUMMARY attributes), newest first."""
+    by: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for row in session.execute(select(*SUMMARY).order_by(Promotion.id.desc())):
+        by[(row.app, row.env)].append(row)
+    return by
+
+
+def running(rows: list[Any]) -> Any:
+    # Delivery's own rule for what runs after failures and rollbacks; it reads only SUMMARY attributes.
+    return running_of(cast(list[Promotion], rows))
 
 
 def overview(session: Session) -> tuple[list[str], list[tuple[App, dict[str, Cell]]]]:
     apps = list(session.execute(select(App).order_by(App.name)).scalars())
-    rows = session.execute(select(Promotion).order_by(Promotion.id.desc())).scalars().all()
-    by: dict[tuple[str, str], list[Promotion]] = defaultdict(list)
+    by = latest_by_app_env(session)
     first_seen: dict[str, int] = {}
-    for p in rows:
-        by[(p.app, p.env)].append(p)
-        first_seen[p.env] = p.id  # rows are newest first, so the last write is the oldest promotion
+    for (_, env), rows in by.items():
+        first_seen[env] = min(first_seen.get(env, rows[-1].id), rows[-1].id)
     # Environments are promoted in order, so the first promotion into each gives the column order.
     envs = sorted(first_seen, key=lambda e: first_seen[e])
     table = []
@@ -57,10 +77,16 @@ def overview(session: Session) -> tuple[list[str], list[tuple[App, dict[str, Cel
         cells = {}
         for env in envs:
             ps = by.get((app.name, env), [])
-            cells[env] = Cell(running_of(ps), next((p for p in ps if p.state in ACTIVE_STATES), None),
+            cells[env] = Cell(running(ps), next((p for p in ps if p.state in ACTIVE_STATES), None),
                               ps[0] if ps else None)
         table.append((app, cells))
     return envs, table
+
+
+@lru_cache(maxsize=256)
+def environments_at(repo_path: str, main: str) -> dict[str, Environment]:
+    """Environment definitions at one commit of the GitOps main never change: parse them once."""
+    return load_environments(BareRepo(Path(repo_path)), main)
 
 
 def waits_for(session: Session, settings: Settings, p: Promotion, cluster: str) -> list[str]:
@@ -89,13 +115,8 @@ def sync_of(st: StatusView) -> str:
     return {"success": "Ready", "pending": "Reconciling"}.get(st.state, "Stalled")
 
 
-def deploy_statuses(session: Session, settings: Settings, gitops: str, branch: str) -> list[StatusView]:
+def deploy_statuses(session: Session, repo: Repository, tip: str | None) -> list[StatusView]:
     """The agents post ``conveyor/deploy/{cluster}/{sync}`` on the commits they applied."""
-    try:
-        repo = get_repo(session, gitops)
-    except ConveyorError:
-        return []
-    tip = bare(settings, repo).branch_tip(branch)
     if tip is None:
         return []
     return [s for s in combined_status(session, repo, tip).statuses if s.context.startswith(DEPLOY_PREFIX)]
@@ -140,16 +161,17 @@ def board(name: str, request: Request, days: int = 30) -> Response:
         app = s.execute(select(App).where(App.name == name)).scalar_one()
         repo = get_repo(s, app.gitops_repo)
         git = bare(st.settings, repo)
-        main = git.branch_tip("main")
-        envs = load_environments(git, main) if main else {}
+        tips = git.branches()
+        envs = environments_at(str(git.path), tips["main"]) if "main" in tips else {}
         columns = []
         for es in statuses:
             env = envs.get(es.env)
+            branch = env.branch if env else f"env/{es.env}"
             columns.append({
                 "status": es,
-                "branch": env.branch if env else f"env/{es.env}",
+                "branch": branch,
                 "waits": waits_for(s, st.settings, es.pending, es.cluster) if es.pending else [],
-                "deploys": deploy_statuses(s, st.settings, app.gitops_repo, env.branch if env else f"env/{es.env}"),
+                "deploys": deploy_statuses(s, repo, tips.get(branch)),
             })
         promotions = list(s.execute(select(Promotion).where(Promotion.app == name)
                                     .order_by(Promotion.id.desc())).scalars())

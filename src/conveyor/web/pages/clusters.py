@@ -17,11 +17,10 @@ from sqlalchemy.orm import Session
 
 from conveyor.clusters import list_specs
 from conveyor.core import ConveyorError, Settings, state_of
-from conveyor.delivery import load_environments
 from conveyor.delivery.models import GitopsRepo
 from conveyor.forge import bare, combined_status, get_repo
 from conveyor.web import auth
-from conveyor.web.pages.board import DEPLOY_PREFIX, delivery_enabled, sync_of
+from conveyor.web.pages.board import DEPLOY_PREFIX, delivery_enabled, environments_at, sync_of
 from conveyor.web.render import page
 from conveyor.web.routing import PageRoute
 
@@ -73,15 +72,15 @@ def deploy_rows(session: Session, settings: Settings) -> list[SyncRow]:
         except ConveyorError:
             continue
         git = bare(settings, repo)
-        main = git.branch_tip("main")
-        if main is None:
+        tips = git.branches()
+        if "main" not in tips:
             continue
         try:
-            envs = load_environments(git, main)
+            envs = environments_at(str(git.path), tips["main"])
         except ConveyorError:
             continue
         for env in envs.values():
-            tip = git.branch_tip(env.branch)
+            tip = tips.get(env.branch)
             if tip is None:
                 continue
             for st in combined_status(session, repo, tip).statuses:

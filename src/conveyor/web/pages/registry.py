@@ -13,11 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.core import state_of
-from conveyor.delivery.models import Promotion
-from conveyor.delivery.status import _running as running_of
 from conveyor.registry.models import Manifest, RegistryRepository, Tag
 from conveyor.web import auth
-from conveyor.web.pages.board import delivery_enabled
+from conveyor.web.pages.board import delivery_enabled, latest_by_app_env, running
 from conveyor.web.render import page
 from conveyor.web.routing import PageRoute
 
@@ -49,13 +47,9 @@ def image_size(content: bytes, fallback: int) -> int:
 
 def running_digests(session: Session) -> dict[str, list[str]]:
     """digest -> ["app/env", ...] for the versions verified and running now."""
-    rows = session.execute(select(Promotion).order_by(Promotion.id.desc())).scalars().all()
-    by: dict[tuple[str, str], list[Promotion]] = defaultdict(list)
-    for p in rows:
-        by[(p.app, p.env)].append(p)
     out: dict[str, list[str]] = defaultdict(list)
-    for (app, env), ps in sorted(by.items()):
-        r = running_of(ps)
+    for (app, env), rows in sorted(latest_by_app_env(session).items()):
+        r = running(rows)
         if r is not None:
             out[r.image_digest].append(f"{app}/{env}")
     return out

@@ -1,0 +1,136 @@
+"""The dashboard in a real browser: Playwright driving Debian's headless Chromium against a live server.
+
+Screenshots of every page go to test-output/screenshots/ for review.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.pipelines.helpers import repo_with_pipeline, wait_for_run
+from tests.support.server import ServerHandle
+from tests.web.demo import Demo
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1366, "height": 768})  # type: ignore[attr-defined]
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    yield pg
+    context.close()
+
+
+def shot(pg: object, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def sign_in(pg: object, server: ServerHandle, token: str, then: str = "/") -> None:
+    pg.goto(f"{server.url}{then}")  # type: ignore[attr-defined]
+    assert "/login" in pg.url  # type: ignore[attr-defined]
+    pg.get_by_label("API token").fill(token)  # type: ignore[attr-defined]
+    pg.get_by_role("button", name="Sign in").click()  # type: ignore[attr-defined]
+    pg.wait_for_url(f"{server.url}{then}")  # type: ignore[attr-defined]
+
+
+def test_sign_in_board_and_approve_a_qa_pr(demo: Demo, page: object) -> None:
+    pg: playwright.Page = page  # type: ignore[assignment]
+    server = demo.server
+    pg.goto(f"{server.url}/login")
+    shot(pg, "01-login")
+    # The author: the board, then her own qa PR, whose approval the rules refuse.
+    sign_in(pg, server, demo.author_token)
+    playwright.expect(pg.get_by_role("heading", name="Promotions")).to_be_visible()
+    shot(pg, "02-apps")
+    pg.get_by_role("link", name=demo.app, exact=True).click()
+    qa = pg.locator("section.env", has=pg.get_by_role("heading", name="qa"))
+    playwright.expect(qa).to_contain_text("1.2.0")
+    playwright.expect(qa).to_contain_text("needs 1 approval(s)")
+    shot(pg, "03-promotion-board")
+    qa.get_by_role("link", name=f"PR #{demo.qa_pr}").click()
+    playwright.expect(pg.get_by_role("heading", name="Rendered manifests")).to_be_visible()
+    pg.get_by_role("button", name="Approve").click()
+    alert = pg.get_by_role("alert")
+    playwright.expect(alert).to_contain_text("review.no-self-approval")
+    playwright.expect(alert).to_contain_text("cannot approve it")
+    shot(pg, "04-pr-self-approval-refused")
+    pg.get_by_role("button", name="Sign out").click()
+    pg.wait_for_url("**/login")
+    # A reviewer approves from the PR page; the PR then waits only on being merged.
+    pr_path = f"/repos/{demo.gitops}/pulls/{demo.qa_pr}"
+    sign_in(pg, server, demo.reviewer_token, pr_path)
+    pg.get_by_label("Comment").fill("Checked the rendered Deployment; good to go.")
+    pg.get_by_role("button", name="Approve").click()
+    playwright.expect(pg.get_by_role("status")).to_contain_text("You approved")
+    playwright.expect(pg.locator("aside")).to_contain_text(demo.reviewer)
+    playwright.expect(pg.locator("aside")).to_contain_text("Every rule is satisfied")
+    shot(pg, "05-pr-approved")
+    detail = server.api().get(f"/api/v1/repos/{demo.gitops}/pulls/{demo.qa_pr}").json()
+    assert detail["mergeability"]["approvals"] == [demo.reviewer]
+    # The board now says the promotion waits for the merge.
+    pg.goto(f"{server.url}/apps/{demo.app}")
+    qa = pg.locator("section.env", has=pg.get_by_role("heading", name="qa"))
+    playwright.expect(qa).to_contain_text("merge (every rule is satisfied)")
+
+
+def test_other_pages_render(demo: Demo, page: object) -> None:
+    pg: playwright.Page = page  # type: ignore[assignment]
+    sign_in(pg, demo.server, demo.server.admin_token)
+    for path, name, heading in [("/repos", "06-repositories", "Repositories"),
+                                (f"/repos/{demo.gitops}", "07-repository", demo.gitops),
+                                ("/registry", "08-registry", "Registry"),
+                                ("/clusters", "09-clusters", "Clusters and agents"),
+                                ("/runs", "10-runs", "Pipeline runs")]:
+        pg.goto(demo.server.url + path)
+        playwright.expect(pg.get_by_role("heading", level=1)).to_contain_text(heading)
+        shot(pg, name)
+    pg.goto(demo.server.url + "/registry")
+    playwright.expect(pg.locator("tr", has_text="1.0.0")).to_contain_text(f"{demo.app}/prod")
+    pg.goto(demo.server.url + "/clusters")
+    playwright.expect(pg.get_by_role("heading", name="nonprod")).to_be_visible()
+    playwright.expect(pg.locator("table").first).to_contain_text("Ready")
+
+
+def test_follow_a_live_log_until_the_run_finishes(demo: Demo, page: object, tmp_path: Path) -> None:
+    pg: playwright.Page = page  # type: ignore[assignment]
+    server = demo.server
+    release = tmp_path / "release"
+    # The step holds until the test releases it, so the page is open while the run is live.
+    pipeline = ("ci:\n  - name: build\n    run: echo started; "
+                f"while [ ! -e {release} ]; do sleep 0.1; done; for i in 1 2 3; do echo line-$i; sleep 0.2; done\n"
+                "  - name: test\n    run: echo tests-passed\n")
+    wc, sha = repo_with_pipeline(server, tmp_path, pipeline)
+    run = wait_for_run(server, wc.repo, sha, "ci", state="running")
+    sign_in(pg, server, demo.server.admin_token, f"/runs/{run['id']}")
+    log = pg.locator("pre#log")
+    assert log.get_attribute("data-log-stream") == f"/ui/runs/{run['id']}/events"
+    playwright.expect(log).to_contain_text("started")
+    shot(pg, "11-run-live")
+    release.touch()
+    playwright.expect(pg.locator("#run-state[data-finished=true]")).to_have_text("success")
+    text = log.inner_text()
+    assert text.index("line-1") < text.index("line-2") < text.index("line-3") < text.index("tests-passed")
+    assert text.count("line-3") == 1  # streamed chunks are appended once, after what the page showed
+    # The steps table follows too, without a reload.
+    playwright.expect(pg.locator("#steps tr", has_text="test")).to_contain_text("success")
+    shot(pg, "12-run-finished")
