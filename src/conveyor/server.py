@@ -25,6 +25,7 @@ from conveyor.pipelines.api import router as pipelines_router
 from conveyor.registry import lifecycle as registry_lifecycle
 from conveyor.registry.api import router as registry_router
 from conveyor.registry.app import RegistryApp
+from conveyor.web import install as install_web
 
 
 class Background(Protocol):
@@ -94,5 +95,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
 
             s.execute(text("SELECT 1"))
         return JSONResponse({"status": "ok", "version": conveyor.__version__})
+
+    # The dashboard last: its routes at / must not shadow the API or the /git and /v2 mounts.
+    install_web(app)
 
     return app

@@ -9,22 +9,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright import sync_api as playwright
 
 from tests.pipelines.helpers import repo_with_pipeline, wait_for_run
 from tests.support.server import ServerHandle
 from tests.web.demo import Demo
 
-playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    assert CHROMIUM.exists(), "Debian's chromium is missing: scripts/setup.sh installs it"
     with playwright.sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         yield b
