@@ -24,8 +24,9 @@ def test_helm_chart_rendered_for_an_environment_with_the_image_pinned() -> None:
                  digest=DIGEST, values={"replicaCount": 3})
     objs = list(yaml.safe_load_all(out))
     kinds = [o["kind"] for o in objs]
-    assert kinds == ["Service", "Deployment"]  # stable order: services before workloads
-    dep = objs[1]
+    assert kinds == ["Namespace", "Service", "Deployment"]  # stable order: namespace, services, workloads
+    assert objs[0]["metadata"]["name"] == "hello-qa"
+    dep = objs[2]
     assert dep["metadata"]["namespace"] == "hello-qa"
     assert dep["spec"]["replicas"] == 3
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == f"127.0.0.1:5000/apps/hello:1.0.0-7@{DIGEST}"
@@ -45,8 +46,8 @@ def test_kustomize_rendered_with_namespace_and_image_override(tmp_path: Path) ->
     }))
     out = render(bundle_of(tmp_path, "kustomize"), app="web", namespace="web-dev", image="apps/web",
                  tag="2.0.0-1", digest=DIGEST, values={})
-    (dep,) = list(yaml.safe_load_all(out))
-    assert dep["metadata"]["namespace"] == "web-dev"
+    ns, dep = list(yaml.safe_load_all(out))
+    assert ns["kind"] == "Namespace" and dep["metadata"]["namespace"] == "web-dev"
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == f"apps/web:2.0.0-1@{DIGEST}"
 
 

@@ -215,14 +215,26 @@ class PromotionEngine(BackgroundLoop):
             return
         p.rollback_merge_commit = pr.merge_commit_sha
         verdict = self._agent_verdict(s, p, env, pr.merge_commit_sha or "")
+        overdue = utcnow() - (pr.merged_at or p.state_since) > APPLY_DEADLINE
         if verdict is None:
+            if overdue:
+                move(s, p, "rollback_failed", "rollback_failed", f"the agent of '{env.cluster}' did not report "
+                                                                   "on the rollback")
             return
         if not verdict[0]:
             move(s, p, "rollback_failed", "rollback_failed", f"rollback apply failed: {verdict[2]}")
             return
+        previous = s.execute(select(Promotion.version).where(
+            Promotion.app == p.app, Promotion.env == p.env, Promotion.state == "verified", Promotion.id < p.id)
+            .order_by(Promotion.id.desc()).limit(1)).scalar_one_or_none()
+        if previous is None:
+            move(s, p, "rolled_back", "rolled_back", f"removed from {p.env}: no earlier version ran there")
+            return
         passed, detail = self._verify(p, env)
         if passed:
-            move(s, p, "rolled_back", "rolled_back", f"previous version restored and verified: {detail}")
+            move(s, p, "rolled_back", "rolled_back", f"{previous} restored and verified: {detail}")
+        elif overdue:
+            move(s, p, "rollback_failed", "rollback_failed", f"{previous} restored but verification fails: {detail}")
 
     # --- helpers ------------------------------------------------------------------------------
     def _agent_verdict(self, s: Session, p: Promotion, env: Environment, merge: str) -> tuple[bool, str, str] | None:

@@ -25,6 +25,10 @@ KIND_ORDER = ("Namespace", "CustomResourceDefinition", "ServiceAccount", "Role",
               "ClusterRoleBinding", "ConfigMap", "Secret", "PersistentVolumeClaim", "Service")
 
 
+CLUSTER_SCOPED = ("Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
+                  "PriorityClass", "StorageClass", "PersistentVolume")
+
+
 class RenderError(InvalidInput):
     title = "Templates failed to render"
 
@@ -147,9 +151,14 @@ def render(
         raise RenderError(f"the templates of '{app}' rendered no objects", rule="render.empty")
     for o in objects:
         meta = o.setdefault("metadata", {})
-        if o["kind"] not in ("Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
+        if o["kind"] not in CLUSTER_SCOPED:
             meta.setdefault("namespace", namespace)
         meta.setdefault("labels", {})["app.kubernetes.io/managed-by"] = "conveyor"
+    if not any(o["kind"] == "Namespace" and o["metadata"].get("name") == namespace for o in objects):
+        # The environment's namespace belongs to the app's desired state: the agent creates it
+        # first and prunes it with the app.
+        objects.insert(0, {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": namespace, "labels": {"app.kubernetes.io/managed-by": "conveyor"}}})
     return yaml.safe_dump_all(objects, sort_keys=True)
 
 

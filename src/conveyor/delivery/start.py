@@ -53,12 +53,18 @@ def _templates_meta(settings: Settings, session: Session, digest: str) -> dict[s
 
 
 def change_author(session: Session, settings: Settings, repo_name: str, sha: str, fallback: str) -> str:
-    """Whose change this is: the author of the PR whose merge produced ``sha``, else the pusher."""
+    """Whose change this is: the author of the PR whose merge produced ``sha``, else who pushed it."""
     repo = get_repo(session, repo_name)
     pr = session.execute(
         select(PullRequest).where(PullRequest.repo_id == repo.id, PullRequest.merge_commit_sha == sha)
     ).scalar_one_or_none()
-    return pr.author if pr is not None else fallback
+    if pr is not None:
+        return pr.author
+    push = session.execute(
+        select(Event).where(Event.topic == "push", Event.payload["repo"].as_string() == repo_name,
+                            Event.payload["after"].as_string() == sha).order_by(Event.id).limit(1)
+    ).scalar_one_or_none()
+    return str(push.payload.get("pusher")) if push is not None else fallback
 
 
 def release_from_ci_event(session: Session, settings: Settings, event: Event) -> Release | None:
