@@ -77,7 +77,7 @@ def deployment(app: str, env: str, version: str, digest: str) -> str:
 
 def insert_promotions(server: ServerHandle, d: Demo, source_sha: str, pr_number: int) -> None:
     """No API records past promotions: write them through the delivery models."""
-    db = Database(f"sqlite:///{server.data_dir / 'conveyor.db'}")
+    db = Database(server.database_url or f"sqlite:///{server.data_dir / 'conveyor.db'}")
     try:
         now = utcnow()
         with db.session() as s:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -11,6 +12,12 @@ from tests.support.server import ServerHandle
 from tests.web.demo import Demo
 
 PAGES = ["/", "/repos", "/runs", "/clusters", "/registry"]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def web_server(request: pytest.FixtureRequest, server_factory: Callable[..., ServerHandle]) -> ServerHandle:
+    """Plain-HTTP page tests on both databases (the browser tests use SQLite only)."""
+    return server_factory(request.param)
 
 
 def csrf_of(html: str) -> str:
@@ -83,6 +90,13 @@ def test_board_shows_running_versions_and_what_the_qa_promotion_waits_for(demo: 
     assert "1.0.0" in prod[:prod.index("Pending")]
     pending = qa[qa.index("Pending"):qa.index('id="env-prod"')]
     assert f"PR #{demo.qa_pr}" in pending and "needs 1 approval(s) from cluster-admin or reviewer" in pending
+
+
+def test_pr_page_names_its_promotion_and_links_checks_to_pages(demo: Demo) -> None:
+    html = signed_in(demo.server, demo.server.admin_token).get(f"/repos/{demo.gitops}/pulls/{demo.qa_pr}").text
+    assert f'Promotion of <a href="/apps/{demo.app}">{demo.app}</a>' in html
+    assert "1.2.0" in html and "Rendered manifests" in html and f"rendered/{demo.app}.yaml" in html
+    assert "dry run: 1 object changed" in html
 
 
 def test_self_approval_is_refused_with_the_rule_and_nothing_is_recorded(demo: Demo) -> None:

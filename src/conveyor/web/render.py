@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -54,13 +55,22 @@ def size(n: int | None) -> str:
     return f"{n} B"
 
 
+_API_RUN = re.compile(r"^(?:https?://[^/]+)?/api/v1/runs/(\d+)$")
+
+
+def ui_link(url: str) -> str:
+    """Links that statuses carry to the API, shown as the dashboard's page for the same thing."""
+    m = _API_RUN.match(url)
+    return f"/runs/{m.group(1)}" if m else url
+
+
 def timestamp(when: datetime | None) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
 
 
 env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), trim_blocks=True,
                   lstrip_blocks=True)
-env.filters.update(short=short, ago=ago, duration=duration, size=size, timestamp=timestamp)
+env.filters.update(short=short, ago=ago, duration=duration, size=size, timestamp=timestamp, ui_link=ui_link)
 
 
 def page(request: Request, template: str, ws: WebSession | None, status: int = 200, **context: Any) -> HTMLResponse:

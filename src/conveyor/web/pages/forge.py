@@ -11,10 +11,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from conveyor.core import ConveyorError, Permission, state_of
+from conveyor.delivery.models import Promotion
 from conveyor.forge import bare, combined_status, evaluate, get_pr, get_repo, list_prs, merge_pr, review_pr
 from conveyor.forge.models import PullRequest, Repository
 from conveyor.forge.repos import list_repos
 from conveyor.web import auth
+from conveyor.web.pages.board import delivery_enabled
 from conveyor.web.render import page
 from conveyor.web.routing import PageRoute
 
@@ -76,7 +78,8 @@ def repo_page(name: str, request: Request, state: str = "open") -> Response:
         git = bare(st.settings, repo)
         branches = git.branches()
         prs = list_prs(s, repo, None if state == "all" else state)
-        return page(request, "repo.html", ws, repo=repo, branches=sorted(branches.items()), prs=prs, state=state)
+        return page(request, "repo.html", ws, repo=repo, branches=sorted(branches.items()), prs=prs, state=state,
+                    clone_url=f"{st.settings.base_url}/git/{repo.name}.git")
 
 
 def _pr_context(s: Session, request: Request, repo: Repository, number: int) -> dict[str, Any]:
@@ -97,7 +100,14 @@ def _pr_context(s: Session, request: Request, repo: Repository, number: int) -> 
         "dry_run": checks.by_context().get(DIFF_CHECK),
         "merge": evaluate(s, st.settings, repo, pr),
         "reviews": sorted(pr.reviews, key=lambda r: r.created_at),
+        "promotion": promotion_of(s, repo.name, number) if delivery_enabled(st.db) else None,
     }
+
+
+def promotion_of(s: Session, gitops: str, number: int) -> Promotion | None:
+    """The promotion a GitOps pull request deploys, if it is one."""
+    return s.execute(select(Promotion).where(Promotion.gitops_repo == gitops, Promotion.pr_number == number)
+                     .order_by(Promotion.id.desc()).limit(1)).scalar_one_or_none()
 
 
 def _pr_page(request: Request, ws: auth.WebSession, name: str, number: int, status: int = 200,
