@@ -153,9 +153,10 @@ class RunExecutor:
                     break
                 result = self._run_step(run_id, info, index + 1 + i, step_id, spec, app, ws, private, log, masker,
                                         control, outputs, repo_secrets)
-                outputs.update(result.get("outputs") or {})
+                if result.get("outputs"):
+                    outputs.update(result["outputs"])
+                    self._save_outputs(run_id, outputs)
                 publications.extend(result.get("publish") or [])
-                self._save_outputs(run_id, outputs)
             needs_publish = bool(publications) or bool((outputs.get("image") or {}).get("push"))
             if needs_publish and not control.stop_requested():
                 pub_index = index + 1 + len(steps)

@@ -25,18 +25,18 @@ class LogWriter:
     def __init__(self, db: Database, run_id: int) -> None:
         self.db, self.run_id = db, run_id
         self._lock = threading.Lock()
-        self._parts: list[str] = []
+        self._parts: list[tuple[int, str]] = []  # (step index, text)
         self._size = 0
         self._step = 0
         self._last_flush = time.monotonic()
 
     def set_step(self, index: int) -> None:
-        self.flush()
-        self._step = index
+        with self._lock:
+            self._step = index
 
     def write(self, text: str) -> None:
         with self._lock:
-            self._parts.append(text)
+            self._parts.append((self._step, text))
             self._size += len(text)
             big = self._size >= FLUSH_BYTES
         if big:
@@ -50,18 +50,25 @@ class LogWriter:
             self.flush()
 
     def flush(self) -> None:
+        """Store what was written, one chunk per step, in one transaction."""
         with self._lock:
-            text = "".join(self._parts)
-            self._parts, self._size = [], 0
-            step = self._step
+            parts, self._parts, self._size = self._parts, [], 0
             self._last_flush = time.monotonic()
-        if not text:
+        chunks: list[tuple[int, str]] = []
+        for step, text in parts:
+            if chunks and chunks[-1][0] == step:
+                chunks[-1] = (step, chunks[-1][1] + text)
+            else:
+                chunks.append((step, text))
+        if not chunks:
             return
         with self.db.session() as s:
-            seq = s.execute(
-                update(Run).where(Run.id == self.run_id).values(log_seq=Run.log_seq + 1).returning(Run.log_seq)
+            last = s.execute(
+                update(Run).where(Run.id == self.run_id).values(log_seq=Run.log_seq + len(chunks))
+                .returning(Run.log_seq)
             ).scalar_one()
-            s.add(LogChunk(run_id=self.run_id, seq=seq, step_index=step, text=text))
+            for i, (step, text) in enumerate(chunks):
+                s.add(LogChunk(run_id=self.run_id, seq=last - len(chunks) + 1 + i, step_index=step, text=text))
 
 
 @dataclass(frozen=True)
