@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import httpx
@@ -10,6 +9,7 @@ import pytest
 
 from tests.support.server import ServerHandle
 from tests.web.demo import Demo
+from tests.web.session import csrf_of, signed_in
 
 PAGES = ["/", "/repos", "/runs", "/clusters", "/registry"]
 
@@ -18,20 +18,6 @@ PAGES = ["/", "/repos", "/runs", "/clusters", "/registry"]
 def web_server(request: pytest.FixtureRequest, server_factory: Callable[..., ServerHandle]) -> ServerHandle:
     """Plain-HTTP page tests on both databases (the browser tests use SQLite only)."""
     return server_factory(request.param)
-
-
-def csrf_of(html: str) -> str:
-    m = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert m, "no CSRF field on the page"
-    return m.group(1)
-
-
-def signed_in(server: ServerHandle, token: str) -> httpx.Client:
-    c = httpx.Client(base_url=server.url, timeout=60)
-    form = c.get("/login")
-    r = c.post("/login", data={"token": token, "csrf": csrf_of(form.text), "next": "/"})
-    assert r.status_code == 303 and r.headers["location"] == "/", r.text
-    return c
 
 
 @pytest.mark.parametrize("path", [*PAGES, "/apps/x", "/repos/x/pulls/1", "/runs/1"])

@@ -1,0 +1,63 @@
+"""The clusters page reads each agent's /status document (the agent's own StatusBoard, served over HTTP)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from conveyor.agent.status import StatusBoard
+from tests.support.postgres import free_port
+from tests.support.server import ServerHandle
+from tests.web.session import signed_in
+
+DEPLOYMENT = "apps/v1/Deployment/shop-dev/shop"
+SERVICE = "v1/Service/shop-dev/shop"
+
+
+@pytest.fixture
+def agent_status() -> Iterator[str]:
+    board = StatusBoard(["shop-dev"])
+    board.update("shop-dev", state="Ready", reason="ReconciliationSucceeded", message="applied and healthy",
+                 last_applied_revision="0123456789abcdef" * 2 + "01234567", inventory=[DEPLOYMENT, SERVICE],
+                 drifted=[DEPLOYMENT])
+    board.event("shop-dev", "DriftCorrected", "Deployment/shop: spec.replicas 3 -> 1")
+    document = json.dumps({"cluster": "nonprod", **board.snapshot()}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            self.send_response(200 if self.path == "/status" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(document)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/status"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_clusters_page_shows_inventory_drift_and_events_from_agents(
+    agent_status: str, server_factory: Callable[..., ServerHandle]
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/status"
+    server = server_factory("sqlite", CONVEYOR_AGENT_STATUS_URLS=f"nonprod={agent_status},prod={dead}")
+    html = signed_in(server, server.admin_token).get("/clusters").text
+    nonprod = html[html.index('id="cl-nonprod"'):html.index('id="cl-prod"')]
+    assert "ReconciliationSucceeded: applied and healthy" in nonprod and "0123456789ab" in nonprod
+    deployment_row = nonprod[nonprod.index(DEPLOYMENT):].split("</tr>")[0]
+    service_row = nonprod[nonprod.index(SERVICE):].split("</tr>")[0]
+    assert "corrected" in deployment_row and "corrected" not in service_row
+    assert "DriftCorrected" in nonprod and "spec.replicas 3 -&gt; 1" in nonprod
+    prod = html[html.index('id="cl-prod"'):]
+    assert "agent status unavailable" in prod
+    assert httpx.get(agent_status).status_code == 200  # the agent was up all along
