@@ -82,11 +82,15 @@ class RunExecutor:
 
     # --- bookkeeping -------------------------------------------------------------------------
     def _add_step(self, run_id: int, index: int, name: str, kind: str) -> int:
+        return self._add_steps(run_id, [(index, name, kind)])[0]
+
+    def _add_steps(self, run_id: int, steps: list[tuple[int, str, str]]) -> list[int]:
         with self.db.session() as s:
-            step = Step(run_id=run_id, index=index, name=name[:200], kind=kind, state="pending")
-            s.add(step)
+            rows = [Step(run_id=run_id, index=i, name=name[:200], kind=kind, state="pending")
+                    for i, name, kind in steps]
+            s.add_all(rows)
             s.flush()
-            return step.id
+            return [r.id for r in rows]
 
     def _set_step(self, step_id: int, **values: Any) -> None:
         with self.db.session() as s:
@@ -147,7 +151,7 @@ class RunExecutor:
                 raise StepFailed("setup", msg)
             log.line(f"{len(steps)} step(s): " + ", ".join(s.name for s in steps))
             self._set_step(setup_id, state="success", finished_at=utcnow())
-            ids = [self._add_step(run_id, index + 1 + i, spec.name, spec.kind) for i, spec in enumerate(steps)]
+            ids = self._add_steps(run_id, [(index + 1 + i, spec.name, spec.kind) for i, spec in enumerate(steps)])
             for i, (spec, step_id) in enumerate(zip(steps, ids, strict=True)):
                 if control.stop_requested():
                     break
