@@ -12,6 +12,9 @@ found.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -77,9 +80,16 @@ class _Planned:
     live: dict[str, Any] | None = None
     recreate: bool = False
     deferred: bool = False
+    known: bool = False  # same manifest, live object untouched since we last saw it: no dry run needed
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.obj, sort_keys=True).encode()).hexdigest()
 
     @property
     def changed(self) -> bool:
+        if self.known:
+            return False
         return self.live is None or self.recreate or _comparable(self.dry) != _comparable(self.live)
 
 
@@ -100,6 +110,21 @@ class Applier:
     def __init__(self, kube: Kube, workers: int = 8) -> None:
         self.kube = kube
         self.workers = workers
+        self._seen: dict[ObjectId, tuple[str, str]] = {}  # id -> (manifest digest, live resourceVersion)
+        self._seen_lock = threading.Lock()
+
+    def _remember(self, p: _Planned, result: dict[str, Any] | None) -> None:
+        version = ((result or {}).get("metadata") or {}).get("resourceVersion")
+        with self._seen_lock:
+            if version:
+                self._seen[p.id] = (p.digest, str(version))
+            else:
+                self._seen.pop(p.id, None)
+
+    def _is_known(self, p: _Planned) -> bool:
+        version = ((p.live or {}).get("metadata") or {}).get("resourceVersion")
+        with self._seen_lock:
+            return version is not None and self._seen.get(p.id) == (p.digest, str(version))
 
     def _parallel(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         items = list(items)
@@ -169,11 +194,16 @@ class Applier:
         def fetch(key: tuple[str, str, str]) -> None:
             api_version, kind, namespace = key
             members = groups[key]
-            if len(members) < 4:
-                for p in members:
-                    p.live = self.kube.get(p.id)
-                return
-            live = {o["metadata"]["name"]: o for o in self.kube.list(api_version, kind, namespace or None)}
+            try:
+                if len(members) < 4:
+                    for p in members:
+                        p.live = self.kube.get(p.id)
+                    return
+                live = {o["metadata"]["name"]: o for o in self.kube.list(api_version, kind, namespace or None)}
+            except ApiError as exc:
+                if exc.status.code != 404:  # a kind whose CRD is still to come in stage one
+                    raise
+                live = {}
             for p in members:
                 p.live = live.get(p.id.name)
 
@@ -189,11 +219,17 @@ class Applier:
                 for v in spec.get("versions") or []:
                     kind = str((spec.get("names") or {}).get("kind"))
                     stage_one_kinds.add((f"{spec.get('group')}/{v.get('name')}", kind))
+        self._live(planned)
+        for p in planned:
+            p.known = self._is_known(p)
+        unknown = [p for p in planned if not p.known]
         errors = [e for e in self._parallel(
-            lambda p: self._dry_run(p, stage_one_namespaces, stage_one_kinds), planned) if e]
+            lambda p: self._dry_run(p, stage_one_namespaces, stage_one_kinds), unknown) if e]
         if errors:
             raise RevisionInvalid(sorted(errors, key=lambda e: e.id))
-        self._live([p for p in planned if not p.deferred])
+        for p in unknown:
+            if not p.deferred and not p.changed:
+                self._remember(p, p.live)
         return planned
 
     # ---- apply ---------------------------------------------------------------------------
@@ -207,12 +243,13 @@ class Applier:
                     if time.monotonic() > deadline:
                         raise ApplyFailed(ObjectError(p.id, "timed out waiting for deletion before recreating"))
                     time.sleep(0.2)
-                self.kube.apply(p.obj)
+                self._remember(p, self.kube.apply(p.obj))
                 outcome.recreated.append(p.id)
             else:
-                self.kube.apply(p.obj)
+                self._remember(p, self.kube.apply(p.obj))
                 (outcome.created if p.live is None else outcome.configured).append(p.id)
         except ApiError as exc:
+            self._remember(p, None)
             raise ApplyFailed(ObjectError(p.id, api_error_text(exc))) from exc
 
     def _apply_stage(self, stage: list[_Planned], outcome: Outcome) -> None:
@@ -248,10 +285,10 @@ class Applier:
         if deferred:
             for p in deferred:
                 p.deferred = False
+            self._live(deferred)
             errors = [e for e in self._parallel(lambda p: self._dry_run(p, set(), set()), deferred) if e]
             if errors:
                 raise RevisionInvalid(sorted(errors, key=lambda e: e.id))
-            self._live(deferred)
         changed_ids = [p.id for p in planned if p.changed]
         self._apply_stage(two, outcome)
         return outcome, changed_ids

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
 
@@ -30,7 +31,7 @@ def kubectl_binary() -> str:
 
 def _documents(text: str, origin: str) -> list[dict[str, Any]]:
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = list(yaml.load_all(text, Loader=_Loader))
     except yaml.YAMLError as exc:
         raise BuildError(f"{origin}: invalid YAML: {exc}") from exc
     out: list[dict[str, Any]] = []

@@ -139,7 +139,8 @@ class Kube:
         kwargs: dict[str, Any] = {"labels": labels} if labels else {}
         if issubclass(cls, GenericNamespacedResource):
             kwargs["namespace"] = namespace or "*"
-        return [dict(o) for o in self.client.list(cls, **kwargs)]
+        # list items come without apiVersion and kind; put them back so they compare equal to single objects
+        return [{"apiVersion": api_version, "kind": kind, **dict(o)} for o in self.client.list(cls, **kwargs)]
 
     def delete(self, oid: ObjectId, *, wait_gone: bool = False) -> bool:
         """Delete with background propagation; False if it was already gone."""
