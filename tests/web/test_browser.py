@@ -19,6 +19,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+WAIT_MS = 60_000  # a patience limit for a loaded machine, not a timing assertion
+playwright.expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def browser() -> Iterator[object]:
 def page(browser: object) -> Iterator[object]:
     context = browser.new_context(viewport={"width": 1366, "height": 768})  # type: ignore[attr-defined]
     pg = context.new_page()
-    pg.set_default_timeout(60_000)
+    pg.set_default_timeout(WAIT_MS)
     yield pg
     context.close()
 
@@ -75,9 +77,15 @@ def test_sign_in_board_and_approve_a_qa_pr(demo: Demo, page: object) -> None:
     shot(pg, "04-pr-self-approval-refused")
     pg.get_by_role("button", name="Sign out").click()
     pg.wait_for_url("**/login")
-    # A reviewer approves from the PR page; the PR then waits only on being merged.
+    # A reviewer keeps the board open in one tab and approves from the PR page in another.
     pr_path = f"/repos/{demo.gitops}/pulls/{demo.qa_pr}"
-    sign_in(pg, server, demo.reviewer_token, pr_path)
+    sign_in(pg, server, demo.reviewer_token, f"/apps/{demo.app}")
+    assert pg.evaluate("typeof window.htmx") == "object", "htmx is not served (scripts/setup.sh installs it)"
+    board = pg
+    qa = board.locator("section.env", has=board.get_by_role("heading", name="qa"))
+    playwright.expect(qa).to_contain_text("needs 1 approval(s)")
+    pg = board.context.new_page()
+    pg.goto(server.url + pr_path)
     pg.get_by_label("Comment").fill("Checked the rendered Deployment; good to go.")
     pg.get_by_role("button", name="Approve").click()
     playwright.expect(pg.get_by_role("status")).to_contain_text("You approved")
@@ -86,20 +94,20 @@ def test_sign_in_board_and_approve_a_qa_pr(demo: Demo, page: object) -> None:
     shot(pg, "05-pr-approved")
     detail = server.api().get(f"/api/v1/repos/{demo.gitops}/pulls/{demo.qa_pr}").json()
     assert detail["mergeability"]["approvals"] == [demo.reviewer]
-    # The board now says the promotion waits for the merge.
-    pg.goto(f"{server.url}/apps/{demo.app}")
-    qa = pg.locator("section.env", has=pg.get_by_role("heading", name="qa"))
+    # The open board catches up by itself (htmx polls it): the promotion now waits for the merge.
     playwright.expect(qa).to_contain_text("merge (every rule is satisfied)")
+    board.bring_to_front()
+    shot(board, "06-board-after-approval")
 
 
 def test_other_pages_render(demo: Demo, page: object) -> None:
     pg: playwright.Page = page  # type: ignore[assignment]
     sign_in(pg, demo.server, demo.server.admin_token)
-    for path, name, heading in [("/repos", "06-repositories", "Repositories"),
-                                (f"/repos/{demo.gitops}", "07-repository", demo.gitops),
-                                ("/registry", "08-registry", "Registry"),
-                                ("/clusters", "09-clusters", "Clusters and agents"),
-                                ("/runs", "10-runs", "Pipeline runs")]:
+    for path, name, heading in [("/repos", "07-repositories", "Repositories"),
+                                (f"/repos/{demo.gitops}", "08-repository", demo.gitops),
+                                ("/registry", "09-registry", "Registry"),
+                                ("/clusters", "10-clusters", "Clusters and agents"),
+                                ("/runs", "11-runs", "Pipeline runs")]:
         pg.goto(demo.server.url + path)
         playwright.expect(pg.get_by_role("heading", level=1)).to_contain_text(heading)
         shot(pg, name)
@@ -124,7 +132,7 @@ def test_follow_a_live_log_until_the_run_finishes(demo: Demo, page: object, tmp_
     log = pg.locator("pre#log")
     assert log.get_attribute("data-log-stream") == f"/ui/runs/{run['id']}/events"
     playwright.expect(log).to_contain_text("started")
-    shot(pg, "11-run-live")
+    shot(pg, "12-run-live")
     release.touch()
     playwright.expect(pg.locator("#run-state[data-finished=true]")).to_have_text("success")
     text = log.inner_text()
@@ -132,4 +140,4 @@ def test_follow_a_live_log_until_the_run_finishes(demo: Demo, page: object, tmp_
     assert text.count("line-3") == 1  # streamed chunks are appended once, after what the page showed
     # The steps table follows too, without a reload.
     playwright.expect(pg.locator("#steps tr", has_text="test")).to_contain_text("success")
-    shot(pg, "12-run-finished")
+    shot(pg, "13-run-finished")
