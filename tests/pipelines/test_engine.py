@@ -237,8 +237,8 @@ def test_run_interrupted_by_a_crash_is_requeued_on_restart(backend: str, server_
                                                             tmp_path: Path) -> None:
     server = server_factory(backend)
     marker = tmp_path / f"attempted-{uuid.uuid4().hex}"
-    pipeline = (f"ci:\n  - name: flaky\n    run: |\n      if [ ! -e {marker} ]; then touch {marker}; echo first; "
-                f"sleep 600; fi\n      echo second attempt\n")
+    pipeline = (f"ci:\n  - name: flaky\n    run: |\n      if [ ! -e {marker} ]; then sleep 600 & echo $! > {marker}; "
+                f"echo first; wait; fi\n      echo second attempt\n")
     wc, sha = repo_with_pipeline(server, tmp_path, pipeline)
     run = wait_for_run(server, wc.repo, sha, "ci", state="running")
     while "first" not in log_text(server, run["id"]):
@@ -247,6 +247,8 @@ def test_run_interrupted_by_a_crash_is_requeued_on_restart(backend: str, server_
     server.start()
     done = wait_for_run(server, wc.repo, sha, "ci")
     assert done["id"] == run["id"] and done["state"] == "success" and done["attempt"] == 2
+    # What the first attempt's step still had running when the server died was ended on restart.
+    assert not pid_alive(int(marker.read_text()))
     log = log_text(server, run["id"])
     assert "attempt 1" in log and "attempt 2" in log and "second attempt" in log
     wait_for_status(server, wc.repo, sha, "conveyor/ci", "success")

@@ -317,7 +317,8 @@ class RunExecutor:
 
         outcome = run_process(argv, cwd=cwd, env=env, timeout=spec.timeout, sink=sink, mask=masker,
                               should_cancel=control.stop_requested, max_output=self.config.max_log_bytes,
-                              tick=log.maybe_flush, on_stop=on_stop, preexec=_die_with_parent)
+                              tick=log.maybe_flush, on_stop=on_stop, preexec=_die_with_parent,
+                              on_start=lambda pgid: self._set_step(step_id, pgid=pgid))
         result: dict[str, Any] = {}
         if result_path.exists():
             try:

@@ -89,6 +89,7 @@ def run_process(
     tick: Callable[[], None] = lambda: None,
     on_stop: Callable[[], None] = lambda: None,
     preexec: Callable[[], None] | None = None,
+    on_start: Callable[[int], None] = lambda pgid: None,
 ) -> Outcome:
     """Run ``argv`` to completion or until stopped; ``tick`` is called about ten times a second."""
     read_fd, write_fd = os.pipe()
@@ -101,6 +102,7 @@ def run_process(
         os.close(write_fd)
         return Outcome(None, "start-failed", f"cannot start {argv[0]}: {exc.strerror or exc}")
     os.close(write_fd)
+    on_start(proc.pid)  # the process group id too (new session)
     reader = _Reader(read_fd, sink, mask, max_output)
     reader.start()
     deadline = time.monotonic() + timeout

@@ -9,7 +9,9 @@ whose lease lapsed is re-queued or failed by whoever notices first.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -170,6 +172,15 @@ def _interrupt(session: Session, run: Run, max_attempts: int, why: str) -> None:
            payload=run_payload(run, failed_step=run.failed_step, message=run.message))
 
 
+def _kill_leftovers(run: Run) -> None:
+    """End the process group of a step whose worker on this host died (its steps run in their own
+    session, so they outlive it)."""
+    for step in run.steps:
+        if step.state == "running" and step.pgid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(step.pgid, signal.SIGKILL)
+
+
 def recover(db: Database, max_attempts: int, is_dead: Callable[[str], bool] | None = None) -> int:
     """Re-queue or fail runs whose worker is gone: lease lapsed, or (``is_dead``) known dead now.
 
@@ -184,6 +195,8 @@ def recover(db: Database, max_attempts: int, is_dead: Callable[[str], bool] | No
         for run in s.execute(q).scalars().all():
             lapsed = run.lease_expires_at is None or run.lease_expires_at < now
             dead = is_dead is not None and run.lease_owner is not None and is_dead(run.lease_owner)
+            if dead:
+                _kill_leftovers(run)
             if lapsed or dead:
                 why = "was interrupted: its worker stopped (server crash or restart)"
                 _interrupt(s, run, max_attempts, why)
