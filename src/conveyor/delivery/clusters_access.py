@@ -32,12 +32,20 @@ class Probe:
 def probe_service(
     settings: Settings, cluster: str, namespace: str, service: str, port: int | str | None, path: str
 ) -> Probe:
-    """GET ``path`` on a Service through the API server's service proxy (as `kubectl port-forward` users do)."""
-    target = f"{service}:{port}" if port is not None else service
-    url = f"/api/v1/namespaces/{namespace}/services/{target}/proxy{path}"
+    """GET ``path`` on a Service through the API server's service proxy (as `kubectl port-forward` users do).
+
+    Without ``port``, the Service's first port is used (the proxy itself would only pick an unnamed one).
+    """
     try:
         with client_for(settings, cluster) as kube:
-            r = kube.http.get(url)
+            if port is None:
+                r = kube.http.get(f"/api/v1/namespaces/{namespace}/services/{service}")
+                if r.status_code != 200:
+                    return Probe(True, r.status_code, r.text[:2000])
+                first = (r.json().get("spec", {}).get("ports") or [{}])[0]
+                port = first.get("name") or first.get("port")
+            target = f"{service}:{port}" if port not in (None, "") else service
+            r = kube.http.get(f"/api/v1/namespaces/{namespace}/services/{target}/proxy{path}")
     except (httpx.HTTPError, OSError) as exc:
         return Probe(False, None, "", f"{type(exc).__name__}: {exc}")
     return Probe(True, r.status_code, r.text[:2000])

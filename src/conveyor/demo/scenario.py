@@ -107,7 +107,7 @@ class Scenario:
                 return row
             bad = {"abandoned", "superseded", "rollback_failed"}
             if "rolled_back" not in states:
-                bad.add("failed")
+                bad |= {"failed", "rolling_back", "rolled_back"}
             if row and row["state"] in bad - states:
                 detail = self.p.api().get(f"/api/v1/promotions/{row['id']}").json()
                 raise DemoError(f"{env}: promotion of {version} ended {row['state']}: {detail.get('failure_reason')}")
