@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from lightkube.core.exceptions import ApiError
 
 from conveyor.agent import health
-from conveyor.agent.kube import Kube, UnknownKind, api_error_text
+from conveyor.agent.kube import Kube, NotServed, UnknownKind, api_error_text
 from conveyor.agent.objects import FORCE_ANNOTATION, PRUNE_ANNOTATION, ObjectId, annotation, is_stage_one
 
 T = TypeVar("T")
@@ -167,6 +167,11 @@ class Applier:
         try:
             p.dry = self.kube.apply(p.obj, dry_run=True)
             return None
+        except NotServed as exc:
+            if (p.id.api_version, p.id.kind) in stage_one_kinds:
+                p.deferred = True
+                return None
+            return ObjectError(p.id, str(exc))
         except ApiError as exc:
             message = api_error_text(exc)
             details = exc.status.details
@@ -200,9 +205,7 @@ class Applier:
                         p.live = self.kube.get(p.id)
                     return
                 live = {o["metadata"]["name"]: o for o in self.kube.list(api_version, kind, namespace or None)}
-            except ApiError as exc:
-                if exc.status.code != 404:  # a kind whose CRD is still to come in stage one
-                    raise
+            except NotServed:  # a kind whose CRD is still to come in stage one
                 live = {}
             for p in members:
                 p.live = live.get(p.id.name)

@@ -193,6 +193,9 @@ def evaluate(kube: Kube, obj: dict[str, Any]) -> Health:
         return _service(obj)
     if group == "" and kind == "PersistentVolumeClaim":
         return _pvc(obj)
+    if kind == "CustomResourceDefinition":
+        established = (_conditions(obj).get("Established") or {}).get("status") == "True"
+        return Health(CURRENT if established else IN_PROGRESS, "established" if established else "not established")
     if group == "" and kind == "Namespace":
         phase = (obj.get("status") or {}).get("phase")
         return Health(CURRENT if phase in (None, "Active") else IN_PROGRESS, f"namespace {phase}")

@@ -36,6 +36,19 @@ class UnknownKind(Exception):
     pass
 
 
+class NotServed(Exception):
+    """The API server does not serve this resource (yet): a CRD not registered or not established."""
+
+
+def _not_served(exc: httpx2.HTTPStatusError) -> Exception:
+    """Turn lightkube's raw HTTP errors into ApiError (a Status body) or NotServed (404 for an unknown path)."""
+    if exc.response.headers.get("content-type", "").startswith("application/json"):
+        return ApiError(request=exc.request, response=exc.response)
+    if exc.response.status_code == 404:
+        return NotServed(f"{exc.request.method} {exc.request.url.path}: the API server does not serve this resource")
+    return exc
+
+
 def api_error_text(exc: ApiError) -> str:
     status = exc.status
     return str(status.message or status.reason or exc)
@@ -117,7 +130,10 @@ class Kube:
         return cls(obj)
 
     def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
-        result = self.client.apply(self._instance(obj), field_manager=FIELD_MANAGER, force=True, dry_run=dry_run)
+        try:
+            result = self.client.apply(self._instance(obj), field_manager=FIELD_MANAGER, force=True, dry_run=dry_run)
+        except httpx2.HTTPStatusError as exc:
+            raise _not_served(exc) from exc
         return dict(result)
 
     def get(self, oid: ObjectId) -> dict[str, Any] | None:
@@ -131,6 +147,10 @@ class Kube:
             if exc.status.code == 404:
                 return None
             raise
+        except httpx2.HTTPStatusError as exc:
+            if exc.response.status_code == 404:
+                return None
+            raise
         return dict(found)
 
     def list(self, api_version: str, kind: str, namespace: str | None, labels: dict[str, str] | None = None
@@ -140,7 +160,10 @@ class Kube:
         if issubclass(cls, GenericNamespacedResource):
             kwargs["namespace"] = namespace or "*"
         # list items come without apiVersion and kind; put them back so they compare equal to single objects
-        return [{"apiVersion": api_version, "kind": kind, **dict(o)} for o in self.client.list(cls, **kwargs)]
+        try:
+            return [{"apiVersion": api_version, "kind": kind, **dict(o)} for o in self.client.list(cls, **kwargs)]
+        except httpx2.HTTPStatusError as exc:
+            raise _not_served(exc) from exc
 
     def delete(self, oid: ObjectId, *, wait_gone: bool = False) -> bool:
         """Delete with background propagation; False if it was already gone."""
@@ -152,6 +175,10 @@ class Kube:
                 self._any.delete(cls, oid.name)
         except ApiError as exc:
             if exc.status.code == 404:
+                return False
+            raise
+        except httpx2.HTTPStatusError as exc:
+            if exc.response.status_code == 404:
                 return False
             raise
         return True

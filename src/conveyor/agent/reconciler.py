@@ -22,7 +22,7 @@ from conveyor.agent.apply import Applier, ApplyFailed, Outcome, RevisionInvalid
 from conveyor.agent.build import BuildError, build
 from conveyor.agent.config import AgentConfig, SyncConfig
 from conveyor.agent.inventory import Inventory, ensure_namespace
-from conveyor.agent.kube import Kube, UnknownKind, api_error_text
+from conveyor.agent.kube import Kube, NotServed, UnknownKind, api_error_text
 from conveyor.agent.metrics import Metrics
 from conveyor.agent.objects import ObjectId
 from conveyor.agent.reporter import FAILURE, PENDING, SUCCESS, Reporter
@@ -145,9 +145,12 @@ class SyncReconciler:
         except UnknownKind as exc:
             self._report(revision, FAILURE, str(exc))
             raise Failure("ValidationFailed", str(exc)) from exc
-        except (ApiError, httpx2.HTTPError, OSError) as exc:
-            text = api_error_text(exc) if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
-            raise Failure("ClusterUnreachable" if not isinstance(exc, ApiError) else "ApplyFailed", text) from exc
+        except (httpx2.TransportError, OSError) as exc:
+            raise Failure("ClusterUnreachable", f"{type(exc).__name__}: {exc}") from exc
+        except (ApiError, httpx2.HTTPError, NotServed) as exc:
+            text = api_error_text(exc) if isinstance(exc, ApiError) else str(exc)
+            self._report(revision, FAILURE, text)
+            raise Failure("ApplyFailed", text) from exc
 
         written = outcome.written
         if written:
