@@ -11,10 +11,10 @@ from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import inspect, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import ConveyorError, Database, Settings, state_of, utcnow
+from conveyor.core import ConveyorError, Settings, state_of, utcnow
 from conveyor.delivery import Environment, app_status, dora_for, load_environments
 from conveyor.delivery.models import ACTIVE_STATES, App, Promotion
 from conveyor.delivery.status import _running as running_of
@@ -27,16 +27,6 @@ from conveyor.web.routing import PageRoute
 
 router = APIRouter(route_class=PageRoute)
 DEPLOY_PREFIX = "conveyor/deploy/"
-_delivery_tables: dict[int, bool] = {}
-
-
-def delivery_enabled(db: Database) -> bool:
-    """Delivery's tables exist once its migrations run; until then the board says so instead of failing."""
-    key = id(db)
-    if not _delivery_tables.get(key):
-        with db.session() as s:
-            _delivery_tables[key] = inspect(s.get_bind()).has_table(Promotion.__tablename__)
-    return _delivery_tables[key]
 
 
 @dataclass(frozen=True)
@@ -142,11 +132,9 @@ def daily_counts(promotions: list[Promotion], env: str, days: int) -> list[tuple
 def index(request: Request) -> Response:
     ws = auth.require(request)
     st = state_of(request)
-    if not delivery_enabled(st.db):
-        return page(request, "apps.html", ws, enabled=False, envs=[], table=[])
     with st.db.session() as s:
         envs, table = overview(s)
-        return page(request, "apps.html", ws, enabled=True, envs=envs, table=table)
+        return page(request, "apps.html", ws, envs=envs, table=table)
 
 
 @router.get("/apps/{name}", response_class=HTMLResponse)
@@ -154,8 +142,6 @@ def board(name: str, request: Request, days: int = 30) -> Response:
     ws = auth.require(request)
     st = state_of(request)
     days = max(1, min(days, 365))
-    if not delivery_enabled(st.db):
-        return page(request, "apps.html", ws, enabled=False, envs=[], table=[])
     with st.db.session() as s:
         statuses = app_status(s, st.settings, name)
         app = s.execute(select(App).where(App.name == name)).scalar_one()

@@ -20,7 +20,7 @@ from conveyor.core import ConveyorError, Settings, state_of
 from conveyor.delivery.models import GitopsRepo
 from conveyor.forge import bare, combined_status, get_repo
 from conveyor.web import auth
-from conveyor.web.pages.board import DEPLOY_PREFIX, delivery_enabled, environments_at, sync_of
+from conveyor.web.pages.board import DEPLOY_PREFIX, environments_at, sync_of
 from conveyor.web.render import page
 from conveyor.web.routing import PageRoute
 
@@ -115,10 +115,9 @@ async def clusters(request: Request) -> Response:
         views: dict[str, ClusterView] = {}
         for spec in list_specs(st.settings.data_dir):
             views[spec.name] = ClusterView(spec.name, spec.kind, spec.phase, spec.version)
-        if delivery_enabled(st.db):
-            with st.db.session() as s:
-                for row in deploy_rows(s, st.settings):
-                    views.setdefault(row.cluster, ClusterView(row.cluster)).syncs.append(row)
+        with st.db.session() as s:
+            for row in deploy_rows(s, st.settings):
+                views.setdefault(row.cluster, ClusterView(row.cluster)).syncs.append(row)
         return views
 
     views = await asyncio.to_thread(collect)

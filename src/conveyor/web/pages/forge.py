@@ -16,7 +16,6 @@ from conveyor.forge import bare, combined_status, evaluate, get_pr, get_repo, li
 from conveyor.forge.models import PullRequest, Repository
 from conveyor.forge.repos import list_repos
 from conveyor.web import auth
-from conveyor.web.pages.board import delivery_enabled
 from conveyor.web.render import page
 from conveyor.web.routing import PageRoute
 
@@ -100,7 +99,7 @@ def _pr_context(s: Session, request: Request, repo: Repository, number: int) -> 
         "dry_run": checks.by_context().get(DIFF_CHECK),
         "merge": evaluate(s, st.settings, repo, pr),
         "reviews": sorted(pr.reviews, key=lambda r: r.created_at),
-        "promotion": promotion_of(s, repo.name, number) if delivery_enabled(st.db) else None,
+        "promotion": promotion_of(s, repo.name, number),
     }
 
 

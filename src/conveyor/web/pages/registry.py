@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from conveyor.core import state_of
 from conveyor.registry.models import Manifest, RegistryRepository, Tag
 from conveyor.web import auth
-from conveyor.web.pages.board import delivery_enabled, latest_by_app_env, running
+from conveyor.web.pages.board import latest_by_app_env, running
 from conveyor.web.render import page
 from conveyor.web.routing import PageRoute
 
@@ -60,7 +60,7 @@ def registry(request: Request) -> Response:
     ws = auth.require(request)
     st = state_of(request)
     with st.db.session() as s:
-        running = running_digests(s) if delivery_enabled(st.db) else {}
+        running = running_digests(s)
         repos = list(s.execute(select(RegistryRepository).order_by(RegistryRepository.name)).scalars())
         tags: dict[int, list[TagRow]] = defaultdict(list)
         q = (select(Tag.repo_id, Tag.name, Tag.updated_at, Tag.locked, Manifest.digest, Manifest.size,
