@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conveyor.web.pages.forge import split_diff
+from conveyor.web.pages.forge import MAX_DIFF_LINES, split_diff
 from conveyor.web.pages.registry import image_size
 from conveyor.web.render import duration, short, size, ui_link
 
@@ -30,6 +30,8 @@ def test_diff_is_split_per_file_with_line_kinds() -> None:
     kinds = [k for k, _ in files[0].lines]
     assert kinds[:6] == ["file", "", "", "hunk", "del", "add"]
     assert split_diff("") == []
+    big = split_diff("diff --git a/x b/x\n@@ -0,0 +1,3000 @@\n" + "".join(f"+{i}\n" for i in range(3000)))[0]
+    assert len(big.lines) == MAX_DIFF_LINES and big.hidden == 3003 - MAX_DIFF_LINES
 
 
 def test_image_size_adds_config_and_layers() -> None:

@@ -83,6 +83,9 @@ def test_pr_page_names_its_promotion_and_links_checks_to_pages(demo: Demo) -> No
     assert f'Promotion of <a href="/apps/{demo.app}">{demo.app}</a>' in html
     assert "1.2.0" in html and "Rendered manifests" in html and f"rendered/{demo.app}.yaml" in html
     assert "dry run: 1 object changed" in html
+    diff = signed_in(demo.server, demo.server.admin_token).get(f"/repos/{demo.gitops}/pulls/{demo.qa_pr}.diff")
+    assert diff.status_code == 200 and diff.headers["content-type"].startswith("text/plain")
+    assert f"+++ b/rendered/{demo.app}.yaml" in diff.text
 
 
 def test_self_approval_is_refused_with_the_rule_and_nothing_is_recorded(demo: Demo) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -25,10 +25,14 @@ DIFF_CHECK = "conveyor/diff"
 REVIEW_STATES = {"approve": "approved", "request_changes": "changes_requested", "comment": "commented"}
 
 
+MAX_DIFF_LINES = 1500  # per file on the page; the whole diff stays one link away
+
+
 @dataclass(frozen=True)
 class FileDiff:
     path: str
     lines: list[tuple[str, str]]  # (css class, text)
+    hidden: int = 0  # lines left off the page
 
 
 def split_diff(text: str) -> list[FileDiff]:
@@ -47,7 +51,8 @@ def split_diff(text: str) -> list[FileDiff]:
             elif line.startswith("-") and not line.startswith("---"):
                 kind = "del"
             lines.append((kind, line))
-        files.append(FileDiff(path, lines))
+        hidden = max(0, len(lines) - MAX_DIFF_LINES)
+        files.append(FileDiff(path, lines[:MAX_DIFF_LINES], hidden))
     return files
 
 
@@ -115,6 +120,18 @@ def _pr_page(request: Request, ws: auth.WebSession, name: str, number: int, stat
         repo = get_repo(s, name)
         ctx = _pr_context(s, request, repo, number)
         return page(request, "pull.html", ws, status=status, **ctx, **extra)
+
+
+@router.get("/repos/{name}/pulls/{number}.diff", response_class=PlainTextResponse)
+def pull_diff(name: str, number: int, request: Request) -> Response:
+    auth.require(request)
+    st = state_of(request)
+    with st.db.session() as s:
+        repo = get_repo(s, name)
+        pr = get_pr(s, repo, number)
+        git = bare(st.settings, repo)
+        base = pr.base_before_merge or git.merge_base(pr.base_sha, pr.head_sha) or pr.base_sha
+        return PlainTextResponse(git.diff(base, pr.head_sha))
 
 
 @router.get("/repos/{name}/pulls/{number}", response_class=HTMLResponse)
