@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +174,12 @@ def test_drift_is_reverted_on_the_next_interval(cluster: ClusterHandle, forge: S
     agent = AgentProcess(cfg).start()
     try:
         agent.wait_for("first apply", lambda: agent.sync(name)["last_applied_revision"] == sha)
+        cli = subprocess.run([sys.executable, "-m", "conveyor", "agent", "status", "--config", str(cfg), "--json"],
+                             capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        row = next(s for s in json.loads(cli.stdout)["syncs"] if s["name"] == name)
+        assert (row["state"], row["last_applied_revision"]) == ("Ready", sha)
+        assert sorted(row["inventory"]) == [f"ConfigMap/{ns}/other", f"ConfigMap/{ns}/settings"]
         # what `kubectl edit` does: another field manager changes a field the agent owns
         cluster.kubectl("patch", "configmap", "settings", "-n", ns, "--type=merge", "-p", '{"data":{"mode":"red"}}')
         assert data_of(cluster, ns, "settings") == {"mode": "red"}
