@@ -278,3 +278,34 @@ def test_unreachable_git_keeps_the_cluster_and_recovers_without_restart(
         agent.wait_for("recovery", lambda: agent.sync(name)["state"] == "Ready")
     finally:
         agent.stop()
+
+
+def test_a_newer_revision_cancels_the_wait_on_the_older_one(
+    cluster: ClusterHandle, forge: ServerHandle, hello_image: str, tmp_path: Path
+) -> None:
+    wc = new_repo(forge, tmp_path)
+    ns, name, secret = unique("cancel"), unique("s"), unique("secret")
+    never_ready = deployment("slow", hello_image)
+    never_ready["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] = "/missing"
+    wc.commit_file("deploy/app.yaml", manifest(never_ready))
+    old = push(wc)
+    cfg = write_config(tmp_path / "agent.yaml", forge, cluster, [
+        sync_for(wc, name, ns, wait=True, timeout="2h", interval="1h", webhook_secret=secret)])
+    agent = AgentProcess(cfg).start()
+    try:
+        agent.wait_for("the wait on the old revision", lambda: (s := agent.sync(name))["last_attempted_revision"] == old
+                       and s["message"].startswith("waiting for"))
+        wc.commit_file("deploy/app.yaml", manifest(deployment("slow", hello_image)))
+        new = push(wc)
+        body = json.dumps({"repo": wc.repo, "ref": "refs/heads/main", "branch": "main", "after": new}).encode()
+        r = httpx.post(f"{agent.url}/hooks/{name}", content=body, headers={SIGNATURE_HEADER: sign(secret, body)})
+        assert r.status_code == 202
+        agent.wait_for("the new revision Ready", lambda: (s := agent.sync(name))["state"] == "Ready"
+                       and s["last_applied_revision"] == new)
+        assert any(e["reason"] == "Superseded" and old[:12] in e["message"]
+                   for e in agent.status()["events"] if e["sync"] == name)
+    finally:
+        agent.stop()
+    context = f"conveyor/deploy/{cluster.name}/{name}"
+    assert commit_statuses(forge, wc.repo, old)[context]["state"] == "error"
+    assert commit_statuses(forge, wc.repo, new)[context]["state"] == "success"

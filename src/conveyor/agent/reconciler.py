@@ -25,7 +25,7 @@ from conveyor.agent.inventory import Inventory, ensure_namespace
 from conveyor.agent.kube import Kube, NotServed, UnknownKind, api_error_text
 from conveyor.agent.metrics import Metrics
 from conveyor.agent.objects import ObjectId
-from conveyor.agent.reporter import FAILURE, PENDING, SUCCESS, Reporter
+from conveyor.agent.reporter import ERROR, FAILURE, PENDING, SUCCESS, Reporter
 from conveyor.agent.source import GitSource, SourceError, redact
 from conveyor.agent.status import READY, RECONCILING, STALLED, SUSPENDED, StatusBoard
 
@@ -231,17 +231,19 @@ class SyncReconciler:
                               message=f"waiting for {len(pending)} object(s): {last}")
             if time.monotonic() > deadline:
                 raise Failure("HealthCheckFailed", f"timeout after {self.sync.timeout:.0f}s; {last}")
-            if self.trigger.wait(1.0):
-                raise Superseded()
-            if time.monotonic() > next_remote_check:
+            signalled = self.trigger.wait(1.0)
+            if signalled or time.monotonic() > next_remote_check:
                 next_remote_check = time.monotonic() + min(self.sync.interval, 30.0)
                 try:
-                    if self.source.remote_revision() != revision:
-                        self._event("Superseded", f"newer revision on {self.sync.branch}; stop waiting on "
-                                                  f"{revision[:12]}")
-                        raise Superseded()
+                    newer = self.source.remote_revision() != revision
                 except SourceError:
-                    pass
+                    newer = signalled  # cannot ask git: trust the webhook
+                if newer:
+                    self._event("Superseded", f"a newer revision is on {self.sync.branch}: stop waiting on "
+                                              f"{revision[:12]}")
+                    self._report(revision, ERROR, "superseded by a newer revision before it became healthy")
+                    raise Superseded()
+                self.trigger.clear()
 
     # ---- the loop ------------------------------------------------------------------------
 
