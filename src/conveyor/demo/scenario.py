@@ -138,6 +138,10 @@ class Scenario:
             server = wc / "hello/server.py"
             text = server.read_text()
             server.write_text(text.replace('"app": "hello"', '"app": "hello", "greeting": "Hello, GitOps!"'))
+            test = wc / "tests/test_server.py"
+            text = test.read_text()
+            test.write_text(text.replace('{"app": "hello", "version"', '{"app": "hello", "greeting": "Hello, GitOps!", '
+                                                                      '"version"'))
 
         number, head = self.board.run("Dana opens a PR: hello 1.1.0", self.open_change, "greeting", version, edit,
                                   "Greet GitOps users")
