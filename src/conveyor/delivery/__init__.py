@@ -7,7 +7,7 @@ Public interface for other components (web, demo):
 from conveyor.delivery.environments import Environment, load_environments, promotion_order
 from conveyor.delivery.gitops import init_gitops_repo
 from conveyor.delivery.start import promote, rollback
-from conveyor.delivery.status import EnvStatus, app_status, dora_for
+from conveyor.delivery.status import EnvStatus, app_status, dora_for, running_version
 
 __all__ = [
     "EnvStatus",
@@ -19,4 +19,5 @@ __all__ = [
     "promote",
     "promotion_order",
     "rollback",
+    "running_version",
 ]

@@ -32,7 +32,7 @@ def get_app(session: Session, name: str) -> App:
     return app
 
 
-def _running(rows: list[Promotion]) -> Promotion | None:
+def running_version(rows: list[Promotion]) -> Promotion | None:
     """After a rollback, the version running is the one verified before the rolled-back one."""
     for i, p in enumerate(rows):  # newest first
         if p.state == "verified":
@@ -50,7 +50,7 @@ def app_status(session: Session, settings: Settings, name: str) -> list[EnvStatu
     for env in promotion_order(envs):
         rows = list(session.execute(select(Promotion).where(Promotion.app == name, Promotion.env == env.name)
                                     .order_by(Promotion.id.desc())).scalars())
-        running = _running(rows)
+        running = running_version(rows)
         pending = next((p for p in rows if p.state in ACTIVE_STATES), None)
         lead = None
         if running and running.finished_at and running.source_committed_at:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from conveyor.core import ConveyorError, Settings, state_of, utcnow
 from conveyor.delivery import Environment, app_status, dora_for, load_environments
 from conveyor.delivery.models import ACTIVE_STATES, App, Promotion
-from conveyor.delivery.status import _running as running_of
+from conveyor.delivery.status import running_version as running_of
 from conveyor.forge import BareRepo, bare, combined_status, evaluate, get_pr, get_repo
 from conveyor.forge.models import Repository
 from conveyor.forge.statuses import StatusView
