@@ -225,7 +225,7 @@ class RegistryApp:
         last = req.q("last")
 
         def names() -> list[str]:
-            with self.reg.db.session() as s:
+            with self.reg.reads() as s:
                 everything = manifests.list_repositories(s, None, last)
             return [x for x in everything if access.allowed(self.reg, p, x, Action.PULL)]
 
@@ -246,7 +246,7 @@ class RegistryApp:
         last = req.q("last")
 
         def run() -> list[str]:
-            with self.reg.db.session() as s:
+            with self.reg.reads() as s:
                 return manifests.list_tags(s, name, None if n is None else n + 1, last)
 
         tags = await to_thread.run_sync(run)
@@ -263,7 +263,7 @@ class RegistryApp:
         artifact_type = req.q("artifactType")
 
         def run() -> list[dict[str, object]]:
-            with self.reg.db.session() as s:
+            with self.reg.reads() as s:
                 return manifests.referrers(s, name, digest, artifact_type)
 
         found = await to_thread.run_sync(run)
@@ -280,7 +280,7 @@ class RegistryApp:
             found = await self.proxy.manifest(upstream, name, ref, with_content=not req.head)
         else:
             def run() -> manifests.StoredManifest:
-                with self.reg.db.session() as s:
+                with self.reg.reads() as s:
                     return manifests.lookup(s, name, ref, with_content=not req.head)
 
             found = await to_thread.run_sync(run)
@@ -327,7 +327,7 @@ class RegistryApp:
     # -- blobs --------------------------------------------------------------------------------
 
     def _blob_size(self, name: str, digest: str) -> int | None:
-        with self.reg.db.session() as s:
+        with self.reg.reads() as s:
             return blobs.blob_size(s, name, digest)
 
     async def _get_blob(self, req: Request, name: str, raw_digest: str) -> None:
@@ -353,7 +353,7 @@ class RegistryApp:
         await self._send_blob(req, digest, size)
 
     def _manifest_as_blob(self, name: str, digest: str) -> manifests.StoredManifest:
-        with self.reg.db.session() as s:
+        with self.reg.reads() as s:
             return manifests.lookup(s, name, digest, with_content=True)
 
     async def _send_blob(self, req: Request, digest: str, size: int) -> None:

@@ -30,7 +30,7 @@ from conveyor.registry.models import (
     RegistryRepository,
     Tag,
 )
-from conveyor.registry.repos import lock_digest
+from conveyor.registry.repos import lock_digest, write_session
 from conveyor.registry.service import Registry
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def collect(reg: Registry, *, dry_run: bool = False, grace: float = DEFAULT_GRAC
     started = utcnow()
     cutoff = started - timedelta(seconds=max(grace, 0.0))
     report = GcReport(dry_run=dry_run, grace_seconds=grace)
-    with reg.db.session() as s:
+    with reg.reads() as s:
         ms = _load_manifests(s, cutoff)
     live = _live(ms)
     dead = [m for m in ms if m.id not in live]
@@ -177,7 +177,7 @@ def collect(reg: Registry, *, dry_run: bool = False, grace: float = DEFAULT_GRAC
         while pending:
             progress = False
             for mid in list(pending):
-                with reg.db.session() as s:
+                with write_session(reg.db) as s:
                     outcome = _try_delete_manifest(s, mid, cutoff, actor)
                 if outcome == "blocked":
                     continue
@@ -188,7 +188,7 @@ def collect(reg: Registry, *, dry_run: bool = False, grace: float = DEFAULT_GRAC
             if not progress:
                 break
 
-    with reg.db.session() as s:
+    with reg.reads() as s:
         live_ids = live if dry_run else set(s.execute(select(Manifest.id)).scalars())
         referenced = set(
             s.execute(select(ManifestReference.digest).where(
@@ -205,7 +205,7 @@ def collect(reg: Registry, *, dry_run: bool = False, grace: float = DEFAULT_GRAC
         if dry_run:
             report.blobs.append({"digest": digest, "size": int(size)})
             continue
-        with reg.db.session() as s:
+        with write_session(reg.db) as s:
             freed = _try_delete_blob(reg, s, digest, cutoff)
         if freed is not None:
             report.blobs.append({"digest": digest, "size": freed})
@@ -224,7 +224,7 @@ def collect(reg: Registry, *, dry_run: bool = False, grace: float = DEFAULT_GRAC
         if dry_run:
             report.orphan_files.append(digest)
             continue
-        with reg.db.session() as s:
+        with write_session(reg.db) as s:
             lock_digest(s, digest)
             if s.get(RegistryBlob, digest) is None:
                 reg.store.remove(digest)
@@ -234,7 +234,7 @@ def collect(reg: Registry, *, dry_run: bool = False, grace: float = DEFAULT_GRAC
     # says nothing about a client still streaming a large layer.
     report.uploads = purge_abandoned_uploads(reg, upload_ttl(), dry_run=dry_run)
     if not dry_run:
-        with reg.db.session() as s:
+        with write_session(reg.db) as s:
             record(s, actor=actor, action="registry.gc", target="registry", payload={
                 "manifests": len(report.manifests), "blobs": len(report.blobs), "bytes_freed": report.bytes_freed})
     log.info("registry gc%s: %d manifest(s), %d blob(s), %d bytes", " (dry run)" if dry_run else "",

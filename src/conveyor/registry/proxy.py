@@ -58,7 +58,7 @@ class Proxy:
         return name[len(up.prefix) + 1:]
 
     def _local(self, name: str, ref: str) -> tuple[StoredManifest | None, datetime | None]:
-        with self.reg.db.session() as s:
+        with self.reg.reads() as s:
             try:
                 found = manifests.lookup(s, name, ref, with_content=True)
             except RegistryError:

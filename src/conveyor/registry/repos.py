@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import select, text
@@ -24,11 +26,27 @@ def insert_for(session: Session, table: Any) -> Any:
     return sqlite.insert(table)
 
 
+_sqlite_writers = threading.Lock()
+
+
+@contextmanager
+def write_session(db: Database) -> Iterator[Session]:
+    """A unit of work that writes. On SQLite the registry's writers first queue on an in-process
+    lock: SQLite's own busy handler sleeps in steps of milliseconds, which under concurrent pushes
+    costs far more than the transactions themselves."""
+    if db.is_postgres:
+        with db.session() as s:
+            yield s
+        return
+    with _sqlite_writers, db.session() as s:
+        yield s
+
+
 def in_transaction(db: Database, fn: Callable[[Session], T], attempts: int = 4) -> T:
     """Run ``fn`` in its own unit of work, retrying when a concurrent writer won a unique race."""
     for attempt in range(attempts):
         try:
-            with db.session() as s:
+            with write_session(db) as s:
                 return fn(s)
         except (IntegrityError, OperationalError):
             if attempt == attempts - 1:

@@ -7,9 +7,13 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import URL, Engine, create_engine, event, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from conveyor.core import Database, Principal, Settings
 from conveyor.registry.models import AnonymousPullPrefix, Upstream
@@ -39,6 +43,19 @@ def upstream_for(upstreams: list[UpstreamConfig], name: str) -> UpstreamConfig |
         if name.startswith(u.prefix + "/"):
             return u
     return None
+
+
+def _sqlite_reader(url: URL) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA query_only=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    return engine
 
 
 class _TTLCache:
@@ -75,6 +92,26 @@ class Registry:
         self._upstreams = _TTLCache(POLICY_TTL)
         self._auth_lock = threading.Lock()
         self._auth_cache: dict[str, tuple[float, Principal]] = {}
+        self._readers: sessionmaker[Session] | None = None
+        url = db.engine.url
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            self._readers = sessionmaker(_sqlite_reader(url))
+
+    @contextmanager
+    def reads(self) -> Iterator[Session]:
+        """A session for lookups. Core's sessions take SQLite's write lock at BEGIN; lookups use
+        a separate read-only engine instead, so pulls never queue behind pushes (WAL mode lets
+        readers and the writer proceed together)."""
+        if self._readers is None:
+            with self.db.session() as s:
+                yield s
+            return
+        s = self._readers()
+        try:
+            yield s
+        finally:
+            s.rollback()
+            s.close()
 
     def start(self) -> None:
         self.store.ensure()
@@ -102,7 +139,7 @@ class Registry:
         cached = self._anon.get()
         if isinstance(cached, list):
             return cached
-        with self.db.session() as s:
+        with self.reads() as s:
             prefixes = list(s.execute(select(AnonymousPullPrefix.prefix)).scalars())
         self._anon.put(prefixes)
         return prefixes
@@ -111,7 +148,7 @@ class Registry:
         cached = self._upstreams.get()
         if isinstance(cached, list):
             return cached
-        with self.db.session() as s:
+        with self.reads() as s:
             ups = [
                 UpstreamConfig(prefix=u.prefix, url=u.url, username=u.username, password=u.password)
                 for u in s.execute(select(Upstream)).scalars()
