@@ -7,13 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+import yaml
 
 from conveyor.agent.objects import PRUNE_ANNOTATION
 from conveyor.agent.server import SIGNATURE_HEADER, sign
 from tests.agent.helpers import (
     AgentProcess,
+    TcpProxy,
     commit_statuses,
     configmap,
     get_json,
@@ -309,3 +312,41 @@ def test_a_newer_revision_cancels_the_wait_on_the_older_one(
     context = f"conveyor/deploy/{cluster.name}/{name}"
     assert commit_statuses(forge, wc.repo, old)[context]["state"] == "error"
     assert commit_statuses(forge, wc.repo, new)[context]["state"] == "success"
+
+
+def test_unreachable_api_server_is_reported_and_the_agent_recovers_without_restart(
+    cluster: ClusterHandle, forge: ServerHandle, tmp_path: Path
+) -> None:
+    api = urlsplit(cluster.spec.api_url)
+    proxy = TcpProxy((api.hostname or "127.0.0.1", api.port or 443)).start()
+    kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
+    for c in kubeconfig["clusters"]:
+        c["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    via_proxy = tmp_path / "kubeconfig"
+    via_proxy.write_text(yaml.safe_dump(kubeconfig))
+
+    wc = new_repo(forge, tmp_path)
+    ns, name = unique("apioutage"), unique("s")
+    wc.commit_file("deploy/a.yaml", manifest(configmap("a", v="1")))
+    first = push(wc)
+    cfg = write_config(tmp_path / "agent.yaml", forge, cluster, [sync_for(wc, name, ns, interval="1s")])
+    doc = yaml.safe_load(cfg.read_text())
+    doc["cluster"]["kubeconfig"] = str(via_proxy)
+    cfg.write_text(yaml.safe_dump(doc))
+    agent = AgentProcess(cfg).start()
+    try:
+        agent.wait_for("first apply", lambda: agent.sync(name)["last_applied_revision"] == first)
+        proxy.stop()
+        wc.commit_file("deploy/a.yaml", manifest(configmap("a", v="2")))
+        second = push(wc)
+        st = agent.wait_for("the outage in the status", lambda: (s := agent.sync(name))["state"] == "Stalled" and s)
+        assert st["reason"] == "ClusterUnreachable" and st["last_applied_revision"] == first
+        assert st["last_attempted_revision"] == second
+        assert data_of(cluster, ns, "a") == {"v": "1"}
+        proxy.start()
+        agent.wait_for("recovery", lambda: (s := agent.sync(name))["state"] == "Ready"
+                       and s["last_applied_revision"] == second)
+        assert data_of(cluster, ns, "a") == {"v": "2"}
+    finally:
+        agent.stop()
+        proxy.stop()
