@@ -136,12 +136,17 @@ class Scenario:
 
         def edit(wc: Path) -> None:
             server = wc / "hello/server.py"
-            text = server.read_text()
-            server.write_text(text.replace('"app": "hello"', '"app": "hello", "greeting": "Hello, GitOps!"'))
+            server.write_text(server.read_text().replace(
+                '        elif self.path == "/healthz":\n',
+                '        elif self.path == "/greeting":\n'
+                '            self._send(200, {"greeting": "Hello, GitOps!"})\n'
+                '        elif self.path == "/healthz":\n'))
             test = wc / "tests/test_server.py"
-            text = test.read_text()
-            test.write_text(text.replace('{"app": "hello", "version"', '{"app": "hello", "greeting": "Hello, GitOps!", '
-                                                                      '"version"'))
+            test.write_text(test.read_text().replace(
+                "\n\nif __name__",
+                "\n    def test_greeting(self) -> None:\n"
+                '        self.assertEqual(self.get("/greeting"), (200, {"greeting": "Hello, GitOps!"}))\n'
+                "\n\nif __name__"))
 
         number, head = self.board.run("Dana opens a PR: hello 1.1.0", self.open_change, "greeting", version, edit,
                                   "Greet GitOps users")
@@ -192,7 +197,8 @@ class Scenario:
 
         def edit(wc: Path) -> None:
             server = wc / "hello/server.py"
-            text = server.read_text() + BROKEN_SERVER_PATCH
+            main = "\n\ndef main() -> None:"
+            text = server.read_text().replace(main, BROKEN_SERVER_PATCH + main)
             text = text.replace("    server = make_server(args.port)\n",
                                 "    load_config()\n    server = make_server(args.port)\n")
             server.write_text(text)
