@@ -35,9 +35,9 @@ def main(ctx: TaskContext) -> None:
     tags = [f"{app.version}-{ctx.build_number}", ctx.commit]
     iidfile = ctx.result_path.with_suffix(".iid")
     argv = buildah("bud", "--layers", "--iidfile", str(iidfile), "-f", str(dockerfile), "-t", local_name(ctx),
-                   "--label", f"org.opencontainers.image.revision={ctx.commit}",
-                   "--label", f"org.opencontainers.image.version={app.version}",
-                   "--label", f"org.conveyor.build={ctx.repo}#{ctx.build_number}", root=ctx.storage_root)
+                   # Labels that change with every commit would defeat the layer cache for the last
+                   # layer; the commit is recorded by the tag instead.
+                   "--label", f"org.opencontainers.image.version={app.version}", root=ctx.storage_root)
     # Base images come from this Conveyor's registry (plain HTTP on loopback) with the service token.
     argv += ["--tls-verify=false", "--authfile", str(ctx.result_path.parent / "auth.json")]
     for key, value in (ctx.params.get("build_args") or {}).items():
