@@ -7,10 +7,27 @@ from pathlib import Path
 
 import pytest
 
+# Session fixtures of real clusters, imported here once so that every test package shares them.
+from tests.support.clusters import (  # noqa: F401
+    ClusterHandle,
+    cluster_pair,
+    clusters_home,
+    create_cluster,
+    hello_image,
+    kube_binaries,
+    registry_host,
+    registry_server,
+)
 from tests.support.postgres import PostgresServer
 from tests.support.server import ServerHandle
 
 BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def cluster(clusters_home: Path, registry_host: str) -> ClusterHandle:  # noqa: F811
+    """One real local cluster for the session, shared by the agent's and delivery's tests."""
+    return create_cluster(clusters_home, "agent", [registry_host])
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from conveyor.core.background import BackgroundLoop
 from conveyor.delivery.clusters_access import probe_service
 from conveyor.delivery.environments import Environment, app_values, next_environments
 from conveyor.delivery.gitops import DIFF_CHECK, current_environments
+from conveyor.delivery.live_diff import live_diff
 from conveyor.delivery.models import ACTIVE_STATES, Promotion
 from conveyor.delivery.records import SERVICE_USER, move, note
 from conveyor.delivery.render import RenderError, TemplateBundle, deep_merge, render, validate_rendered
@@ -153,12 +154,15 @@ class PromotionEngine(BackgroundLoop):
             move(s, p, "merged", "unchanged", f"{p.env} already runs exactly this; waiting for the agent")
             return
         stats = [(f.path, f.added, f.deleted) for f in git.diffstat(base or head, head)]
-        problems = validate_rendered((files[f"rendered/{p.app}.yaml"] or b"").decode())
-        post_status(s, self.settings, DELIVERY, repo, head, state="failure" if problems else "success",
-                    context=DIFF_CHECK, description=("; ".join(problems) or
-                                                     f"{len(stats)} file(s) change; manifests validated")[:900])
+        rendered_path = f"rendered/{p.app}.yaml"
+        previous = git.read_file(base, rendered_path) if base else None
+        diff = live_diff(self.settings, env.cluster, (files[rendered_path] or b"").decode(),
+                         previous.decode() if previous else None)
+        post_status(s, self.settings, DELIVERY, repo, head, state=diff.state, context=DIFF_CHECK,
+                    description=diff.summary[:900])
         pr = create_pr(s, self.settings, author_principal(s, p.author), repo, source=branch, target=env.branch,
-                       title=f"Deploy {p.app} {p.version} to {p.env}", body=_pr_body(p, self.settings, stats))
+                       title=f"Deploy {p.app} {p.version} to {p.env}",
+                       body=_pr_body(p, self.settings, stats) + "\n" + diff.markdown)
         p.pr_number = pr.number
         move(s, p, "pr_open", "pr_opened", f"PR #{pr.number} to {env.branch}", pr=pr.number)
         self._report_source(s, p, "pending", f"PR #{pr.number} opened for {p.env}")

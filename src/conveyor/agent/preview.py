@@ -1,0 +1,59 @@
+"""What applying a revision would change in the live cluster, without writing anything.
+
+The same server-side dry run the agent validates with before applying: each object's dry-run result
+is compared with the live object, so the preview is exactly what the agent would write. Used to put
+a diff against the live cluster on GitOps pull requests before they merge.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from conveyor.agent.apply import Applier, _comparable
+from conveyor.agent.kube import Kube
+from conveyor.agent.objects import ObjectId
+
+
+@dataclass(frozen=True)
+class Change:
+    id: ObjectId
+    action: str  # create | update | unchanged | delete
+    diff: str = ""
+
+    @property
+    def label(self) -> str:
+        ns = f"{self.id.namespace}/" if self.id.namespace else ""
+        return f"{self.id.kind}/{ns}{self.id.name}"
+
+
+def _yaml(obj: Any) -> list[str]:
+    if obj is None:
+        return []
+    body = dict(obj)
+    body.pop("status", None)
+    return yaml.safe_dump(body, sort_keys=True).splitlines(keepends=True)
+
+
+def preview(kube: Kube, objects: list[dict[str, Any]], previous: list[ObjectId] | None = None) -> list[Change]:
+    """Per-object changes; raises ``RevisionInvalid`` when the cluster would refuse an object."""
+    applier = Applier(kube)
+    planned = applier.validate(applier.normalize(objects, None))
+    changes = []
+    for p in planned:
+        if p.live is None:
+            changes.append(Change(p.id, "create", "".join(difflib.unified_diff(
+                [], _yaml(p.obj), "live", f"new {p.id.kind}"))))
+        elif p.changed:
+            changes.append(Change(p.id, "update", "".join(difflib.unified_diff(
+                _yaml(_comparable(p.live)), _yaml(_comparable(p.dry)), "live", "after apply"))))
+        else:
+            changes.append(Change(p.id, "unchanged"))
+    keep = [p.id for p in planned]
+    for old in previous or []:
+        if not any(old.same_object(k) for k in keep):
+            changes.append(Change(old, "delete"))
+    return changes
