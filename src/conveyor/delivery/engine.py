@@ -2,8 +2,8 @@
 
 pending      render for the environment, commit to deploy/<app>/<version>/<env>, open the PR to
              env/<env> as the change's author (so "no self-approval" keeps them from approving it)
-pr_open      wait for the merge (merging it when the environment allows auto-merge); a closed PR
-             abandons the promotion
+pr_open      wait for the merge (CD merges it once its rules are met: checks, and the approvals the
+             environment requires, or none with auto_merge); a closed PR abandons the promotion
 merged       wait for the cluster agent's conveyor/deploy/<cluster>/... status on a commit that
              contains the merge; failure or silence past the deadline fails the promotion
 applied      verify the endpoint through the API server's service proxy; success promotes to the
@@ -176,7 +176,7 @@ class PromotionEngine(BackgroundLoop):
             move(s, p, "merged", "merged", f"PR #{pr.number} merged by {pr.merged_by}", approvers=approvers)
         elif pr.state == "closed":
             move(s, p, "abandoned", "abandoned", f"PR #{pr.number} was closed without merging")
-        elif env.auto_merge and evaluate(s, self.settings, repo, pr).mergeable:
+        elif self._merges_itself(env) and evaluate(s, self.settings, repo, pr).mergeable:
             s.commit()  # merge_pr runs its own units of work
             merge_pr(self.db, self.settings, DELIVERY, repo.name, pr.number, "merge")
 
@@ -210,7 +210,7 @@ class PromotionEngine(BackgroundLoop):
         repo = get_repo(s, p.gitops_repo)
         pr = get_pr(s, repo, p.rollback_pr_number or 0)
         if pr.state == "open":
-            if env.auto_merge and evaluate(s, self.settings, repo, pr).mergeable:
+            if self._merges_itself(env) and evaluate(s, self.settings, repo, pr).mergeable:
                 s.commit()
                 merge_pr(self.db, self.settings, DELIVERY, repo.name, pr.number, "merge")
             return
@@ -241,6 +241,12 @@ class PromotionEngine(BackgroundLoop):
             move(s, p, "rollback_failed", "rollback_failed", f"{previous} restored but verification fails: {detail}")
 
     # --- helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def _merges_itself(env: Environment) -> bool:
+        """CD merges once the branch's rules are met: at once with auto_merge, else when the required
+        approvals are in. An environment with neither waits for a person to merge."""
+        return env.auto_merge or env.approvals.required > 0
+
     def _agent_verdict(self, s: Session, p: Promotion, env: Environment, merge: str) -> tuple[bool, str, str] | None:
         """The agent's word on a commit of the environment branch that contains ``merge``."""
         repo = get_repo(s, p.gitops_repo)

@@ -118,7 +118,7 @@ def _print_pr(p: dict[str, Any]) -> None:
     console.print(f"\n[bold]checks[/] ({p['checks']['state']})")
     for s in p["checks"]["statuses"]:
         say(f"  {s['context']}: {s['state']} {s['description']} {s['target_url']}")
-    say(
+    console.print(
         f"\n[bold]mergeable[/]: {'yes' if m['mergeable'] else 'no'} "
         f"(approvals {len(m['approvals'])}/{m['required_approvals']})"
     )
