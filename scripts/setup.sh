@@ -34,6 +34,13 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Every local cluster's kubelet and containerd hold inotify instances; the kernel's default of 128
+# per user runs out with a few clusters ("inotify_init: too many open files").
+if [ "$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 1024)" -lt 1024 ]; then
+  sysctl -qw fs.inotify.max_user_instances=1024 2>/dev/null \
+    || echo "setup: could not raise fs.inotify.max_user_instances; several local clusters may not start" >&2
+fi
+
 # Python environment (Python >= 3.11).
 py="${PYTHON:-python3}"
 if [ ! -x "$venv/bin/python" ]; then

@@ -350,3 +350,27 @@ def test_unreachable_api_server_is_reported_and_the_agent_recovers_without_resta
     finally:
         agent.stop()
         proxy.stop()
+
+
+def test_rolling_back_from_a_crashing_revision_succeeds_while_old_pods_still_crash(
+    cluster: ClusterHandle, forge: ServerHandle, hello_image: str, tmp_path: Path
+) -> None:
+    wc = new_repo(forge, tmp_path)
+    ns, name = unique("rollback"), unique("s")
+    good = manifest(deployment("hello", hello_image), service("hello"))
+    wc.commit_file("deploy/app.yaml", good)
+    push(wc)
+    cfg = write_config(tmp_path / "agent.yaml", forge, cluster, [sync_for(wc, name, ns, wait=True, timeout="10m")])
+    assert run_once(cfg).returncode == 0
+    wc.commit_file("deploy/app.yaml", manifest(deployment("hello", hello_image, command=["/bin/false"]),
+                                               service("hello")))
+    push(wc)
+    p = run_once(cfg)
+    assert p.returncode == 1 and "CrashLoopBackOff" in saved_status(cfg, name)["message"], p.stdout
+    wc.commit_file("deploy/app.yaml", good)
+    sha = push(wc)
+    # The crashing pods of the bad revision are still around while the good one rolls out again:
+    # they belong to the old ReplicaSet and must not fail the rollback.
+    p = run_once(cfg)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert commit_statuses(forge, wc.repo, sha)[f"conveyor/deploy/{cluster.name}/{name}"]["state"] == "success"

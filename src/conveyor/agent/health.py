@@ -57,18 +57,44 @@ def _pods_problem(kube: Kube, namespace: str, selector: dict[str, Any]) -> str |
     return None
 
 
+REVISION = "deployment.kubernetes.io/revision"
+
+
+def _current_template_hash(kube: Kube, deployment: dict[str, Any]) -> str | None:
+    """The pod-template-hash of the ReplicaSet holding the Deployment's current revision."""
+    meta = deployment["metadata"]
+    revision = (meta.get("annotations") or {}).get(REVISION)
+    labels = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    if revision is None or not labels:
+        return None
+    for rs in kube.list("apps/v1", "ReplicaSet", meta.get("namespace", ""),
+                        labels={k: str(v) for k, v in labels.items()}):
+        rs_meta = rs.get("metadata") or {}
+        owned = any(o.get("uid") == meta.get("uid") for o in rs_meta.get("ownerReferences") or [])
+        if owned and (rs_meta.get("annotations") or {}).get(REVISION) == revision:
+            template_hash = (rs_meta.get("labels") or {}).get("pod-template-hash")
+            return str(template_hash) if template_hash else None
+    return None
+
+
 def _deployment(kube: Kube, obj: dict[str, Any]) -> Health:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     conds = _conditions(obj)
     progressing = conds.get("Progressing") or {}
     if progressing.get("reason") == "ProgressDeadlineExceeded":
         return Health(FAILED, f"ProgressDeadlineExceeded: {progressing.get('message', '')}")
-    ns = obj["metadata"].get("namespace", "")
-    problem = _pods_problem(kube, ns, spec.get("selector") or {})
-    if problem:
-        return Health(FAILED, problem)
     if not _observed(obj):
         return Health(IN_PROGRESS, "new generation not yet observed")
+    ns = obj["metadata"].get("namespace", "")
+    # Only the current ReplicaSet's pods speak for this revision: during a rollback the old
+    # (crashing) pods are still there until the new ones are ready, and must not fail it.
+    selector = dict(spec.get("selector") or {})
+    template_hash = _current_template_hash(kube, obj)
+    if template_hash is not None:
+        selector["matchLabels"] = {**(selector.get("matchLabels") or {}), "pod-template-hash": template_hash}
+    problem = _pods_problem(kube, ns, selector)
+    if problem:
+        return Health(FAILED, problem)
     want = spec.get("replicas", 1)
     for field in ("updatedReplicas", "readyReplicas", "availableReplicas"):
         if status.get(field, 0) < want:
