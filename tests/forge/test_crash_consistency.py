@@ -147,3 +147,18 @@ def test_interrupted_merge_is_finished_or_undone_on_restart(
     assert api.post(f"/api/v1/repos/{repo}/pulls/{numbers[1]}/merge", json={}).status_code == 200
     _assert_consistent(server, repo, [])
     assert git("ls-remote", server.git_url(repo)).returncode == 0
+
+
+def test_a_ref_moved_without_its_hook_is_recorded_on_restart(
+    server_factory: Callable[..., ServerHandle], tmp_path: Path
+) -> None:
+    server = server_factory("sqlite")
+    owner = new_repo(server, tmp_path)
+    sha = owner.commit_file("late.txt", "pushed, but the server died before the hook ran\n")
+    server.stop()
+    path = server.data_dir / "repos" / f"{owner.repo}.git"
+    # What git leaves behind when the server is killed between the ref update and post-receive.
+    subprocess.run(["git", "--git-dir", str(path), "fetch", "-q", str(owner.path), "HEAD"], check=True)
+    subprocess.run(["git", "--git-dir", str(path), "update-ref", "refs/heads/main", sha], check=True)
+    server.start()
+    _assert_consistent(server, owner.repo, [("main", sha)])

@@ -6,7 +6,7 @@ import logging
 
 from conveyor.core import Database, Settings, register_consumer
 from conveyor.forge.pulls import recover_merges, resync_open_prs
-from conveyor.forge.pushes import recover_spools
+from conveyor.forge.pushes import record_unrecorded_tips, recover_spools
 from conveyor.forge.repos import install_hooks, list_repos, repo_path, write_protection_file
 from conveyor.forge.webhooks import enqueue_deliveries
 
@@ -30,6 +30,7 @@ def recover(db: Database, settings: Settings) -> None:
             names.append(repo.name)
     n_merges = recover_merges(db, settings)
     n_pushes = sum(recover_spools(db, settings, name) for name in names)
+    n_pushes += sum(record_unrecorded_tips(db, settings, name) for name in names)
     resync_open_prs(db, settings)
     if n_merges or n_pushes:
         log.warning("recovered %d interrupted merge(s) and %d unrecorded push(es)", n_merges, n_pushes)

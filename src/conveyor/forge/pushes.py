@@ -7,6 +7,7 @@ request was cut short), and records each push once thanks to the unique ``push_i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -94,6 +95,32 @@ def _process_claimed(db: Database, settings: Settings, repo_name: str, path: Pat
         apply_push(s, settings, repo, data["push_id"], data.get("pusher", "unknown"), data["updates"])
     path.unlink(missing_ok=True)
     return 1
+
+
+def record_unrecorded_tips(db: Database, settings: Settings, repo_name: str) -> int:
+    """Record branch tips no push event knows of: the server died after git moved the ref and
+    before the post-receive hook spooled it. Run after the spools were replayed."""
+    from conveyor.core.models import Event
+    from conveyor.forge.repos import bare
+
+    n = 0
+    with db.session() as s:
+        repo = get_repo(s, repo_name)
+        for branch, tip in bare(settings, repo).branches().items():
+            ref = f"refs/heads/{branch}"
+            last = s.execute(
+                select(Event.payload).where(Event.topic == "push", Event.payload["repo"].as_string() == repo_name,
+                                            Event.payload["ref"].as_string() == ref)
+                .order_by(Event.id.desc()).limit(1)
+            ).scalar_one_or_none()
+            if last is not None and last.get("after") == tip:
+                continue
+            before = last.get("after") if last is not None else ZERO
+            push_id = "recovered-" + hashlib.sha256(f"{repo.id}|{ref}|{tip}".encode()).hexdigest()[:40]
+            if apply_push(s, settings, repo, push_id, "unknown",
+                          [{"before": str(before), "after": tip, "ref": ref}], via="recovered"):
+                n += 1
+    return n
 
 
 def recover_spools(db: Database, settings: Settings, repo_name: str) -> int:
