@@ -18,7 +18,8 @@ import pytest
 from conveyor.core import Settings
 from conveyor.delivery.clusters_access import probe_service
 
-pytestmark = pytest.mark.slow
+# The demo runs the whole workflow once (about 15 minutes here) in the module fixture.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 @pytest.fixture(scope="module")
