@@ -24,7 +24,7 @@ from conveyor.pipelines import lifecycle as pipelines_lifecycle
 from conveyor.pipelines.api import router as pipelines_router
 from conveyor.registry import lifecycle as registry_lifecycle
 from conveyor.registry.api import router as registry_router
-from conveyor.registry.app import RegistryApp
+from conveyor.registry.app import RegistryDispatch
 from conveyor.web import install as install_web
 
 
@@ -86,7 +86,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.mount("/git", GitHttpApp(state))
     # The OCI Distribution API: its own ASGI app, for spec-exact errors and streaming.
     app.include_router(registry_router)
-    app.mount("/v2", RegistryApp(registry))
+    app.add_middleware(RegistryDispatch, registry=registry)
 
     @app.get("/healthz", tags=["core"])
     def healthz() -> JSONResponse:

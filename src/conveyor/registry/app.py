@@ -14,13 +14,15 @@ import errno
 import logging
 import os
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from anyio import to_thread
 from sqlalchemy.orm import Session
 
 from conveyor.core import Principal, record
-from conveyor.registry import access, blobs, manifests, mediatypes, tokens
+from conveyor.registry import access, blobs, lookups, manifests, mediatypes, tokens
 from conveyor.registry.access import Action
 from conveyor.registry.asgi import ClientGone, Receive, Request, Scope, Send, gather_writes
 from conveyor.registry.errors import RegistryError, blob_unknown
@@ -31,6 +33,7 @@ from conveyor.registry.service import Registry, UpstreamConfig, upstream_for
 from conveyor.registry.uploads import ChunkWriter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _ROUTE = re.compile(
     r"^/v2/(?P<name>.+?)/(?:"
@@ -279,11 +282,7 @@ class RegistryApp:
         if upstream is not None:
             found = await self.proxy.manifest(upstream, name, ref, with_content=not req.head)
         else:
-            def run() -> manifests.StoredManifest:
-                with self.reg.reads() as s:
-                    return manifests.lookup(s, name, ref, with_content=not req.head)
-
-            found = await to_thread.run_sync(run)
+            found = await self._read(lookups.manifest, name, ref, not req.head)
         headers = [("docker-content-digest", found.digest)]
         if req.head:
             await req.respond(200, headers, content_type=found.media_type, content_length=found.size)
@@ -326,14 +325,21 @@ class RegistryApp:
 
     # -- blobs --------------------------------------------------------------------------------
 
-    def _blob_size(self, name: str, digest: str) -> int | None:
-        with self.reg.reads() as s:
-            return blobs.blob_size(s, name, digest)
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a ``lookups`` function on a plain connection: inline on SQLite, else in a thread."""
+
+        def run() -> T:
+            with self.reg.connection() as conn:
+                return fn(conn, *args)
+
+        if self.reg.inline_reads:
+            return run()
+        return await to_thread.run_sync(run)
 
     async def _get_blob(self, req: Request, name: str, raw_digest: str) -> None:
         await self._authorize(req, name, Action.PULL)
         digest = str(parse_digest(raw_digest))
-        size = await to_thread.run_sync(self._blob_size, name, digest)
+        size = await self._read(lookups.blob_size, name, digest)
         if size is None:
             upstream = await self._upstream(name)
             if upstream is not None:
@@ -550,3 +556,20 @@ class RegistryApp:
 
         await to_thread.run_sync(run)
         await req.respond(204)
+
+
+class RegistryDispatch:
+    """ASGI middleware sending ``/v2`` straight to the registry, past the REST API's router and
+    middleware stack (which would cost more than many registry requests themselves)."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Any], registry: Registry) -> None:
+        self.app = app
+        self.registry_app = RegistryApp(registry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path == "/v2" or path.startswith("/v2/"):
+                await self.registry_app(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

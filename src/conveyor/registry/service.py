@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import URL, Engine, create_engine, event, select
+from sqlalchemy import URL, Connection, Engine, create_engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from conveyor.core import Database, Principal, Settings
@@ -93,9 +93,23 @@ class Registry:
         self._auth_lock = threading.Lock()
         self._auth_cache: dict[str, tuple[float, Principal]] = {}
         self._readers: sessionmaker[Session] | None = None
+        self.read_engine: Engine = db.engine
         url = db.engine.url
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            self._readers = sessionmaker(_sqlite_reader(url))
+            self.read_engine = _sqlite_reader(url)
+            self._readers = sessionmaker(self.read_engine)
+
+    @property
+    def inline_reads(self) -> bool:
+        """Lookups on the local SQLite file are short and never wait for writers (WAL), so the
+        event loop runs them itself instead of paying a thread hand-off per request."""
+        return self._readers is not None
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A plain connection for single-statement lookups (see ``lookups``)."""
+        with self.read_engine.connect() as conn:
+            yield conn
 
     @contextmanager
     def reads(self) -> Iterator[Session]:
