@@ -6,81 +6,34 @@ Errors name the file, line and column (1-based) of the offending node, e.g.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
+
+from conveyor.core.yamlspec import (
+    Marks,
+    load_with_marks,
+    packaged_schema,
+    parse_duration,
+    validate,
+    where,
+)
+from conveyor.core.yamlspec import (
+    SpecError as SpecError,  # re-exported: the pipeline's own error type
+)
 
 PIPELINE_FILE = ".conveyor/pipeline.yaml"
 APP_FILE = ".conveyor/app.yaml"
 PIPELINES = ("pr", "ci")
 DEFAULT_TIMEOUT = 1800
 
-Path_ = tuple[str | int, ...]
 
 
-class SpecError(Exception):
-    def __init__(self, file: str, line: int, column: int, message: str) -> None:
-        super().__init__(f"{file}:{line}:{column}: {message}")
-        self.file, self.line, self.column, self.message = file, line, column, message
-
-
-@cache
 def schema(name: str) -> dict[str, Any]:
     """The published JSON Schema ``pipeline`` or ``app``."""
-    text = resources.files("conveyor.pipelines").joinpath("schemas", f"{name}.schema.json").read_text()
-    data: dict[str, Any] = json.loads(text)
-    return data
-
-
-def _load(text: str, file: str) -> tuple[Any, dict[Path_, tuple[int, int]]]:
-    """YAML to plain data plus the (line, column) of every node, keyed by its path."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise SpecError(file, line, col, f"invalid YAML: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(file, 1, 1, f"invalid YAML: {exc}") from None
-    if node is None:
-        raise SpecError(file, 1, 1, "the file is empty")
-    marks: dict[Path_, tuple[int, int]] = {}
-
-    def walk(n: yaml.Node, path: Path_) -> Any:
-        marks[path] = (n.start_mark.line + 1, n.start_mark.column + 1)
-        if isinstance(n, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for k, v in n.value:
-                if not isinstance(k, yaml.ScalarNode):
-                    raise SpecError(file, k.start_mark.line + 1, k.start_mark.column + 1, "keys must be strings")
-                key = str(k.value)
-                if key in out:
-                    raise SpecError(file, k.start_mark.line + 1, k.start_mark.column + 1, f"duplicate key '{key}'")
-                out[key] = walk(v, (*path, key))
-            return out
-        if isinstance(n, yaml.SequenceNode):
-            return [walk(v, (*path, i)) for i, v in enumerate(n.value)]
-        loader = yaml.SafeLoader("")
-        try:
-            return loader.construct_object(n, deep=True)
-        finally:
-            loader.dispose()
-
-    return walk(node, ()), marks
-
-
-def _where(marks: dict[Path_, tuple[int, int]], path: Path_) -> tuple[int, int]:
-    p = tuple(path)
-    while p not in marks and p:
-        p = p[:-1]
-    return marks.get(p, (1, 1))
+    return packaged_schema("conveyor.pipelines", name)
 
 
 def _message(err: jsonschema.ValidationError) -> str:
@@ -106,20 +59,8 @@ def _message(err: jsonschema.ValidationError) -> str:
     return str(err.message)
 
 
-def _validate(data: Any, marks: dict[Path_, tuple[int, int]], name: str, file: str) -> None:
-    validator = jsonschema.Draft202012Validator(schema(name))
-    errors = list(validator.iter_errors(data))
-    if not errors:
-        return
-    err = jsonschema.exceptions.best_match(errors)
-    # best_match prefers the shallowest error; for a step's oneOf, descend to the real cause.
-    while err.validator == "oneOf" and err.context:
-        relevant = [e for e in err.context if e.validator not in ("required", "not")]
-        if not relevant:
-            break
-        err = jsonschema.exceptions.best_match(relevant)
-    line, col = _where(marks, tuple(err.absolute_path))
-    raise SpecError(file, line, col, _message(err))
+def _validate(data: Any, marks: Marks, name: str, file: str) -> None:
+    validate(data, marks, schema(name), file, _message)
 
 
 @dataclass(frozen=True)
@@ -158,14 +99,6 @@ class AppSpec:
         return cls(**data)
 
 
-def parse_duration(value: int | str) -> int:
-    if isinstance(value, int):
-        return value
-    m = re.fullmatch(r"([0-9]+)(s|m|h)", value)
-    assert m, value  # guaranteed by the schema
-    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)]
-
-
 def _step(item: dict[str, Any]) -> StepSpec:
     env = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (item.get("env") or {}).items()}
     timeout = parse_duration(item["timeout"]) if "timeout" in item else DEFAULT_TIMEOUT
@@ -180,7 +113,7 @@ def _step(item: dict[str, Any]) -> StepSpec:
 
 def parse_pipeline(text: str, file: str = PIPELINE_FILE) -> dict[str, list[StepSpec]]:
     """Both pipelines, validated, with ``include: pr`` expanded."""
-    data, marks = _load(text, file)
+    data, marks = load_with_marks(text, file)
     _validate(data, marks, "pipeline", file)
     out: dict[str, list[StepSpec]] = {}
     for pipeline in PIPELINES:
@@ -188,10 +121,10 @@ def parse_pipeline(text: str, file: str = PIPELINE_FILE) -> dict[str, list[StepS
         for i, item in enumerate(data.get(pipeline) or []):
             if "include" in item:
                 if pipeline != "ci":
-                    line, col = _where(marks, (pipeline, i, "include"))
+                    line, col = where(marks, (pipeline, i, "include"))
                     raise SpecError(file, line, col, "only the ci pipeline can include pr")
                 if "pr" not in data:
-                    line, col = _where(marks, (pipeline, i, "include"))
+                    line, col = where(marks, (pipeline, i, "include"))
                     raise SpecError(file, line, col, "include: pr, but there is no pr pipeline")
                 steps.extend(_step(s) for s in data["pr"])
             else:
@@ -202,7 +135,7 @@ def parse_pipeline(text: str, file: str = PIPELINE_FILE) -> dict[str, list[StepS
 
 
 def parse_app(text: str, file: str = APP_FILE) -> AppSpec:
-    data, marks = _load(text, file)
+    data, marks = load_with_marks(text, file)
     _validate(data, marks, "app", file)
     templates = data.get("templates") or {}
     return AppSpec(
