@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from conveyor.core import record, utcnow
@@ -23,6 +23,10 @@ from conveyor.registry.models import (
 from conveyor.registry.names import check_tag, looks_like_digest, parse_digest, valid_tag
 from conveyor.registry.policy import check_tag_change
 from conveyor.registry.repos import ensure_repo, find_repo
+
+_M = cast(Table, Manifest.__table__)
+_T = cast(Table, Tag.__table__)
+_REFS = cast(Table, ManifestReference.__table__)
 
 
 @dataclass(frozen=True)
@@ -100,13 +104,13 @@ def _missing(session: Session, repo_id: int, parsed: mediatypes.ParsedManifest) 
     return None
 
 
-def _touch_closure(session: Session, repo_id: int, manifest: Manifest, limit: int = 10_000) -> None:
+def _touch_closure(session: Session, repo_id: int, manifest_id: int, limit: int = 10_000) -> None:
     """Mark a re-pushed (or re-tagged) manifest and everything it references as just used, so a
     garbage collection running now keeps them all."""
     now = utcnow()
-    seen = {manifest.id}
-    frontier = [manifest.id]
-    manifest.last_used_at = now
+    seen = {manifest_id}
+    frontier = [manifest_id]
+    session.execute(update(_M).where(_M.c.id == manifest_id).values(last_used_at=now))
     while frontier and len(seen) < limit:
         refs = session.execute(
             select(ManifestReference.digest, ManifestReference.kind).where(ManifestReference.manifest_id.in_(frontier))
@@ -138,22 +142,27 @@ def _event(session: Session, action: str, actor: str, repo: str, tag: str | None
     record(session, actor=actor, action=action, target=target, payload=payload)
 
 
-def _set_tag(session: Session, repo: str, repo_id: int, tag: str, manifest: Manifest, actor: str) -> bool:
-    """Point ``tag`` at ``manifest``; False when it already did."""
-    row = session.execute(select(Tag).where(Tag.repo_id == repo_id, Tag.name == tag)).scalar_one_or_none()
+def _set_tag(session: Session, repo: str, repo_id: int, tag: str, manifest_id: int, actor: str) -> bool:
+    """Point ``tag`` at the manifest; False when it already did."""
     now = utcnow()
+    row = session.execute(
+        select(_T.c.id, _T.c.manifest_id).where(_T.c.repo_id == repo_id, _T.c.name == tag)
+    ).first()
     if row is None:
-        session.add(Tag(repo_id=repo_id, name=tag, manifest_id=manifest.id, updated_by=actor, updated_at=now,
-                        checked_at=now))
-        session.flush()
+        session.execute(insert(_T).values(repo_id=repo_id, name=tag, manifest_id=manifest_id, updated_by=actor,
+                                          updated_at=now, checked_at=now, locked=False))
         return True
-    row.checked_at = now
-    if row.manifest_id == manifest.id:
+    if row[1] == manifest_id:
+        session.execute(update(_T).where(_T.c.id == row[0]).values(checked_at=now))
         return False
-    check_tag_change(session, repo, row, "overwritten")
-    row.manifest_id = manifest.id
-    row.updated_by = actor
-    row.updated_at = now
+    existing = session.get(Tag, row[0])
+    assert existing is not None
+    check_tag_change(session, repo, existing, "overwritten")
+    existing.manifest_id = manifest_id
+    existing.updated_by = actor
+    existing.updated_at = now
+    existing.checked_at = now
+    session.flush()
     return True
 
 
@@ -188,23 +197,28 @@ def put(
         missing = _missing(session, repo_id, parsed)
         if missing is not None:
             raise missing
-    manifest = session.execute(
-        select(Manifest).where(Manifest.repo_id == repo_id, Manifest.digest == digest)
-    ).scalar_one_or_none()
-    created = manifest is None
-    if manifest is None:
-        manifest = Manifest(
-            repo_id=repo_id, digest=digest, media_type=parsed.media_type, size=len(body), content=body,
-            artifact_type=parsed.artifact_type, subject_digest=parsed.subject.digest if parsed.subject else None,
-            annotations=parsed.annotations, pushed_by=actor,
-        )
+    # Plain SQL statements rather than ORM objects: this is the push path's hot spot.
+    manifest_id = session.execute(
+        select(_M.c.id).where(_M.c.repo_id == repo_id, _M.c.digest == digest)
+    ).scalar()
+    created = manifest_id is None
+    if manifest_id is None:
+        now = utcnow()
+        manifest_id = session.execute(
+            insert(_M).values(
+                repo_id=repo_id, digest=digest, media_type=parsed.media_type, size=len(body), content=body,
+                artifact_type=parsed.artifact_type,
+                subject_digest=parsed.subject.digest if parsed.subject else None,
+                annotations=parsed.annotations, pushed_by=actor, created_at=now, last_used_at=now,
+            ).returning(_M.c.id)
+        ).scalar_one()
         refs = {(d.digest, "blob") for d in parsed.blobs} | {(d.digest, "manifest") for d in parsed.children}
-        manifest.references = [ManifestReference(digest=d, kind=k) for d, k in sorted(refs)]
-        session.add(manifest)
-        session.flush()
+        if refs:
+            session.execute(insert(_REFS), [{"manifest_id": manifest_id, "digest": d, "kind": k}
+                                            for d, k in sorted(refs)])
     else:
-        _touch_closure(session, repo_id, manifest)
-    moved = [t for t in tags if _set_tag(session, repo, repo_id, t, manifest, actor)]
+        _touch_closure(session, repo_id, manifest_id)
+    moved = [t for t in tags if _set_tag(session, repo, repo_id, t, manifest_id, actor)]
     for t in moved:
         _event(session, "registry.push", actor, repo, t, digest, parsed.media_type)
     if created and not moved:

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from conveyor.core import Database
+from conveyor.core import Database, utcnow
 from conveyor.registry.models import RegistryRepository
 
 T = TypeVar("T")
@@ -60,14 +60,13 @@ def find_repo(session: Session, name: str) -> RegistryRepository | None:
 
 
 def ensure_repo(session: Session, name: str, user: str) -> int:
-    repo = find_repo(session, name)
-    if repo is not None:
-        return repo.id
-    stmt = insert_for(session, RegistryRepository.__table__).values(name=name, created_by=user)
+    table = RegistryRepository.__table__
+    found = session.execute(select(table.c.id).where(table.c.name == name)).scalar()
+    if found is not None:
+        return int(found)
+    stmt = insert_for(session, table).values(name=name, created_by=user, created_at=utcnow())
     session.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
-    repo = find_repo(session, name)
-    assert repo is not None
-    return repo.id
+    return int(session.execute(select(table.c.id).where(table.c.name == name)).scalar_one())
 
 
 def lock_digest(session: Session, digest: str) -> None:
