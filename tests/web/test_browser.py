@@ -5,6 +5,7 @@ Screenshots of every page go to test-output/screenshots/ for review.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,12 +91,15 @@ def test_sign_in_board_and_approve_a_qa_pr(demo: Demo, page: object) -> None:
     pg.get_by_role("button", name="Approve").click()
     playwright.expect(pg.get_by_role("status")).to_contain_text("You approved")
     playwright.expect(pg.locator("aside")).to_contain_text(demo.reviewer)
-    playwright.expect(pg.locator("aside")).to_contain_text("Every rule is satisfied")
+    # CD merges an approved GitOps PR by itself (the approvals are the environment's gate), so
+    # the page may already show it merged.
+    playwright.expect(pg.locator("aside")).to_contain_text(re.compile("Every rule is satisfied|merged"))
     shot(pg, "05-pr-approved")
     detail = server.api().get(f"/api/v1/repos/{demo.gitops}/pulls/{demo.qa_pr}").json()
     assert detail["mergeability"]["approvals"] == [demo.reviewer]
-    # The open board catches up by itself (htmx polls it): the promotion now waits for the merge.
-    playwright.expect(qa).to_contain_text("merge (every rule is satisfied)")
+    # The open board catches up by itself (htmx polls it): CD merged the approved PR and the
+    # promotion now waits for the cluster's agent.
+    playwright.expect(qa).to_contain_text("apply by the agent of cluster")
     board.bring_to_front()
     shot(board, "06-board-after-approval")
 
