@@ -205,6 +205,8 @@ def dead_processes(data_dir: Path, spec: ClusterSpec) -> list[str]:
 def _start_process(group: ProcessGroup, spec: ClusterSpec, ps: ProcessSpec, progress: Progress) -> bool:
     if group.running(ps.name):
         return False
+    if group.kill_untracked(ps):
+        time.sleep(0.5)  # let the kernel release its ports
     _check_ports(spec, ps.name)
     progress(f"starting {ps.name}")
     group.start(ps)

@@ -73,6 +73,27 @@ class ProcessGroup:
     def names(self) -> list[str]:
         return sorted(p.stem for p in self.run_dir.glob("*.pid"))
 
+    def kill_untracked(self, spec: ProcessSpec) -> int:
+        """Kill this cluster's copies of ``spec``'s program that no pid file tracks: an interrupted
+        create can die between starting a process and writing its pid file. Returns how many."""
+        if self.running(spec.name):
+            return 0
+        program = os.path.basename(spec.argv[0]).encode()
+        marker = (str(self.run_dir.parent) + "/").encode()
+        killed = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and os.path.basename(argv[0]) == program and any(marker in a for a in argv[1:]):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    killed += 1
+        return killed
+
     def start(self, spec: ProcessSpec) -> int:
         """Start a process unless it runs already; returns its pid."""
         existing = self.pid(spec.name)
