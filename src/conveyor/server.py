@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 import conveyor
+from conveyor.clusters.api import router as clusters_router
 from conveyor.clusters.supervisor import ClusterSupervisor
 from conveyor.core import AppState, Database, OutboxWorker, Settings
 from conveyor.core.api import router as core_router
@@ -81,6 +82,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(core_router)
     app.include_router(forge_router)
+    app.include_router(clusters_router)
     app.include_router(pipelines_router)
     app.include_router(delivery_router)
     app.mount("/git", GitHttpApp(state))

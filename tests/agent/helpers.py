@@ -35,11 +35,28 @@ def configmap(name: str, annotations: dict[str, str] | None = None, **data: str)
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
 
 
+_agent_tokens: dict[tuple[str, str], str] = {}
+
+
+def agent_token(forge: ServerHandle, cluster: str) -> str:
+    """The token of the cluster's agent identity (registering the cluster with the forge on first use)."""
+    key = (forge.url, cluster)
+    if key not in _agent_tokens:
+        api = forge.api()
+        r = api.post("/api/v1/clusters", json={"name": cluster})
+        if r.status_code == 409:
+            r = api.post(f"/api/v1/clusters/{cluster}/agent-token")
+        assert r.status_code == 201, r.text
+        _agent_tokens[key] = r.json()["agent_token"]
+    return _agent_tokens[key]
+
+
 def write_config(path: Path, forge: ServerHandle, cluster: ClusterHandle, syncs: list[dict[str, Any]],
                  port: int | None = None) -> Path:
     cfg = {
         "cluster": {"name": cluster.name, "kubeconfig": str(cluster.kubeconfig)},
-        "forge": {"server": forge.url, "token": forge.admin_token, "token_env": None},
+        # The agent's own identity: it reads GitOps repositories and posts its cluster's deploy statuses.
+        "forge": {"server": forge.url, "token": agent_token(forge, cluster.name), "token_env": None},
         "listen": f"127.0.0.1:{port or free_port()}",
         "state_dir": str(path.parent / f"{path.stem}-state"),
         "syncs": syncs,

@@ -32,7 +32,7 @@ from tests.support.server import ServerHandle
 
 
 def sync_for(wc: WorkingCopy, name: str, namespace: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "url": wc.server.git_url(wc.repo), "branch": "main", "path": "deploy",
+    return {"name": name, "url": f"{wc.server.url}/git/{wc.repo}.git", "branch": "main", "path": "deploy",
             "target_namespace": namespace, "retry_interval": "1s", **extra}
 
 
@@ -55,7 +55,7 @@ def inventory(cluster: ClusterHandle, sync: str) -> list[str]:
 def test_revision_applies_changes_and_prunes_exactly_what_left(
     cluster: ClusterHandle, forge: ServerHandle, tmp_path: Path
 ) -> None:
-    wc = new_repo(forge, tmp_path)
+    wc = new_repo(forge, tmp_path, kind="gitops")
     ns, name = unique("apply"), unique("s")
     wc.commit_file("deploy/a.yaml", manifest(configmap("a", x="1"), service("web")))
     wc.commit_file("deploy/b.yaml", manifest(configmap("b", y="1"),
@@ -102,7 +102,7 @@ def test_revision_applies_changes_and_prunes_exactly_what_left(
 def test_an_invalid_object_applies_nothing_of_its_revision(
     cluster: ClusterHandle, forge: ServerHandle, tmp_path: Path
 ) -> None:
-    wc = new_repo(forge, tmp_path)
+    wc = new_repo(forge, tmp_path, kind="gitops")
     ns, name = unique("invalid"), unique("s")
     wc.commit_file("deploy/a.yaml", manifest(configmap("a", x="1")))
     good = push(wc)
@@ -133,7 +133,7 @@ def test_an_invalid_object_applies_nothing_of_its_revision(
 def test_missing_image_fails_fast_with_image_pull_backoff(
     cluster: ClusterHandle, forge: ServerHandle, registry_host: str, tmp_path: Path
 ) -> None:
-    wc = new_repo(forge, tmp_path)
+    wc = new_repo(forge, tmp_path, kind="gitops")
     ns, name = unique("noimage"), unique("s")
     wc.commit_file("deploy/app.yaml", manifest(deployment("ghost", f"{registry_host}/demo/does-not-exist:1")))
     sha = push(wc)
@@ -152,7 +152,7 @@ def test_missing_image_fails_fast_with_image_pull_backoff(
 def test_healthy_revision_reports_pending_then_success_on_the_commit(
     cluster: ClusterHandle, forge: ServerHandle, hello_image: str, tmp_path: Path
 ) -> None:
-    wc = new_repo(forge, tmp_path)
+    wc = new_repo(forge, tmp_path, kind="gitops")
     ns, name = unique("healthy"), unique("s")
     wc.commit_file("deploy/app.yaml", manifest(deployment("hello", hello_image), service("hello")))
     sha = push(wc)
@@ -169,7 +169,7 @@ def test_healthy_revision_reports_pending_then_success_on_the_commit(
 
 
 def test_drift_is_reverted_on_the_next_interval(cluster: ClusterHandle, forge: ServerHandle, tmp_path: Path) -> None:
-    wc = new_repo(forge, tmp_path)
+    wc = new_repo(forge, tmp_path, kind="gitops")
     ns, name = unique("drift"), unique("s")
     wc.commit_file("deploy/a.yaml", manifest(configmap("settings", mode="blue"), configmap("other", k="v")))
     sha = push(wc)
@@ -201,7 +201,7 @@ def test_drift_is_reverted_on_the_next_interval(cluster: ClusterHandle, forge: S
 def test_push_webhook_triggers_a_reconcile_without_waiting_for_the_poll(
     cluster: ClusterHandle, forge: ServerHandle, tmp_path: Path
 ) -> None:
-    wc = new_repo(forge, tmp_path)
+    wc = new_repo(forge, tmp_path, kind="gitops")
     ns, name, secret = unique("hook"), unique("s"), unique("secret")
     wc.commit_file("deploy/a.yaml", manifest(configmap("a", v="1")))
     first = push(wc)
@@ -231,7 +231,7 @@ def test_push_webhook_triggers_a_reconcile_without_waiting_for_the_poll(
 def test_kill_9_at_any_moment_then_restart_converges_without_orphans(
     cluster: ClusterHandle, forge: ServerHandle, tmp_path: Path
 ) -> None:
-    wc = new_repo(forge, tmp_path)
+    wc = new_repo(forge, tmp_path, kind="gitops")
     ns, name = unique("crash"), unique("s")
     wc.commit_file("deploy/a.yaml", manifest(*[configmap(f"old-{i}", i=str(i)) for i in range(20)]))
     push(wc)
@@ -261,7 +261,7 @@ def test_unreachable_git_keeps_the_cluster_and_recovers_without_restart(
     cluster: ClusterHandle, forge: ServerHandle, tmp_path: Path
 ) -> None:
     origin = tmp_path / "origin.git"
-    wc = new_repo(forge, tmp_path)
+    wc = new_repo(forge, tmp_path, kind="gitops")
     wc.commit_file("deploy/a.yaml", manifest(configmap("a", v="1")))
     first = push(wc)
     assert wc.run("clone", "-q", "--bare", str(wc.path), str(origin))[0] == 0
@@ -286,7 +286,7 @@ def test_unreachable_git_keeps_the_cluster_and_recovers_without_restart(
 def test_a_newer_revision_cancels_the_wait_on_the_older_one(
     cluster: ClusterHandle, forge: ServerHandle, hello_image: str, tmp_path: Path
 ) -> None:
-    wc = new_repo(forge, tmp_path)
+    wc = new_repo(forge, tmp_path, kind="gitops")
     ns, name, secret = unique("cancel"), unique("s"), unique("secret")
     never_ready = deployment("slow", hello_image)
     never_ready["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] = "/missing"
@@ -325,7 +325,7 @@ def test_unreachable_api_server_is_reported_and_the_agent_recovers_without_resta
     via_proxy = tmp_path / "kubeconfig"
     via_proxy.write_text(yaml.safe_dump(kubeconfig))
 
-    wc = new_repo(forge, tmp_path)
+    wc = new_repo(forge, tmp_path, kind="gitops")
     ns, name = unique("apioutage"), unique("s")
     wc.commit_file("deploy/a.yaml", manifest(configmap("a", v="1")))
     first = push(wc)
@@ -355,7 +355,7 @@ def test_unreachable_api_server_is_reported_and_the_agent_recovers_without_resta
 def test_rolling_back_from_a_crashing_revision_succeeds_while_old_pods_still_crash(
     cluster: ClusterHandle, forge: ServerHandle, hello_image: str, tmp_path: Path
 ) -> None:
-    wc = new_repo(forge, tmp_path)
+    wc = new_repo(forge, tmp_path, kind="gitops")
     ns, name = unique("rollback"), unique("s")
     good = manifest(deployment("hello", hello_image), service("hello"))
     wc.commit_file("deploy/app.yaml", good)

@@ -33,7 +33,7 @@ def crd(group: str) -> dict[str, Any]:
 def test_kustomization_with_a_crd_a_namespace_and_their_objects_applies_in_stages(
     cluster: ClusterHandle, forge: ServerHandle, tmp_path: Path
 ) -> None:
-    wc = new_repo(forge, tmp_path)
+    wc = new_repo(forge, tmp_path, kind="gitops")
     group, ns, name = f"{unique('g')}.example.com", unique("staged"), unique("s")
     widget = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": ns},
               "spec": {"size": 3}}
@@ -73,7 +73,7 @@ def test_kustomization_with_a_crd_a_namespace_and_their_objects_applies_in_stage
 def test_immutable_field_is_reported_and_force_recreates(
     cluster: ClusterHandle, forge: ServerHandle, tmp_path: Path
 ) -> None:
-    wc = new_repo(forge, tmp_path)
+    wc = new_repo(forge, tmp_path, kind="gitops")
     ns, name = unique("immutable"), unique("s")
     frozen = {**configmap("frozen", v="1"), "immutable": True}
     wc.commit_file("deploy/a.yaml", manifest(frozen))
@@ -103,7 +103,7 @@ def test_immutable_field_is_reported_and_force_recreates(
 def test_depends_on_waits_for_ready_and_suspend_applies_nothing(
     cluster: ClusterHandle, forge: ServerHandle, tmp_path: Path
 ) -> None:
-    wc = new_repo(forge, tmp_path)
+    wc = new_repo(forge, tmp_path, kind="gitops")
     ns_base, ns_app, ns_off = unique("base"), unique("app"), unique("off")
     bad = configmap("base")
     bad["metadata"]["name"] = "Not_A_Valid_Name"

@@ -39,10 +39,10 @@ class WorkingCopy:
         return self.run("push", *extra, "origin", f"HEAD:refs/heads/{branch}")
 
 
-def new_repo(server: ServerHandle, tmp: Path, name: str | None = None) -> WorkingCopy:
-    """A repository with one commit on main, cloned into ``tmp``."""
+def new_repo(server: ServerHandle, tmp: Path, name: str | None = None, kind: str = "app") -> WorkingCopy:
+    """A repository with one commit on main, cloned into ``tmp`` (kind gitops: readable by cluster agents)."""
     name = name or unique("app")
-    r = server.api().post("/api/v1/repos", json={"name": name})
+    r = server.api().post("/api/v1/repos", json={"name": name, "kind": kind})
     assert r.status_code == 201, r.text
     wc = WorkingCopy(server, name, tmp / name)
     wc.git("checkout", "-q", "-b", "main")

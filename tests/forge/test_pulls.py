@@ -40,7 +40,8 @@ def blockers(server: ServerHandle, repo: str, number: int) -> set[str]:
 def test_full_review_flow_with_required_check(server: ServerHandle, team: Team, tmp_path: Path) -> None:
     owner = new_repo(server, tmp_path)
     repo = owner.repo
-    server.cli("repo", "protect", repo, "main", "--approvals", "1", "--require-check", "conveyor/pr",
+    # An external CI's context (conveyor/* contexts are reserved for Conveyor's own identities).
+    server.cli("repo", "protect", repo, "main", "--approvals", "1", "--require-check", "ext-ci/build",
                "--no-self-approval")
     dev = WorkingCopy(server, repo, tmp_path / "dev", user=team.dev, token=team.dev_token)
     dev.git("checkout", "-q", "-b", "feature")
@@ -75,13 +76,13 @@ def test_full_review_flow_with_required_check(server: ServerHandle, team: Team, 
     api = server.api(team.ops_token)
     for state, expect in (("pending", "check.required"), ("failure", "check.failed")):
         r = api.post(f"/api/v1/repos/{repo}/statuses/{second}",
-                     json={"state": state, "context": "conveyor/pr", "description": f"run is {state}",
+                     json={"state": state, "context": "ext-ci/build", "description": f"run is {state}",
                            "target_url": "http://127.0.0.1/runs/1"})
         assert r.status_code == 201, r.text
         assert expect in blockers(server, repo, number)
         refused = server.cli("pr", "merge", repo, str(number), token=team.dev_token, check=False)
         assert refused.returncode != 0 and expect in refused.stderr
-    api.post(f"/api/v1/repos/{repo}/statuses/{second}", json={"state": "success", "context": "conveyor/pr"})
+    api.post(f"/api/v1/repos/{repo}/statuses/{second}", json={"state": "success", "context": "ext-ci/build"})
     combined = server.api().get(f"/api/v1/repos/{repo}/commits/feature/status").json()
     assert combined["state"] == "success" and combined["sha"] == second
 
@@ -106,7 +107,7 @@ def test_full_review_flow_with_required_check(server: ServerHandle, team: Team, 
     assert rpr["reverts_number"] == number and rpr["title"] == 'Revert "Add app"'
     assert rpr["files"] == [{"path": "app.py", "added": 0, "deleted": 1}]
     server.cli("pr", "approve", repo, str(revert_number), token=team.rev_token)
-    api.post(f"/api/v1/repos/{repo}/statuses/{rpr['head_sha']}", json={"state": "success", "context": "conveyor/pr"})
+    api.post(f"/api/v1/repos/{repo}/statuses/{rpr['head_sha']}", json={"state": "success", "context": "ext-ci/build"})
     server.cli("pr", "merge", repo, str(revert_number), token=team.rev_token)
     owner.git("fetch", "-q", "origin")
     assert owner.git("ls-tree", "--name-only", "origin/main").split() == ["README.md"]

@@ -93,6 +93,12 @@ class SyncConfig(BaseModel):
             return os.environ[self.webhook_secret_env]
         return self.webhook_secret
 
+    def git_token(self, forge: ForgeConfig | None) -> str | None:
+        """The forge token authenticates git too when the sync's URL is the forge's and carries none."""
+        if forge is None or "@" in self.url.split("://", 1)[-1].split("/", 1)[0]:
+            return None
+        return forge.resolve_token() if self.url.startswith(forge.server.rstrip("/") + "/") else None
+
     def forge_repo(self) -> str | None:
         if self.repo:
             return self.repo

@@ -51,7 +51,8 @@ class SyncReconciler:
                  reporter: Reporter) -> None:
         self.config, self.sync, self.kube = config, sync, kube
         self.board, self.metrics, self.reporter = board, metrics, reporter
-        self.source = GitSource(sync.url, sync.branch, config.state_dir / "sources" / sync.name)
+        self.source = GitSource(sync.url, sync.branch, config.state_dir / "sources" / sync.name,
+                                token=sync.git_token(config.forge))
         self.applier = Applier(kube)
         self.inventory = Inventory(kube, config.inventory_namespace, sync.name)
         self.trigger = threading.Event()

@@ -110,3 +110,51 @@ def kubeconfig(name: str) -> None:
     except ConveyorError as exc:
         fail(exc.detail)
     console.print(str(Layout(data_dir, spec).kubeconfig), highlight=False, soft_wrap=True)
+
+
+@cluster_app.command("register")
+def register(
+    name: str = typer.Argument(..., help="Cluster name, as environments name it"),
+    agent: str = typer.Option("conveyor", "--agent", help="The cluster's agent: conveyor | flux"),
+    kubernetes_version: str = typer.Option(None, "--kubernetes-version",
+                                           help="Default: the local cluster's version, if it is local"),
+    token_file: Path = typer.Option(None, "--token-file", help="Write the agent token here (mode 0600)"),
+) -> None:
+    """Register a cluster with the server and create its agent identity (prints the agent token once)."""
+    version = kubernetes_version
+    if version is None:
+        try:
+            version = specs.load(_data_dir(), name).version
+        except ConveyorError:
+            version = ""
+    out = client.request("POST", "/api/v1/clusters",
+                         json_body={"name": name, "agent": agent, "kubernetes_version": version or ""})
+    _emit_token(out["agent_token"], token_file, f"cluster {name} registered; agent identity {out['agent_user']}")
+
+
+@cluster_app.command("agent-token")
+def agent_token(
+    name: str = typer.Argument(..., help="Registered cluster"),
+    token_file: Path = typer.Option(None, "--token-file", help="Write the agent token here (mode 0600)"),
+) -> None:
+    """Issue a new token for the cluster's agent; every earlier one stops working at once."""
+    out = client.request("POST", f"/api/v1/clusters/{name}/agent-token")
+    _emit_token(out["agent_token"], token_file, f"new agent token for {name}")
+
+
+@cluster_app.command("unregister")
+def unregister(name: str = typer.Argument(..., help="Registered cluster")) -> None:
+    """Remove a cluster's registration; its agent identity is disabled and its tokens revoked."""
+    client.request("DELETE", f"/api/v1/clusters/{name}")
+    console.print(f"cluster {name} unregistered", highlight=False)
+
+
+def _emit_token(token: str, token_file: Path | None, message: str) -> None:
+    if token_file is None:
+        err_console.print(message, markup=False, highlight=False)
+        client.say(token)
+        return
+    from conveyor.core.bootstrap import write_secret
+
+    write_secret(token_file, token)
+    console.print(f"{message}; token written to {token_file}", markup=False, highlight=False)

@@ -3,7 +3,7 @@
 Public interface for other components:
 """
 
-from conveyor.core.auth import Permission, Principal, Role
+from conveyor.core.auth import Kind, Permission, Principal, Role, Scope, agent_name, service_principal
 from conveyor.core.config import Settings
 from conveyor.core.db import Base, Database, UTCDateTime, after_commit, utcnow
 from conveyor.core.errors import Conflict, ConveyorError, Forbidden, InvalidInput, NotFound, Unauthorized, Unprocessable
@@ -12,6 +12,10 @@ from conveyor.core.http import AppState, PrincipalDep, SessionDep, state_of
 
 __all__ = [
     "AppState",
+    "Kind",
+    "Scope",
+    "agent_name",
+    "service_principal",
     "Base",
     "Conflict",
     "ConveyorError",

@@ -27,7 +27,7 @@ NAMING = {
 }
 
 # Components whose migrations are applied, in dependency order.
-COMPONENTS_WITH_TABLES = ("core", "forge", "registry", "pipelines", "delivery")
+COMPONENTS_WITH_TABLES = ("core", "forge", "registry", "clusters", "pipelines", "delivery")
 
 
 class Base(DeclarativeBase):

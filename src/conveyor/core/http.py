@@ -12,10 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from conveyor.core.auth import ANONYMOUS, NOBODY, Principal, authenticate_basic, authenticate_token
+from conveyor.core.auth import ANONYMOUS, NOBODY, Principal
 from conveyor.core.config import Settings
 from conveyor.core.db import Database
 from conveyor.core.errors import ConveyorError, Unauthorized
+from conveyor.core.identities import authenticate_basic, authenticate_token
 
 PROBLEM_JSON = "application/problem+json"
 

@@ -20,6 +20,8 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     disabled: Mapped[bool] = mapped_column(default=False)
+    # person | service | agent | runner (conveyor.core.auth.Kind); names of the last three are reserved
+    kind: Mapped[str] = mapped_column(String(16), default="person", server_default="person")
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
@@ -36,6 +38,11 @@ class ApiToken(Base):
     description: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # A narrowed token (conveyor.core.auth.Scope as JSON): run, agent and runner tokens.
+    scope: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     user: Mapped[User] = relationship(back_populates="tokens")
 
@@ -82,3 +89,16 @@ class EventDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     event: Mapped[Event] = relationship()
+
+
+class SharedSetting(Base):
+    """A value every server of one installation must agree on: signing keys, admin settings.
+
+    In the database rather than in a file of the data dir, so that several servers sharing a
+    PostgreSQL database sign and verify the same cookies and tokens.
+    """
+
+    __tablename__ = "core_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -21,7 +21,7 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import ConveyorError, Database, Principal, Role, Settings, utcnow
+from conveyor.core import ConveyorError, Database, Principal, Role, Settings, service_principal, utcnow
 from conveyor.core.background import BackgroundLoop
 from conveyor.delivery.clusters_access import probe_service
 from conveyor.delivery.environments import Environment, app_values, next_environments
@@ -40,7 +40,7 @@ from conveyor.pipelines.artifacts import blob_path
 log = logging.getLogger(__name__)
 
 APPLY_DEADLINE = timedelta(minutes=10)
-DELIVERY = Principal(name=SERVICE_USER, role=Role.DEVELOPER)
+DELIVERY = service_principal(SERVICE_USER, Role.DEVELOPER)
 
 
 def author_principal(session: Session, name: str) -> Principal:
@@ -162,7 +162,7 @@ class PromotionEngine(BackgroundLoop):
                     description=diff.summary[:900])
         pr = create_pr(s, self.settings, author_principal(s, p.author), repo, source=branch, target=env.branch,
                        title=f"Deploy {p.app} {p.version} to {p.env}",
-                       body=_pr_body(p, self.settings, stats) + "\n" + diff.markdown)
+                       body=_pr_body(p, self.settings, stats) + "\n" + diff.markdown, opened_by=DELIVERY)
         p.pr_number = pr.number
         move(s, p, "pr_open", "pr_opened", f"PR #{pr.number} to {env.branch}", pr=pr.number)
         self._report_source(s, p, "pending", f"PR #{pr.number} opened for {p.env}")
@@ -297,7 +297,7 @@ class PromotionEngine(BackgroundLoop):
             if o.pr_number:
                 pr = get_pr(s, repo, o.pr_number)
                 if pr.state == "open":
-                    close_pr(s, DELIVERY, repo, pr, reason=f"superseded by {p.version}")
+                    close_pr(s, self.settings, DELIVERY, repo, pr, reason=f"superseded by {p.version}")
             move(s, o, "superseded", "superseded", f"superseded by {p.version} (promotion {p.id})")
 
     def _report_source(self, s: Session, p: Promotion, state: str, description: str) -> None:

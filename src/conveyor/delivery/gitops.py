@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from conveyor.core import Conflict, NotFound, Principal, Settings, record
 from conveyor.delivery.environments import ENV_DIR, Environment, load_environments
 from conveyor.delivery.models import GitopsRepo
+from conveyor.delivery.records import SERVICE_USER
 from conveyor.forge import bare, create_repo, get_repo, set_protection
 from conveyor.forge.commits import write_branch
 from conveyor.forge.models import Repository
@@ -78,6 +79,10 @@ def protect_environments(
             required_checks=[DIFF_CHECK],
             approver_roles=list(env.approvals.approver_roles),
             no_self_approval=not env.approvals.allow_author,
+            # Only delivery's own PRs (from a CI release) follow the environment's rule as it is;
+            # any other change to what a cluster runs needs a second person.
+            trusted_openers=[SERVICE_USER],
+            approvals_for_others=max(1, env.approvals.required),
         )
 
 
@@ -91,7 +96,8 @@ def init_gitops_repo(
     """Create the GitOps repository with its environments, branches and protection."""
     if session.execute(select(GitopsRepo).where(GitopsRepo.name == name)).scalar_one_or_none():
         raise Conflict(f"'{name}' is already a GitOps repository", rule="gitops.exists")
-    repo = create_repo(session, settings, principal, name, "main", "GitOps: desired state of every environment")
+    repo = create_repo(session, settings, principal, name, "main", "GitOps: desired state of every environment",
+                       kind="gitops")
     defs = environments or DEFAULT_ENVIRONMENTS
     files: dict[str, bytes | None] = {"README.md": README.encode()}
     for env_name, spec in defs.items():

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.clusters import spec as cluster_specs
-from conveyor.core import ConveyorError, Principal, Role, Settings
+from conveyor.core import ConveyorError, Role, Settings, service_principal
 from conveyor.core.models import Event
 from conveyor.delivery.environments import Environment, load_environments, promotion_order
 from conveyor.delivery.models import GitopsRepo
@@ -19,7 +19,7 @@ from conveyor.delivery.records import SERVICE_USER
 from conveyor.forge import bare, get_repo, post_status
 
 ENVIRONMENTS_CHECK = "conveyor/environments"
-DELIVERY = Principal(name=SERVICE_USER, role=Role.CLUSTER_ADMIN)
+DELIVERY = service_principal(SERVICE_USER, Role.CLUSTER_ADMIN)
 
 
 def _is_gitops(session: Session, name: str | None) -> bool:

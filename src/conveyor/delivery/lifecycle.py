@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from conveyor.core import Database, Role, Settings, register_consumer
-from conveyor.core.auth import create_user
-from conveyor.core.models import Event, User
+from conveyor.core import Database, Kind, Settings, register_consumer
+from conveyor.core.identities import ensure_identity
+from conveyor.core.models import Event
 from conveyor.delivery import gitops_checks
 from conveyor.delivery.engine import PromotionEngine
 from conveyor.delivery.records import SERVICE_USER
@@ -35,8 +34,7 @@ def ensure_service_user(db: Database) -> None:
     """A real user, so GitOps PRs, merges and statuses show who did them in the audit log."""
     try:
         with db.session() as s:
-            if s.execute(select(User).where(User.name == SERVICE_USER)).scalar_one_or_none() is None:
-                create_user(s, SERVICE_USER, Role.DEVELOPER.value)
+            ensure_identity(s, SERVICE_USER, Kind.SERVICE)
     except IntegrityError:
         pass  # another server created it at the same moment
 

@@ -48,6 +48,7 @@ def _repo_out(settings: Settings, r: Repository) -> RepoOut:
         created_by=r.created_by,
         created_at=r.created_at,
         clone_url=f"{settings.base_url}/git/{r.name}.git",
+        kind=r.kind,
     )
 
 
@@ -57,6 +58,7 @@ def _pull_out(pr: PullRequest) -> PullOut:
         title=pr.title,
         body=pr.body,
         author=pr.author,
+        opened_by=pr.opened_by,
         source_branch=pr.source_branch,
         target_branch=pr.target_branch,
         head_sha=pr.head_sha,
@@ -98,8 +100,11 @@ def _hook_out(h: Webhook) -> HookOut:
 @router.post("", response_model=RepoOut, status_code=201)
 def create_repo(body: RepoCreate, request: Request, session: SessionDep, principal: PrincipalDep) -> RepoOut:
     principal.require(Permission.CREATE_REPO)
+    if body.kind == "gitops":
+        principal.require(Permission.MANAGE_REPO)  # agents of every cluster read it
     settings = _settings(request)
-    repo = repos.create_repo(session, settings, principal, body.name, body.default_branch, body.description)
+    repo = repos.create_repo(session, settings, principal, body.name, body.default_branch, body.description,
+                             kind=body.kind)
     return _repo_out(settings, repo)
 
 
@@ -144,6 +149,8 @@ def list_protection(repo: str, session: SessionDep, principal: PrincipalDep) -> 
             required_checks=p.required_checks,
             approver_roles=p.approver_roles,
             no_self_approval=p.no_self_approval,
+            trusted_openers=p.trusted_openers or [],
+            approvals_for_others=p.approvals_for_others,
         )
         for p in sorted(r.protections, key=lambda p: p.branch)
     ]
@@ -165,6 +172,8 @@ def protect(
         required_checks=body.required_checks,
         approver_roles=body.approver_roles,
         no_self_approval=body.no_self_approval,
+        trusted_openers=body.trusted_openers,
+        approvals_for_others=body.approvals_for_others,
     )
     return ProtectionOut(
         branch=p.branch,
@@ -172,6 +181,8 @@ def protect(
         required_checks=p.required_checks,
         approver_roles=p.approver_roles,
         no_self_approval=p.no_self_approval,
+        trusted_openers=p.trusted_openers or [],
+        approvals_for_others=p.approvals_for_others,
     )
 
 
@@ -263,11 +274,11 @@ def merge_pull(repo: str, number: int, body: MergeIn, request: Request, principa
 
 
 @router.post("/{repo}/pulls/{number}/close", response_model=PullOut)
-def close_pull(repo: str, number: int, session: SessionDep, principal: PrincipalDep) -> PullOut:
+def close_pull(repo: str, number: int, request: Request, session: SessionDep, principal: PrincipalDep) -> PullOut:
     principal.require(Permission.WRITE)
     r = repos.get_repo(session, repo)
     pr = pulls.get_pr(session, r, number)
-    pulls.close_pr(session, principal, r, pr)
+    pulls.close_pr(session, _settings(request), principal, r, pr)
     return _pull_out(pr)
 
 
@@ -284,7 +295,8 @@ def revert_pull(repo: str, number: int, request: Request, session: SessionDep, p
 def post_status(
     repo: str, sha: str, body: StatusIn, request: Request, session: SessionDep, principal: PrincipalDep
 ) -> StatusOut:
-    principal.require(Permission.WRITE)
+    if principal.scope is None:  # run and agent tokens: statuses.check_may_post checks their scope
+        principal.require(Permission.WRITE)
     r = repos.get_repo(session, repo)
     row = statuses.post_status(
         session, _settings(request), principal, r, sha, state=body.state, context=body.context,

@@ -37,8 +37,12 @@ class GitHttpApp:
     def _authorise(self, repo_name: str, authorization: str | None, write: bool) -> Principal:
         with self.state.db.session() as s:
             principal = principal_from_header(s, authorization, self.state.settings.anonymous_read)
-            principal.require(Permission.WRITE if write else Permission.READ)
-            get_repo(s, repo_name)
+            if principal.scope is None:
+                principal.require(Permission.WRITE if write else Permission.READ)
+            repo = get_repo(s, repo_name)
+            if principal.scope is not None and (write or not principal.scope.may_read_repo(repo.name, repo.kind)):
+                raise Forbidden(f"this token belongs to {principal.scope.describe()} and may not "
+                                f"{'push to' if write else 'read'} '{repo_name}'", rule="token.scope")
             return principal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -102,10 +106,17 @@ class GitHttpApp:
             "PATH_INFO": path,
             "QUERY_STRING": query,
             "REMOTE_USER": principal.name,
+            # The pre-receive hook lets those who manage repositories force-push others' PR branches.
+            "CONVEYOR_PUSHER_MAY_MANAGE": "1" if principal.can(Permission.MANAGE_REPO) else "0",
             "REMOTE_ADDR": (scope.get("client") or ("127.0.0.1", 0))[0],
             "SERVER_PROTOCOL": "HTTP/1.1",
             "GATEWAY_INTERFACE": "CGI/1.1",
         }
+        if principal.scope is not None and principal.scope.commit:
+            # A run reads its commit, not the repository's branches: no ref is advertised, and only
+            # objects reachable from the refs can be asked for by id (git fetch <sha> works).
+            env.update(GIT_CONFIG_COUNT="2", GIT_CONFIG_KEY_0="uploadpack.hideRefs", GIT_CONFIG_VALUE_0="refs/",
+                       GIT_CONFIG_KEY_1="uploadpack.allowReachableSHA1InWant", GIT_CONFIG_VALUE_1="true")
         for h, var in (
             ("content-type", "CONTENT_TYPE"),
             ("content-length", "CONTENT_LENGTH"),

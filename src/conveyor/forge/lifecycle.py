@@ -26,7 +26,7 @@ def recover(db: Database, settings: Settings) -> None:
                 log.error("repository '%s' is in the database but missing on disk at %s", repo.name, path)
                 continue
             install_hooks(path)  # the interpreter path may have changed since the last start
-            write_protection_file(settings, repo)
+            write_protection_file(settings, repo, s)
             names.append(repo.name)
     n_merges = recover_merges(db, settings)
     n_pushes = sum(recover_spools(db, settings, name) for name in names)

@@ -16,6 +16,8 @@ class Repository(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    # app | gitops: agents' tokens read every gitops repository and nothing else
+    kind: Mapped[str] = mapped_column(String(16), default="app", server_default="app")
     default_branch: Mapped[str] = mapped_column(String(255), default="main")
     description: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[str] = mapped_column(String(64))
@@ -37,6 +39,11 @@ class BranchProtection(Base):
     required_checks: Mapped[list[str]] = mapped_column(JSON, default=list)
     approver_roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     no_self_approval: Mapped[bool] = mapped_column(default=False)
+    # PRs opened by these identities need `required_approvals`; when `approvals_for_others` is set,
+    # every other PR needs that many approvals from people other than its author (GitOps
+    # environment branches: only delivery's own PRs may merge without a second person).
+    trusted_openers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    approvals_for_others: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     repo: Mapped[Repository] = relationship(back_populates="protections")
@@ -68,6 +75,8 @@ class PullRequest(Base):
     title: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text, default="")
     author: Mapped[str] = mapped_column(String(64))
+    # Who created the PR: the author, or the service that opened it on the author's behalf (delivery).
+    opened_by: Mapped[str] = mapped_column(String(64), default="", server_default="")
     source_branch: Mapped[str] = mapped_column(String(255))
     target_branch: Mapped[str] = mapped_column(String(255))
     head_sha: Mapped[str] = mapped_column(String(64))

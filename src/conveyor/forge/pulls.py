@@ -22,9 +22,9 @@ from conveyor.core import (
     utcnow,
 )
 from conveyor.forge.git import BareRepo, Identity
-from conveyor.forge.models import PullRequest, Repository, Review
+from conveyor.forge.models import BranchProtection, PullRequest, Repository, Review
 from conveyor.forge.names import validate_branch_name
-from conveyor.forge.repos import bare, get_repo, protection_for
+from conveyor.forge.repos import bare, get_repo, protection_for, write_protection_file
 from conveyor.forge.statuses import combined_status
 
 MERGE_METHODS = ("merge", "squash", "ff")
@@ -95,7 +95,9 @@ def create_pr(
     title: str,
     body: str = "",
     reverts_number: int | None = None,
+    opened_by: Principal | None = None,
 ) -> PullRequest:
+    """Open a PR authored by ``principal``; ``opened_by`` is the service opening it on their behalf."""
     validate_branch_name(source)
     validate_branch_name(target)
     title = title.strip()
@@ -135,6 +137,7 @@ def create_pr(
         title=title[:300],
         body=body,
         author=principal.name,
+        opened_by=(opened_by or principal).label,
         source_branch=source,
         target_branch=target,
         head_sha=head,
@@ -143,9 +146,10 @@ def create_pr(
     )
     session.add(pr)
     session.flush()
+    write_protection_file(settings, repo, session)
     record(
         session,
-        actor=principal.name,
+        actor=(opened_by or principal).label,
         action="pull_request.opened",
         target=f"{repo.name}#{number}",
         payload=_pr_payload(repo, pr),
@@ -172,6 +176,8 @@ def sync_branch(
         if tip is None:
             pr.state = "closed"
             pr.closed_at = utcnow()
+            session.flush()
+            write_protection_file(settings, repo, session)
             record(
                 session,
                 actor=actor,
@@ -199,6 +205,15 @@ def sync_branch(
         )
 
 
+def required_approvals(rule: BranchProtection | None, pr: PullRequest) -> tuple[int, bool]:
+    """(approvals needed, whether the author's own approval is ignored) for this PR under ``rule``."""
+    if rule is None:
+        return 0, False
+    if rule.approvals_for_others is not None and pr.opened_by not in rule.trusted_openers:
+        return max(rule.required_approvals, rule.approvals_for_others), True
+    return rule.required_approvals, rule.no_self_approval
+
+
 def _latest_reviews(pr: PullRequest) -> dict[str, Review]:
     latest: dict[str, Review] = {}
     for r in pr.reviews:
@@ -218,23 +233,26 @@ def evaluate(session: Session, settings: Settings, repo: Repository, pr: PullReq
     if pr.state == "open" and tip != pr.head_sha:
         blockers.append(Blocker("pr.head-moved", "the source branch moved and the PR is being updated; retry"))
     rule = protection_for(repo, pr.target_branch)
-    required = rule.required_approvals if rule else 0
+    required, no_self = required_approvals(rule, pr)
     latest = _latest_reviews(pr)
     approvers = []
     for name, r in sorted(latest.items()):
         if r.state != "approved" or r.head_sha != pr.head_sha:
             continue
-        if rule and rule.no_self_approval and name == pr.author:
+        if no_self and name == pr.author:
             continue
         if rule and rule.approver_roles and r.reviewer_role not in rule.approver_roles:
             continue
         approvers.append(name)
     if len(approvers) < required:
         roles = f" from {' or '.join(rule.approver_roles)}" if rule and rule.approver_roles else ""
+        untrusted = rule is not None and required > rule.required_approvals
+        why = f" (not opened by {' or '.join(rule.trusted_openers)}: someone other than its author must approve)" \
+            if untrusted and rule is not None else ""
         blockers.append(
             Blocker(
-                "review.required-approvals",
-                f"needs {required} approval(s){roles} on the current head, has {len(approvers)}",
+                "review.required-approvals" if not untrusted else "review.second-person",
+                f"needs {required} approval(s){roles} on the current head, has {len(approvers)}{why}",
             )
         )
     for name, r in sorted(latest.items()):
@@ -291,7 +309,7 @@ def review_pr(
         raise InvalidInput("requesting changes needs a message", rule="review.message")
     rule = protection_for(repo, pr.target_branch)
     if state == "approved" and rule is not None:
-        if rule.no_self_approval and principal.name == pr.author:
+        if required_approvals(rule, pr)[1] and principal.name == pr.author:
             raise Forbidden(
                 f"'{principal.name}' opened pull request #{pr.number} and cannot approve it: "
                 f"branch '{pr.target_branch}' forbids self-approval",
@@ -323,11 +341,14 @@ def review_pr(
     return review
 
 
-def close_pr(session: Session, principal: Principal, repo: Repository, pr: PullRequest, reason: str = "") -> None:
+def close_pr(session: Session, settings: Settings, principal: Principal, repo: Repository, pr: PullRequest,
+             reason: str = "") -> None:
     if pr.state != "open":
         raise Unprocessable(f"pull request #{pr.number} is {pr.state}", rule="pr.state")
     pr.state = "closed"
     pr.closed_at = utcnow()
+    session.flush()
+    write_protection_file(settings, repo, session)
     record(
         session,
         actor=principal.name,
@@ -408,6 +429,8 @@ def finish_merge(session: Session, settings: Settings, repo: Repository, pr: Pul
     pr.state = "merged"
     pr.merged_by = actor
     pr.merged_at = utcnow()
+    session.flush()
+    write_protection_file(settings, repo, session)
     record(
         session,
         actor=actor,

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 ZERO = "0" * 40
 
@@ -30,24 +32,49 @@ def _read_updates() -> list[dict[str, str]]:
     return updates
 
 
+def _policy() -> dict[str, Any]:
+    path = _git_dir() / "conveyor" / "protected.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    if isinstance(data, list):  # the format before server-only branches and PR branches
+        data = {"protected": data}
+    return data
+
+
+def _fast_forward(before: str, after: str) -> bool:
+    p = subprocess.run(["git", "merge-base", "--is-ancestor", before, after], capture_output=True)
+    return p.returncode == 0
+
+
+def _refusal(u: dict[str, str], policy: dict[str, Any], pusher: str, may_manage: bool) -> str | None:
+    ref = u["ref"]
+    if not ref.startswith(("refs/heads/", "refs/tags/")):
+        return f"{ref}: only branches and tags can be pushed (rule: push.ref-namespace)"
+    if not ref.startswith("refs/heads/"):
+        return None
+    branch = ref.removeprefix("refs/heads/")
+    if branch in set(policy.get("protected", [])):
+        if u["after"] == ZERO:
+            return f"branch '{branch}' is protected and cannot be deleted (rule: protect.delete)"
+        return f"branch '{branch}' is protected: it changes only by merging a pull request (rule: protect.direct-push)"
+    for prefix in policy.get("server_only", []):
+        if branch.startswith(prefix):
+            return f"branch '{branch}' is written only by Conveyor's delivery (rule: push.server-only)"
+    author = policy.get("pr_branches", {}).get(branch)
+    if author and author != pusher and not may_manage and u["before"] != ZERO:
+        if u["after"] == ZERO:
+            return f"branch '{branch}' is the source of {author}'s open pull request: only they may delete it " \
+                   "(rule: push.pr-branch)"
+        if not _fast_forward(u["before"], u["after"]):
+            return f"branch '{branch}' is the source of {author}'s open pull request: only they may force-push " \
+                   "it (rule: push.pr-branch)"
+    return None
+
+
 def pre_receive() -> int:
-    conf_path = _git_dir() / "conveyor" / "protected.json"
-    protected = set(json.loads(conf_path.read_text())) if conf_path.exists() else set()
-    errors = []
-    for u in _read_updates():
-        ref = u["ref"]
-        if not ref.startswith(("refs/heads/", "refs/tags/")):
-            errors.append(f"{ref}: only branches and tags can be pushed (rule: push.ref-namespace)")
-            continue
-        branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
-        if branch in protected:
-            if u["after"] == ZERO:
-                errors.append(f"branch '{branch}' is protected and cannot be deleted (rule: protect.delete)")
-            else:
-                errors.append(
-                    f"branch '{branch}' is protected: it changes only by merging a pull request "
-                    "(rule: protect.direct-push)"
-                )
+    policy = _policy()
+    pusher = os.environ.get("REMOTE_USER", "")
+    may_manage = os.environ.get("CONVEYOR_PUSHER_MAY_MANAGE") == "1"
+    errors = [e for u in _read_updates() if (e := _refusal(u, policy, pusher, may_manage))]
     for e in errors:
         print(f"Conveyor: {e}", file=sys.stderr)
     return 1 if errors else 0

@@ -12,11 +12,13 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import Conflict, NotFound, Principal, Settings, after_commit, record
+from conveyor.core import Conflict, InvalidInput, NotFound, Principal, Settings, after_commit, record
 from conveyor.forge import receive_hooks
 from conveyor.forge.git import BareRepo
 from conveyor.forge.models import BranchProtection, Repository
 from conveyor.forge.names import validate_branch_name, validate_repo_name
+
+REPO_KINDS = ("app", "gitops")
 
 
 def repo_path(settings: Settings, name: str) -> Path:
@@ -48,19 +50,47 @@ def install_hooks(path: Path) -> None:
     (path / "conveyor" / "spool").mkdir(parents=True, exist_ok=True)
 
 
-def write_protection_file(settings: Settings, repo: Repository) -> None:
-    """Mirror the protected branch names where the pre-receive hook reads them."""
+# Branches of GitOps repositories that only the server writes (delivery's deploy branches).
+SERVER_ONLY_BRANCHES = {"gitops": ["deploy/"]}
+
+
+def write_protection_file(settings: Settings, repo: Repository, session: Session | None = None) -> None:
+    """Mirror what the pre-receive hook enforces into ``conveyor/protected.json`` (the hook has no DB).
+
+    Protected branch names; branch prefixes only the server writes; and the source branch of every
+    open PR with its author, so that nobody else force-pushes or deletes it (``push.pr-branch``).
+    """
     conf_dir = repo_path(settings, repo.name) / "conveyor"
     conf_dir.mkdir(parents=True, exist_ok=True)
-    names = sorted(p.branch for p in repo.protections)
+    policy: dict[str, object] = {
+        "protected": sorted(p.branch for p in repo.protections),
+        "server_only": SERVER_ONLY_BRANCHES.get(repo.kind, []),
+        "pr_branches": open_pr_branches(session, repo) if session is not None else _kept_pr_branches(conf_dir),
+    }
     tmp = conf_dir / f".protected.{uuid.uuid4().hex}.tmp"
-    tmp.write_text(json.dumps(names))
+    tmp.write_text(json.dumps(policy))
     os.replace(tmp, conf_dir / "protected.json")
+
+
+def _kept_pr_branches(conf_dir: Path) -> dict[str, str]:
+    try:
+        data = json.loads((conf_dir / "protected.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return dict(data.get("pr_branches", {})) if isinstance(data, dict) else {}
+
+
+def open_pr_branches(session: Session, repo: Repository) -> dict[str, str]:
+    from conveyor.forge.models import PullRequest
+
+    rows = session.execute(select(PullRequest.source_branch, PullRequest.author).where(
+        PullRequest.repo_id == repo.id, PullRequest.state.in_(("open", "merging"))).order_by(PullRequest.id))
+    return {branch: author for branch, author in rows}
 
 
 def create_repo(
     session: Session, settings: Settings, principal: Principal, name: str, default_branch: str = "main",
-    description: str = "",
+    description: str = "", kind: str = "app",
 ) -> Repository:
     validate_repo_name(name)
     validate_branch_name(default_branch)
@@ -73,11 +103,14 @@ def create_repo(
     tmp = settings.repos_dir / f".new-{uuid.uuid4().hex}.git"
     BareRepo.init(tmp, default_branch)
     install_hooks(tmp)
-    repo = Repository(name=name, default_branch=default_branch, created_by=principal.name, description=description)
+    if kind not in REPO_KINDS:
+        raise InvalidInput(f"repository kind must be one of {', '.join(REPO_KINDS)}", rule="repo.kind")
+    repo = Repository(name=name, default_branch=default_branch, created_by=principal.name, description=description,
+                      kind=kind)
     session.add(repo)
     session.flush()
     os.rename(tmp, path)
-    write_protection_file(settings, repo)
+    write_protection_file(settings, repo, session)
     record(session, actor=principal.name, action="repo.created", target=name, payload={"repo": name})
     return repo
 
@@ -117,6 +150,8 @@ def set_protection(
     required_checks: list[str],
     approver_roles: list[str],
     no_self_approval: bool,
+    trusted_openers: list[str] | None = None,
+    approvals_for_others: int | None = None,
 ) -> BranchProtection:
     from conveyor.core.auth import parse_role
 
@@ -124,9 +159,9 @@ def set_protection(
     for r in approver_roles:
         parse_role(r)
     if approvals < 0 or approvals > 20:
-        from conveyor.core import InvalidInput
-
         raise InvalidInput("approvals must be between 0 and 20", rule="protect.approvals")
+    if approvals_for_others is not None and not 1 <= approvals_for_others <= 20:
+        raise InvalidInput("approvals_for_others must be between 1 and 20", rule="protect.approvals")
     rule = protection_for(repo, branch)
     if rule is None:
         rule = BranchProtection(repo_id=repo.id, branch=branch)
@@ -135,8 +170,10 @@ def set_protection(
     rule.required_checks = sorted(set(required_checks))
     rule.approver_roles = sorted(set(approver_roles))
     rule.no_self_approval = no_self_approval
+    rule.trusted_openers = sorted(set(trusted_openers or []))
+    rule.approvals_for_others = approvals_for_others
     session.flush()
-    write_protection_file(settings, repo)
+    write_protection_file(settings, repo, session)
     record(
         session,
         actor=principal.name,
@@ -149,6 +186,8 @@ def set_protection(
             "required_checks": rule.required_checks,
             "approver_roles": rule.approver_roles,
             "no_self_approval": no_self_approval,
+            "trusted_openers": rule.trusted_openers,
+            "approvals_for_others": approvals_for_others,
         },
     )
     return rule
@@ -162,7 +201,7 @@ def remove_protection(
         raise NotFound(f"branch '{branch}' of '{repo.name}' is not protected")
     repo.protections.remove(rule)
     session.flush()
-    write_protection_file(settings, repo)
+    write_protection_file(settings, repo, session)
     record(
         session,
         actor=principal.name,

@@ -12,6 +12,8 @@ class RepoCreate(BaseModel):
     name: str
     default_branch: str = "main"
     description: str = ""
+    # gitops: a repository of desired state, which every cluster agent may read (cluster-admin and up)
+    kind: Literal["app", "gitops"] = "app"
 
 
 class RepoOut(BaseModel):
@@ -21,6 +23,7 @@ class RepoOut(BaseModel):
     created_by: str
     created_at: datetime
     clone_url: str
+    kind: str = "app"
 
 
 class ProtectionIn(BaseModel):
@@ -28,6 +31,9 @@ class ProtectionIn(BaseModel):
     required_checks: list[str] = Field(default_factory=list)
     approver_roles: list[str] = Field(default_factory=list)
     no_self_approval: bool = False
+    # PRs opened by anyone but these identities need `approvals_for_others` non-author approvals.
+    trusted_openers: list[str] = Field(default_factory=list)
+    approvals_for_others: int | None = Field(default=None, ge=1, le=20)
 
 
 class ProtectionOut(ProtectionIn):
@@ -65,6 +71,7 @@ class CommitOut(BaseModel):
     sha: str
     subject: str
     author: str
+    opened_by: str = ""
 
 
 class FileStatOut(BaseModel):

@@ -1,4 +1,11 @@
-"""Commit statuses, GitHub-style: the checks that protected branches can require."""
+"""Commit statuses, GitHub-style: the checks that protected branches can require.
+
+Contexts under ``conveyor/`` are reserved and each has an owning identity (``CONTEXT_OWNERS``):
+only that identity posts it (403 ``status.reserved-context`` for anyone else, admins included),
+and a required check is satisfied only by its owner's status — GitHub's "expected source" on
+required checks, made the only way. A run's token may post its own pipeline's context on its own
+commit, but never ``success``: that is the pipelines service's word once the run has passed.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +16,63 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import InvalidInput, NotFound, Principal, Settings, record
+from conveyor.core import Forbidden, InvalidInput, NotFound, Permission, Principal, Settings, agent_name, record
 from conveyor.forge.models import CommitStatus, Repository
 from conveyor.forge.repos import bare
 
 STATES = ("pending", "success", "failure", "error")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _CONTEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
+RESERVED = "conveyor/"
+PIPELINES, DELIVERY = "conveyor-pipelines", "conveyor-delivery"
+# Reserved contexts and who owns them. `conveyor/deploy/<cluster>/...` belongs to that cluster's agent.
+CONTEXT_OWNERS: tuple[tuple[str, str], ...] = (
+    ("conveyor/pr", PIPELINES),
+    ("conveyor/ci", PIPELINES),
+    ("conveyor/diff", DELIVERY),
+    ("conveyor/environments", DELIVERY),
+    ("conveyor/cd/", DELIVERY),
+    ("conveyor/deploy/", "agent"),
+)
+
+
+def owner_of(context: str) -> str | None:
+    """The identity that owns a reserved context; None for contexts anyone may post; "" for reserved
+    contexts that nobody owns (nobody may post them)."""
+    if not context.startswith(RESERVED):
+        return None
+    for pattern, owner in CONTEXT_OWNERS:
+        if pattern.endswith("/") and context.startswith(pattern):
+            if owner == "agent":
+                cluster, _, sync = context[len(pattern):].partition("/")
+                return agent_name(cluster) if cluster and sync else ""
+            return owner
+        if context == pattern:
+            return owner
+    return ""
+
+
+def accepted_creator(context: str, creator: str) -> bool:
+    """Whether a stored status of ``context`` by ``creator`` speaks for the context's owner."""
+    owner = owner_of(context)
+    if owner is None:
+        return True
+    return bool(owner) and (creator == owner or creator.startswith(f"{owner}/run-"))
+
+
+def check_may_post(principal: Principal, repo: Repository, sha: str, context: str, state: str) -> None:
+    owner = owner_of(context)
+    if owner is None:
+        if principal.scope is not None:
+            principal.require(Permission.WRITE)  # narrowed tokens post only what their scope names
+        return
+    if principal.scope is not None and principal.scope.may_post_status(repo.name, repo.kind, sha, context, state):
+        return
+    if owner and principal.is_service(owner):
+        return
+    who = f"'{owner}'" if owner else "no one (not a context Conveyor posts)"
+    raise Forbidden(f"'{context}' is a reserved context: only {who} may post it", rule="status.reserved-context",
+                    owner=owner or None)
 
 
 @dataclass(frozen=True)
@@ -56,6 +113,7 @@ def post_status(
         raise InvalidInput(f"state must be one of {', '.join(STATES)}", rule="status.state")
     if not _CONTEXT.match(context):
         raise InvalidInput(f"invalid status context '{context}'", rule="status.context")
+    check_may_post(principal, repo, sha, context, state)
     if not bare(settings, repo).has_commit(sha):
         raise NotFound(f"commit {sha} is not in repository '{repo.name}'", rule="status.commit-exists")
     row = CommitStatus(
@@ -65,13 +123,13 @@ def post_status(
         state=state,
         description=description[:1000],
         target_url=target_url[:2000],
-        creator=principal.name,
+        creator=principal.label,
     )
     session.add(row)
     session.flush()
     record(
         session,
-        actor=principal.name,
+        actor=principal.label,
         action="status",
         target=f"{repo.name}@{sha[:12]}",
         payload={
@@ -94,7 +152,8 @@ def combined_status(session: Session, repo: Repository, sha: str) -> CombinedSta
     ).scalars()
     latest: dict[str, CommitStatus] = {}
     for r in rows:
-        latest[r.context] = r
+        if accepted_creator(r.context, r.creator):
+            latest[r.context] = r
     views = [
         StatusView(r.context, r.state, r.description, r.target_url, r.creator, r.created_at)
         for r in sorted(latest.values(), key=lambda r: r.context)

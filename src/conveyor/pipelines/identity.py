@@ -1,23 +1,34 @@
-"""The pipelines' own identity: a real service user whose token workers use for git, statuses and pushes.
+"""The pipelines' own identity: a service user that owns the ``conveyor/pr`` and ``conveyor/ci``
+checks, and the short-lived run tokens that are the only credential a run's steps ever see.
 
-A service user (rather than a synthetic principal) shows up in the audit log and in statuses under
-its own name, and its token can be revoked like any other. Each data directory keeps its token in
-``pipelines.token`` (mode 0600); a worker on another machine issues its own on first start.
+A run token is issued when a run is claimed and revoked when it ends (or at its deadline, should
+the worker die): it reads the run's repository at the run's commit, pulls images, pushes images
+only under the app's registry repository and only for a CI run of the protected default branch,
+uploads the run's artifacts and posts the run's own context (never ``success``). The service
+token (``pipelines.token`` in the data dir, mode 0600) never leaves the server's process.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from datetime import timedelta
 
-from conveyor.core import Database, Principal, Role, Settings, record
-from conveyor.core.auth import authenticate_token, create_user, get_user, issue_token
+from sqlalchemy.orm import Session
+
+from conveyor.core import Database, Kind, Principal, Role, Scope, Settings, utcnow
+from conveyor.core.auth import service_principal
 from conveyor.core.bootstrap import write_secret
 from conveyor.core.errors import Unauthorized
-from conveyor.core.models import User
+from conveyor.core.identities import authenticate_token, ensure_identity, issue_token, revoke_scoped
 
 SERVICE_USER = "conveyor-pipelines"
-SERVICE_PRINCIPAL = Principal(name=SERVICE_USER, role=Role.DEVELOPER)
+SERVICE_PRINCIPAL: Principal = service_principal(SERVICE_USER, Role.DEVELOPER)
+# A safety net only: run tokens are revoked when their run ends.
+RUN_TOKEN_TTL = timedelta(hours=6)
+
+
+def ensure_service_user(db: Database) -> None:
+    with db.session() as s:
+        ensure_identity(s, SERVICE_USER, Kind.SERVICE)
 
 
 def service_token(db: Database, settings: Settings) -> str:
@@ -31,18 +42,23 @@ def service_token(db: Database, settings: Settings) -> str:
             return token
         except Unauthorized:
             pass  # revoked or from another database: issue a new one
-    for attempt in range(2):
-        try:
-            with db.session() as s:
-                if s.execute(select(User).where(User.name == SERVICE_USER)).scalar_one_or_none() is None:
-                    _, token = create_user(s, SERVICE_USER, Role.DEVELOPER.value)
-                    record(s, actor="system", action="user.created", target=SERVICE_USER,
-                           payload={"role": Role.DEVELOPER.value, "service": "pipelines"})
-                else:
-                    token = issue_token(s, get_user(s, SERVICE_USER), "pipelines worker")
-            break
-        except IntegrityError:  # another process created the user at the same moment
-            if attempt:
-                raise
+    ensure_service_user(db)
+    with db.session() as s:
+        token = issue_token(s, ensure_identity(s, SERVICE_USER, Kind.SERVICE), "pipelines worker")
     write_secret(path, token)
     return token
+
+
+def run_scope(run_id: int, repo: str, commit: str, pipeline: str, push: tuple[str, ...]) -> Scope:
+    return Scope(run_id=run_id, repos=(repo,), commit=commit, pipeline=pipeline, push=push)
+
+
+def issue_run_token(session: Session, run_id: int, repo: str, commit: str, pipeline: str,
+                    push: tuple[str, ...]) -> str:
+    user = ensure_identity(session, SERVICE_USER, Kind.SERVICE)
+    return issue_token(session, user, f"run {run_id} of {repo}", scope=run_scope(run_id, repo, commit, pipeline, push),
+                       expires_at=utcnow() + RUN_TOKEN_TTL)
+
+
+def revoke_run_tokens(session: Session, run_id: int) -> None:
+    revoke_scoped(session, run_id=run_id)

@@ -9,11 +9,11 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import Principal, Role, Settings
+from conveyor.core import Settings
 from conveyor.core.models import Event
 from conveyor.forge import combined_status, get_repo, post_status
 from conveyor.pipelines.config import run_url
-from conveyor.pipelines.identity import SERVICE_USER
+from conveyor.pipelines.identity import SERVICE_PRINCIPAL
 from conveyor.pipelines.models import Run
 
 TOPICS = ("pipeline.run.",)
@@ -39,13 +39,6 @@ def describe(run: Run) -> tuple[str, str]:
     return state, f"run #{run.number} failed{where}: {run.message}"
 
 
-def _principal(session: Session) -> Principal:
-    from conveyor.core.auth import get_user
-
-    user = get_user(session, SERVICE_USER)
-    return Principal(name=user.name, role=Role(user.role), user_id=user.id)
-
-
 def make_handler(settings: Settings):  # type: ignore[no-untyped-def]
     def handle(session: Session, event: Event) -> None:
         run_id = event.payload.get("run_id")
@@ -67,7 +60,7 @@ def make_handler(settings: Settings):  # type: ignore[no-untyped-def]
         current = combined_status(session, repo, run.sha).by_context().get(context_of(run))
         if current is not None and current.state == state and current.description == description:
             return
-        post_status(session, settings, _principal(session), repo, run.sha, state=state, context=context_of(run),
+        post_status(session, settings, SERVICE_PRINCIPAL, repo, run.sha, state=state, context=context_of(run),
                     description=description, target_url=run_url(settings, run.id))
 
     return handle

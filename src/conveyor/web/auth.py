@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import timedelta
 
 from fastapi import Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select
 
-from conveyor.core import Principal, Role, Settings, Unauthorized, state_of
-from conveyor.core.auth import authenticate_token, hash_token
-from conveyor.core.models import ApiToken
+from conveyor.core import Kind, Principal, Unauthorized, state_of, utcnow
+from conveyor.core.identities import (
+    authenticate_token,
+    get_user,
+    new_token,
+    principal_of,
+    revoke_token,
+    token_problem,
+    token_row,
+)
+from conveyor.core.shared import shared_secret
 
 COOKIE = "conveyor_session"
 MAX_AGE = 12 * 3600
-KEY_FILE = "web-session.key"
+KEY_NAME = "web.session-key"
 
 
 class LoginRequired(Exception):
@@ -33,41 +39,36 @@ class CsrfRefused(Exception):
 class WebSession:
     principal: Principal
     csrf: str
+    session_token_id: int
 
 
-def _secret_key(settings: Settings) -> bytes:
-    # Per data dir, so sessions survive restarts and every server on the same data agrees.
-    path = Path(settings.data_dir) / KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+_serializers: dict[str, URLSafeTimedSerializer] = {}
 
 
-_serializers: dict[Path, URLSafeTimedSerializer] = {}
-
-
-def serializer(settings: Settings) -> URLSafeTimedSerializer:
-    key = Path(settings.data_dir)
-    if key not in _serializers:
-        try:
-            secret = _secret_key(settings)
-        except FileExistsError:  # another worker created it between the check and the open
-            secret = (key / KEY_FILE).read_text().strip().encode()
-        _serializers[key] = URLSafeTimedSerializer(secret, salt="conveyor-web-session")
-    return _serializers[key]
+def serializer(request: Request) -> URLSafeTimedSerializer:
+    # The key is shared through the database, so every server of the installation agrees.
+    st = state_of(request)
+    if st.db.url not in _serializers:
+        _serializers[st.db.url] = URLSafeTimedSerializer(shared_secret(st.db, KEY_NAME), salt="conveyor-web-session")
+    return _serializers[st.db.url]
 
 
 def sign_in(request: Request, token: str) -> tuple[Principal, str]:
-    """Check the token and return the principal and the cookie value for its session."""
+    """Check the token, open a session for it and return the principal and the cookie value.
+
+    A session is a token row of its own (revoked at sign-out, expiring with the cookie) bound to the
+    token used to sign in: the cookie names both rows, never a token, and either one revoked, expired
+    or its user disabled ends the session.
+    """
     st = state_of(request)
     with st.db.session() as s:
         principal = authenticate_token(s, token.strip())
-        row = s.execute(select(ApiToken).where(ApiToken.token_hash == hash_token(token.strip()))).scalar_one()
-        # The cookie names the token row, never the token itself, so revoking the token ends the session.
-        value = serializer(st.settings).dumps({"tid": row.id, "csrf": secrets.token_urlsafe(24)})
+        if principal.scope is not None or principal.kind != Kind.PERSON:
+            raise Unauthorized("only people sign in to the dashboard", rule="auth.person-only")
+        user = get_user(s, principal.name)
+        session_row, _ = new_token(s, user, "dashboard session", expires_at=utcnow() + timedelta(seconds=MAX_AGE))
+        value = serializer(request).dumps({"tid": principal.token_id, "sid": session_row.id,
+                                           "csrf": secrets.token_urlsafe(24)})
     return principal, value
 
 
@@ -77,17 +78,27 @@ def current(request: Request) -> WebSession | None:
         return None
     st = state_of(request)
     try:
-        data = serializer(st.settings).loads(raw, max_age=MAX_AGE)
+        data = serializer(request).loads(raw, max_age=MAX_AGE)
     except BadSignature:
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("tid"), int) or not isinstance(data.get("csrf"), str):
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), int) for k in ("tid", "sid")) \
+            or not isinstance(data.get("csrf"), str):
         return None
     with st.db.session() as s:
-        row = s.get(ApiToken, data["tid"])
-        if row is None or row.user.disabled:
+        login, session_row = token_row(s, data["tid"]), token_row(s, data["sid"])
+        if token_problem(login) is not None or token_problem(session_row) is not None or login is None:
             return None
-        principal = Principal(name=row.user.name, role=Role(row.user.role), user_id=row.user.id)
-    return WebSession(principal, data["csrf"])
+        if session_row is None or session_row.user_id != login.user_id:
+            return None
+        principal = principal_of(login)
+    return WebSession(principal, data["csrf"], data["sid"])
+
+
+def sign_out(request: Request, ws: WebSession) -> None:
+    with state_of(request).db.session() as s:
+        row = token_row(s, ws.session_token_id)
+        if row is not None:
+            revoke_token(s, row, ws.principal.name)
 
 
 def require(request: Request) -> WebSession:

@@ -58,7 +58,8 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    await auth.require_post(request)
+    ws, _ = await auth.require_post(request)
+    auth.sign_out(request, ws)
     resp = RedirectResponse("/login", status_code=303)
     resp.delete_cookie(auth.COOKIE, path="/")
     return resp

@@ -1,0 +1,76 @@
+"""REST routes of cluster registrations: /api/v1/clusters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from conveyor.clusters import registration
+from conveyor.clusters.models import RegisteredCluster
+from conveyor.core import Permission, PrincipalDep, SessionDep, agent_name
+
+router = APIRouter(prefix="/api/v1/clusters", tags=["clusters"])
+
+
+class ClusterIn(BaseModel):
+    name: str = Field(min_length=1, max_length=20)
+    agent: str = Field(default="conveyor", max_length=16)
+    kubernetes_version: str = Field(default="", max_length=32)
+
+
+class ClusterOut(BaseModel):
+    name: str
+    agent: str
+    kubernetes_version: str
+    agent_user: str
+    created_by: str
+    created_at: datetime
+
+
+class ClusterRegistered(ClusterOut):
+    agent_token: str
+
+
+class AgentToken(BaseModel):
+    agent_token: str
+
+
+def _out(row: RegisteredCluster) -> ClusterOut:
+    return ClusterOut(name=row.name, agent=row.agent, kubernetes_version=row.kubernetes_version,
+                      agent_user=agent_name(row.name), created_by=row.created_by, created_at=row.created_at)
+
+
+@router.post("", response_model=ClusterRegistered, status_code=201)
+def register_cluster(body: ClusterIn, session: SessionDep, principal: PrincipalDep) -> ClusterRegistered:
+    """Register a cluster and create its agent identity; the agent token is shown once."""
+    principal.require(Permission.MANAGE_REPO)
+    row, token = registration.register(session, principal, body.name, body.agent, body.kubernetes_version)
+    return ClusterRegistered(**_out(row).model_dump(), agent_token=token)
+
+
+@router.get("", response_model=list[ClusterOut])
+def list_clusters(session: SessionDep, principal: PrincipalDep) -> list[ClusterOut]:
+    principal.require(Permission.READ)
+    return [_out(r) for r in registration.registrations(session)]
+
+
+@router.get("/{name}", response_model=ClusterOut)
+def show_cluster(name: str, session: SessionDep, principal: PrincipalDep) -> ClusterOut:
+    principal.require(Permission.READ)
+    return _out(registration.get_registration(session, name))
+
+
+@router.post("/{name}/agent-token", response_model=AgentToken, status_code=201)
+def rotate_agent_token(name: str, session: SessionDep, principal: PrincipalDep) -> AgentToken:
+    """Issue a new agent token; every earlier one stops working at once."""
+    principal.require(Permission.MANAGE_REPO)
+    return AgentToken(agent_token=registration.rotate_agent_token(session, principal, name))
+
+
+@router.delete("/{name}", status_code=204)
+def unregister_cluster(name: str, session: SessionDep, principal: PrincipalDep) -> Response:
+    principal.require(Permission.MANAGE_REPO)
+    registration.unregister(session, principal, name)
+    return Response(status_code=204)
