@@ -23,6 +23,7 @@ from conveyor.forge.git_http import GitHttpApp
 from conveyor.forge.webhooks import WebhookSender
 from conveyor.pipelines import lifecycle as pipelines_lifecycle
 from conveyor.pipelines.api import router as pipelines_router
+from conveyor.pipelines.runner_api import router as runner_router
 from conveyor.registry import lifecycle as registry_lifecycle
 from conveyor.registry.api import router as registry_router
 from conveyor.registry.app import RegistryDispatch
@@ -63,6 +64,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
                 # local clusters outlive server restarts; restart their processes that died
                 ClusterSupervisor(settings.data_dir),
                 delivery_lifecycle.engine(db, settings),
+                pipelines_lifecycle.RunJanitor(db, settings),
             ]
             pipeline_workers = pipelines_lifecycle.pool(db, settings)  # None when concurrency is 0
             if pipeline_workers is not None:
@@ -84,6 +86,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(forge_router)
     app.include_router(clusters_router)
     app.include_router(pipelines_router)
+    app.include_router(runner_router)
     app.include_router(delivery_router)
     app.mount("/git", GitHttpApp(state))
     # The OCI Distribution API: its own ASGI app, for spec-exact errors and streaming.

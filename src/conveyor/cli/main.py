@@ -16,7 +16,7 @@ from conveyor.core.cli import user_app
 from conveyor.delivery.cli import app_app, gitops_app, promote, promotion_app, rollback
 from conveyor.demo.cli import demo
 from conveyor.forge.cli import hook_app, pr_app, repo_app, status_app
-from conveyor.pipelines.cli import image_app, run_app, secret_app, worker
+from conveyor.pipelines.cli import image_app, run_app, runner_app, secret_app
 from conveyor.registry.cli import registry_app
 
 app = typer.Typer(help="Conveyor: self-hosted GitOps CI/CD.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -36,7 +36,7 @@ app.command("demo")(demo)
 app.add_typer(run_app, name="run")
 app.add_typer(secret_app, name="secret")
 app.add_typer(image_app, name="image")
-app.command("worker")(worker)
+app.add_typer(runner_app, name="runner")
 app.add_typer(agent_app, name="agent")
 
 

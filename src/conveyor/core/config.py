@@ -48,6 +48,12 @@ class Settings:
         return self.public_url or f"http://{self.host}:{self.port}"
 
     @property
+    def local_url(self) -> str:
+        """How processes on this machine (the server's own runner) reach the server."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
     def repos_dir(self) -> Path:
         return self.data_dir / "repos"
 

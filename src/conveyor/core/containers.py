@@ -1,9 +1,11 @@
 """Command lines for podman, buildah and skopeo with the settings these machines need, in one place.
 
 Measured on the project's machines: podman needs ``--runtime runc`` and ulimits at or below the
-hard limits; the overlay storage driver is unavailable to them, so images live in ``vfs`` storage;
-buildah runs with ``--isolation chroot``. Every component builds its argv here, so a machine with
-other needs changes one file.
+hard limits; the overlay storage driver is unavailable to them, so images live in ``vfs`` storage.
+buildah runs a Dockerfile's ``RUN`` lines with ``--isolation oci`` (runc, like podman): measured
+here, its ``chroot`` isolation left the host's /proc visible to them (``ls /proc/1/root`` reached the
+host's init), which a pull request's Dockerfile must never see. Every component builds its argv
+here, so a machine with other needs changes one file.
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ def podman(*args: str, root: str | None = None) -> list[str]:
 
 
 def buildah(*args: str, root: str | None = None) -> list[str]:
-    """``buildah <args>``; building verbs get chroot isolation."""
+    """``buildah <args>``; building verbs get OCI (runc) isolation."""
     argv = ["buildah", "--storage-driver", STORAGE_DRIVER, *_storage(root)]
     if args and args[0] in ("bud", "build", "build-using-dockerfile", "run"):
-        return [*argv, args[0], "--isolation", "chroot", *args[1:]]
+        return [*argv, args[0], "--isolation", "oci", "--runtime", "runc", *args[1:]]
     return argv + list(args)
 
 

@@ -13,12 +13,23 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Str
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import InvalidInput, NotFound, Permission, PrincipalDep, SessionDep, Settings, state_of
+from conveyor.core import (
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Permission,
+    Principal,
+    PrincipalDep,
+    SessionDep,
+    Settings,
+    state_of,
+)
 from conveyor.forge import bare, get_repo
 from conveyor.pipelines import artifacts, queue, secrets
 from conveyor.pipelines.config import run_url
 from conveyor.pipelines.logs import read_chunks
 from conveyor.pipelines.models import FINISHED, Artifact, Run
+from conveyor.pipelines.runs import is_deployable
 from conveyor.pipelines.schemas import (
     ArtifactOut,
     ChunkOut,
@@ -27,6 +38,7 @@ from conveyor.pipelines.schemas import (
     RunDetailOut,
     RunOut,
     SecretIn,
+    SecretOut,
     StepOut,
 )
 from conveyor.pipelines.spec import schema
@@ -40,6 +52,7 @@ def _settings(request: Request) -> Settings:
 
 def _run_out(settings: Settings, r: Run) -> dict[str, Any]:
     return dict(id=r.id, repo=r.repo_name, number=r.number, pipeline=r.pipeline, sha=r.sha, ref=r.ref,
+                deployable=r.deployable, runner=r.runner, labels=list(r.labels or []), commits=list(r.commits or []),
                 pr_number=r.pr_number, trigger=r.trigger, retry_of=r.retry_of, state=r.state,
                 failed_step=r.failed_step, message=r.message, attempt=r.attempt, cancel_requested=r.cancel_requested,
                 queued_at=r.queued_at, started_at=r.started_at, finished_at=r.finished_at, created_by=r.created_by,
@@ -83,7 +96,8 @@ def show_run(run_id: int, request: Request, session: SessionDep, principal: Prin
     return {
         **_run_out(settings, run),
         "steps": [StepOut(index=s.index, name=s.name, kind=s.kind, state=s.state, exit_code=s.exit_code,
-                          message=s.message, started_at=s.started_at, finished_at=s.finished_at) for s in run.steps],
+                          message=s.message, started_at=s.started_at, finished_at=s.finished_at,
+                          needs=list(s.needs or [])) for s in run.steps],
         "artifacts": [_artifact_out(settings, a) for a in arts],
     }
 
@@ -136,22 +150,34 @@ async def stream_logs(run_id: int, request: Request, principal: PrincipalDep,
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
+def _may_control(principal: Principal, run: Run, what: str) -> None:
+    """People cancel and retry their own runs (they started it, or it is their PR's); cluster
+    administrators and admins anyone's."""
+    principal.require(Permission.WRITE)
+    if principal.name == run.created_by or principal.can(Permission.MANAGE_REPO):
+        return
+    raise Forbidden(f"run {run.id} was started by {run.created_by}; only they or a cluster-admin may {what} it",
+                    rule="run.owner")
+
+
 @router.post("/runs/{run_id}/cancel", response_model=RunOut)
 def cancel_run(run_id: int, request: Request, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
-    principal.require(Permission.WRITE)
     run = _get_run(session, run_id)
+    _may_control(principal, run, "cancel")
     queue.request_cancel(session, run, principal.name)
     return _run_out(_settings(request), run)
 
 
 @router.post("/runs/{run_id}/retry", response_model=RunOut, status_code=201)
 def retry_run(run_id: int, request: Request, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
-    principal.require(Permission.WRITE)
     old = _get_run(session, run_id)
+    _may_control(principal, old, "retry")
     if old.state not in FINISHED:
         raise InvalidInput(f"run {run_id} is still {old.state}; cancel it first", rule="run.active")
     run = queue.enqueue(session, repo_id=old.repo_id, repo_name=old.repo_name, pipeline=old.pipeline, sha=old.sha,
-                        ref=old.ref, trigger="retry", actor=principal.name, pr_number=old.pr_number, retry_of=old.id)
+                        ref=old.ref, trigger="retry", actor=old.created_by, pr_number=old.pr_number, retry_of=old.id,
+                        labels=tuple(old.labels or ()), commits=list(old.commits or []),
+                        deployable=is_deployable(session, _settings(request), old.repo_name, old.pipeline, old.sha))
     assert run is not None
     return _run_out(_settings(request), run)
 
@@ -167,8 +193,11 @@ def start_run(repo: str, body: RunCreate, request: Request, session: SessionDep,
     sha = body.sha or git.rev_parse(ref)
     if sha is None or not git.has_commit(sha):
         raise NotFound(f"'{body.sha or ref}' is not a commit of '{repo}'", rule="run.commit-exists")
+    # A manual CI run is deployable only for a commit on the protected default branch; any other is
+    # labelled as not deployable and its image is never pushed.
     run = queue.enqueue(session, repo_id=r.id, repo_name=r.name, pipeline=body.pipeline, sha=sha, ref=ref,
-                        trigger="manual", actor=principal.name)
+                        trigger="manual", actor=principal.name,
+                        deployable=is_deployable(session, settings, r.name, body.pipeline, sha))
     assert run is not None
     return _run_out(settings, run)
 
@@ -194,10 +223,11 @@ def download_artifact(digest: str, request: Request, session: SessionDep, princi
                                  "Cache-Control": "public, max-age=31536000, immutable"})
 
 
-@router.get("/repos/{repo}/secrets", response_model=list[str])
-def list_secrets(repo: str, session: SessionDep, principal: PrincipalDep) -> list[str]:
+@router.get("/repos/{repo}/secrets", response_model=list[SecretOut])
+def list_secrets(repo: str, session: SessionDep, principal: PrincipalDep) -> list[SecretOut]:
+    """Each secret's name and scope (which runs get it); values are never returned."""
     principal.require(Permission.MANAGE_REPO)
-    return secrets.secret_names(session, get_repo(session, repo).id)
+    return [SecretOut(name=n, scope=sc) for n, sc in secrets.secret_scopes(session, get_repo(session, repo).id)]
 
 
 @router.put("/repos/{repo}/secrets/{name}", status_code=204)
@@ -205,7 +235,8 @@ def put_secret(repo: str, name: str, body: SecretIn, request: Request, session: 
                principal: PrincipalDep) -> Response:
     principal.require(Permission.MANAGE_REPO)
     r = get_repo(session, repo)
-    secrets.set_secret(session, _settings(request), r.id, r.name, name, body.value, principal.name)
+    secrets.set_secret(session, _settings(request), r.id, r.name, name, body.value, principal.name,
+                       secrets.SecretScope(body.scope))
     return Response(status_code=204)
 
 

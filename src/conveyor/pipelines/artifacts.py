@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from conveyor.core import NotFound, Settings, after_commit, utcnow
+from conveyor.core import Conflict, InvalidInput, NotFound, Settings, after_commit, utcnow
 from conveyor.pipelines.config import artifacts_dir
 from conveyor.pipelines.models import Artifact, Run
 
@@ -25,6 +26,72 @@ def blob_path(settings: Settings, digest: str) -> Path:
     if algo != "sha256" or len(hexpart) != 64 or not all(c in "0123456789abcdef" for c in hexpart):
         raise NotFound(f"'{digest}' is not an artifact digest", rule="artifact.digest")
     return artifacts_dir(settings) / "sha256" / hexpart[:2] / hexpart
+
+
+@dataclass(frozen=True)
+class Staged:
+    digest: str
+    size: int
+
+
+class Incoming:
+    """An upload being received: hashed as it is written, published by ``close`` under its digest."""
+
+    def __init__(self, settings: Settings, limit: int) -> None:
+        self.settings, self.limit = settings, limit
+        root = artifacts_dir(settings)
+        root.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(dir=root, prefix=".incoming-")
+        self.out = os.fdopen(fd, "wb")
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise InvalidInput(f"artifact larger than {self.limit // (1024 * 1024)} MiB", rule="artifact.size")
+        self.hash.update(chunk)
+        self.out.write(chunk)
+
+    def close(self, expect: str | None = None) -> Staged:
+        try:
+            self.out.flush()
+            os.fsync(self.out.fileno())
+            self.out.close()
+            digest = "sha256:" + self.hash.hexdigest()
+            if expect is not None and expect != digest:
+                raise InvalidInput(f"the upload's digest is {digest}, not {expect}", rule="artifact.digest-mismatch")
+            dest = blob_path(self.settings, digest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.exists():
+                os.unlink(self.tmp)
+            else:
+                os.chmod(self.tmp, 0o444)
+                os.replace(self.tmp, dest)
+            return Staged(digest, self.size)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        if not self.out.closed:
+            self.out.close()
+        Path(self.tmp).unlink(missing_ok=True)
+
+
+def record_staged(session: Session, settings: Settings, run: Run, name: str, kind: str, media_type: str,
+                  staged: Staged, expires_at: datetime) -> Artifact:
+    existing = session.execute(select(Artifact).where(Artifact.run_id == run.id, Artifact.name == name)
+                               ).scalar_one_or_none()
+    if existing is not None:  # the runner retried an upload whose answer it did not get
+        if existing.digest != staged.digest:
+            raise Conflict(f"run {run.id} already published a different '{name}'", rule="artifact.immutable")
+        return existing
+    row = Artifact(run_id=run.id, repo_name=run.repo_name, name=name, kind=kind, digest=staged.digest,
+                   size=staged.size, media_type=media_type, expires_at=expires_at)
+    session.add(row)
+    session.flush()
+    return row
 
 
 def store_file(settings: Settings, source: Path) -> tuple[str, int]:

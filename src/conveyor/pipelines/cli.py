@@ -1,4 +1,4 @@
-"""``conveyor run ...``, ``conveyor secret ...``, ``conveyor image base`` and ``conveyor worker``."""
+"""``conveyor run ...``, ``conveyor secret ...``, ``conveyor image base`` and ``conveyor runner ...``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.table import Table
 
 from conveyor.cli import client
-from conveyor.cli.client import fail, request, say
+from conveyor.cli.client import console, fail, request, say
 
 run_app = typer.Typer(help="Pipeline runs: list, show, follow logs, cancel, retry, start.", no_args_is_help=True)
 secret_app = typer.Typer(help="Secrets handed to a repository's pipelines (masked in logs).", no_args_is_help=True)
@@ -103,24 +104,33 @@ def validate(directory: Path = typer.Argument(Path("."), help="A checkout with .
         pipelines, app = load_workspace(directory)
     except SpecError as exc:
         fail(str(exc))
-    for name, steps in pipelines.items():
-        say(f"{name}: {len(steps)} step(s): {', '.join(s.name for s in steps)}")
+    for name, spec in pipelines.items():
+        how = "as a DAG of needs" if spec.parallel else "in order"
+        say(f"{name}: {len(spec.steps)} step(s) {how}: {', '.join(s.name for s in spec.steps)}")
     if app:
         say(f"app {app.name} {app.version} image {app.image}")
 
 
 @secret_app.command("set")
-def secret_set(repo: str, name: str) -> None:
+def secret_set(
+    repo: str = typer.Argument(..., help="Repository"),
+    name: str = typer.Argument(..., help="Secret name (letters, digits, _)"),
+    pull_requests: bool = typer.Option(False, "--pull-requests",
+                                       help="Also hand it to pull-request pipelines (default: CI of protected "
+                                            "branches only)"),
+) -> None:
     """Set a secret; the value is read from standard input."""
     value = sys.stdin.read().rstrip("\n")
-    request("PUT", f"/api/v1/repos/{repo}/secrets/{name}", json_body={"value": value})
-    say(f"secret {name} set for {repo}")
+    request("PUT", f"/api/v1/repos/{repo}/secrets/{name}",
+            json_body={"value": value, "scope": "all" if pull_requests else "protected"})
+    say(f"secret {name} set for {repo} ({'every pipeline' if pull_requests else 'CI of protected branches only'})")
 
 
 @secret_app.command("list")
-def secret_list(repo: str) -> None:
-    for name in request("GET", f"/api/v1/repos/{repo}/secrets"):
-        say(name)
+def secret_list(repo: str = typer.Argument(..., help="Repository")) -> None:
+    """The repository's secrets and who gets each (values are never shown)."""
+    for s in request("GET", f"/api/v1/repos/{repo}/secrets"):
+        say(f"{s['name']}\t{'CI of protected branches' if s['scope'] == 'protected' else 'every pipeline'}")
 
 
 @secret_app.command("delete")
@@ -154,38 +164,66 @@ def base_image(
     say(f"{tag}@{digest}")
 
 
-def worker(
-    data_dir: Path = typer.Option(None, "--data-dir", help="Local state (token, workspaces)"),
-    database_url: str = typer.Option(None, "--database-url", help="The server's database (or CONVEYOR_DATABASE_URL)"),
-    server: str = typer.Option(None, "--server-url", help="The server's URL, for git, registry and links"),
-    concurrency: int = typer.Option(2, "--concurrency", "-c"),
-    log_level: str = typer.Option("info", "--log-level"),
+runner_app = typer.Typer(help="Pipeline runners: register them, or run one (`conveyor runner --server URL --token T`).",
+                         invoke_without_command=True)
+
+
+@runner_app.callback()
+def runner_main(
+    ctx: typer.Context,
+    server: str = typer.Option(None, "--server", help="The Conveyor server's URL (or CONVEYOR_SERVER)"),
+    token: str = typer.Option(None, "--token", help="This runner's token, from `runner register` (or CONVEYOR_TOKEN)"),
+    executor: str = typer.Option("podman", "--executor", help="podman (containers on this machine) | kubernetes"),
+    concurrency: int = typer.Option(2, "--concurrency", "-c", help="Runs executed at once"),
+    work_dir: Path = typer.Option(Path("~/.local/state/conveyor-runner"), "--work-dir",
+                                  help="Workspaces and the container storage of this runner"),
+    default_image: str = typer.Option("cache/debian-python:12", "--default-image",
+                                      help="Image of `run:` steps that name none"),
+    log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error"),
 ) -> None:
-    """Execute pipeline runs from the shared queue (alongside or instead of `conveyor up`'s workers)."""
+    """Without a subcommand: run a runner. It claims runs over the HTTP API only (no database, no data dir)."""
+    if server or token:
+        client.configure(server, token, None)
+    if ctx.invoked_subcommand is not None:
+        return
     import logging
-    import signal
-    import threading
 
-    from conveyor.core import Database, Settings
-    from conveyor.pipelines import lifecycle
-    from conveyor.server import register_components
+    from conveyor.pipelines.runner.main import Runner
 
-    settings = Settings.from_env(data_dir=data_dir or client._target.data_dir, database_url=database_url,
-                                 public_url=server or client.server_url())
+    url, tok = client.server_url(), client.token()
+    if not tok:
+        fail("no runner token: pass --token (from `conveyor runner register NAME`) or set CONVEYOR_TOKEN")
+    if executor != "podman":
+        fail(f"unknown executor '{executor}'; this runner has: podman")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db_url)
-    # Events this process records fan out to every component's consumers, so all must be known.
-    register_components(settings)
-    lifecycle.recover(db, settings)
-    pool = lifecycle.pool(db, settings, concurrency)
-    if pool is None:
-        fail("--concurrency must be at least 1")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    pool.start()
-    say(f"worker {pool.owner} serving {settings.db_url.split('@')[-1]} with concurrency {concurrency}")
-    stop.wait()
-    pool.stop()
-    db.dispose()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    root = work_dir.expanduser()
+    Runner(url, tok, concurrency, root / "workspaces", str(root / "containers"), default_image).run_forever()
+
+
+@runner_app.command("register")
+def runner_register(
+    name: str = typer.Argument(..., help="Runner name (lowercase letters, digits, '-')"),
+    labels: str = typer.Option("", "--labels", help="Comma-separated labels; runs with `runs-on:` need them all"),
+    repos: str = typer.Option("", "--repos", help="Comma-separated repositories it may serve (default: all)"),
+) -> None:
+    """Register a runner (admin) and print its token (shown once)."""
+    body = {"name": name, "labels": [x for x in labels.split(",") if x], "repos": [x for x in repos.split(",") if x]}
+    say(request("POST", "/api/v1/runners", json_body=body)["token"])
+
+
+@runner_app.command("list")
+def runner_list() -> None:
+    """Registered runners with their labels, repositories and when they were last seen."""
+    table = Table("name", "labels", "repos", "last seen", "revoked")
+    for r in request("GET", "/api/v1/runners"):
+        table.add_row(r["name"], ",".join(r["labels"]), ",".join(r["repos"]) or "all", r["last_seen_at"] or "-",
+                      "yes" if r["revoked"] else "")
+    console.print(table)
+
+
+@runner_app.command("revoke")
+def runner_revoke(name: str = typer.Argument(..., help="Runner name")) -> None:
+    """Revoke a runner: its token stops working at once and its runs go back to the queue."""
+    request("DELETE", f"/api/v1/runners/{name}")
+    say(f"revoked runner {name}")

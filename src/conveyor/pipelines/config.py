@@ -16,22 +16,26 @@ def _int(name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    concurrency: int  # runs executed at once by one process; 0 disables the workers of `conveyor up`
+    concurrency: int  # runs the server's own runner executes at once; 0: none (remote runners only)
     lease_seconds: int  # a worker that stops renewing for this long is considered dead
     max_log_bytes: int  # per step; a step that writes more is stopped and fails
     max_attempts: int  # attempts of a run interrupted by a crash before it is failed
     artifact_retention_days: int
     poll_interval: float
+    max_artifact_bytes: int
+    default_image: str  # for `run:` steps that name no image
 
     @classmethod
     def from_env(cls) -> EngineConfig:
         return cls(
             concurrency=_int("CONVEYOR_PIPELINE_WORKERS", 2),
-            lease_seconds=_int("CONVEYOR_PIPELINE_LEASE_SECONDS", 30),
+            lease_seconds=_int("CONVEYOR_PIPELINE_LEASE_SECONDS", 20),
             max_log_bytes=_int("CONVEYOR_PIPELINE_MAX_LOG_MB", 10) * 1024 * 1024,
             max_attempts=_int("CONVEYOR_PIPELINE_MAX_ATTEMPTS", 2),
             artifact_retention_days=_int("CONVEYOR_ARTIFACT_RETENTION_DAYS", 90),
             poll_interval=float(os.environ.get("CONVEYOR_PIPELINE_POLL_SECONDS", "0.5")),
+            max_artifact_bytes=_int("CONVEYOR_PIPELINE_MAX_ARTIFACT_MB", 512) * 1024 * 1024,
+            default_image=os.environ.get("CONVEYOR_PIPELINE_DEFAULT_IMAGE", "cache/debian-python:12"),
         )
 
 

@@ -1,74 +1,18 @@
-"""Run logs: buffered by the executing worker, stored in the database in numbered chunks.
+"""Run logs: stored in the database in numbered chunks, read back by the API and the dashboard.
 
-Storing chunks in the database (not on the worker's disk) lets any server process stream any
-run's log, whichever machine executes it. Only the worker that holds a run's lease writes its
-chunks, so the run-wide sequence number it allocates is gap-free and ordered.
+Storing chunks in the database (not on the runner's disk) lets any server process stream any
+run's log, whichever machine executes it. Only the runner holding a run's lease sends its chunks
+(``runs.append_logs`` numbers them), so the run-wide sequence is gap-free and ordered.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import Database
-from conveyor.pipelines.models import LogChunk, Run
-
-FLUSH_BYTES = 32 * 1024
-FLUSH_SECONDS = 0.3
-
-
-class LogWriter:
-    def __init__(self, db: Database, run_id: int) -> None:
-        self.db, self.run_id = db, run_id
-        self._lock = threading.Lock()
-        self._parts: list[tuple[int, str]] = []  # (step index, text)
-        self._size = 0
-        self._step = 0
-        self._last_flush = time.monotonic()
-
-    def set_step(self, index: int) -> None:
-        with self._lock:
-            self._step = index
-
-    def write(self, text: str) -> None:
-        with self._lock:
-            self._parts.append((self._step, text))
-            self._size += len(text)
-            big = self._size >= FLUSH_BYTES
-        if big:
-            self.flush()
-
-    def line(self, text: str) -> None:
-        self.write(text.rstrip("\n") + "\n")
-
-    def maybe_flush(self) -> None:
-        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        """Store what was written, one chunk per step, in one transaction."""
-        with self._lock:
-            parts, self._parts, self._size = self._parts, [], 0
-            self._last_flush = time.monotonic()
-        chunks: list[tuple[int, str]] = []
-        for step, text in parts:
-            if chunks and chunks[-1][0] == step:
-                chunks[-1] = (step, chunks[-1][1] + text)
-            else:
-                chunks.append((step, text))
-        if not chunks:
-            return
-        with self.db.session() as s:
-            last = s.execute(
-                update(Run).where(Run.id == self.run_id).values(log_seq=Run.log_seq + len(chunks))
-                .returning(Run.log_seq)
-            ).scalar_one()
-            for i, (step, text) in enumerate(chunks):
-                s.add(LogChunk(run_id=self.run_id, seq=last - len(chunks) + 1 + i, step_index=step, text=text))
+from conveyor.pipelines.models import LogChunk
 
 
 @dataclass(frozen=True)

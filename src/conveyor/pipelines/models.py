@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import false as sa_false
 
 from conveyor.core.db import Base, UTCDateTime, utcnow
 
 ACTIVE = ("queued", "running")
 FINISHED = ("success", "failure", "error", "cancelled")
+
+
+class SecretScope(StrEnum):
+    """Which runs get a secret. By default only CI runs of protected branches (reviewed code)."""
+
+    PROTECTED = "protected"
+    ALL = "all"  # pull-request pipelines too: explicitly marked, as GitHub's/Azure's environment secrets
 
 
 class Run(Base):
@@ -57,6 +66,14 @@ class Run(Base):
     outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Every log chunk has a run-wide sequence number, allocated by the single executing worker.
     log_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # A CI run of a commit on the protected default branch: the only kind whose image may be pushed
+    # and whose release delivery deploys. Manual runs of other refs are not.
+    deployable: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
+    # runs-on: the labels a runner must have to claim it; and which runner claimed it.
+    labels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    runner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The commits a batched CI run includes (oldest first); just `sha` for per-commit runs.
+    commits: Mapped[list[str]] = mapped_column(JSON, default=list)
 
     steps: Mapped[list[Step]] = relationship(
         back_populates="run", cascade="all, delete-orphan", order_by="Step.index"
@@ -79,6 +96,8 @@ class Step(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # The step's process group on its worker's host, so a restart can end what a crash left running.
     pgid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Names of the steps this one waits for (`needs:`); steps without run in file order.
+    needs: Mapped[list[str]] = mapped_column(JSON, default=list)
 
     run: Mapped[Run] = relationship(back_populates="steps")
 
@@ -123,5 +142,36 @@ class Secret(Base):
     repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(100))
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    scope: Mapped[str] = mapped_column(String(16), default=SecretScope.PROTECTED.value,
+                                       server_default=SecretScope.PROTECTED.value)
     updated_by: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Runner(Base):
+    """A registered runner: an identity (``runner-<name>``) that claims runs over the HTTP API."""
+
+    __tablename__ = "pipeline_runners"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+    labels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    repos: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: every repository
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked: Mapped[bool] = mapped_column(default=False)
+
+
+class CadenceState(Base):
+    """CI at a cadence, per repository: merges collected since the last batched run, and the clock."""
+
+    __tablename__ = "pipeline_cadence"
+
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True)
+    pending_tip: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    pending_ref: Mapped[str] = mapped_column(String(255), default="")
+    pending_actor: Mapped[str] = mapped_column(String(64), default="")
+    last_built: Mapped[str | None] = mapped_column(String(40), nullable=True)  # tip of the last batched run
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # schedule clock

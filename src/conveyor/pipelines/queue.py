@@ -1,50 +1,54 @@
 """The run queue in the database: enqueue, claim with a lease, renew, and recover lapsed leases.
 
-Claiming uses ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so workers in several processes
-or on several machines take different runs without waiting on each other; SQLite serialises
-writers (BEGIN IMMEDIATE), which gives the same exclusivity on one machine. A claimed run carries
-``lease_owner`` and ``lease_expires_at``; the owner renews the lease while it works, and a run
-whose lease lapsed is re-queued or failed by whoever notices first.
+Runners claim over the HTTP API (``runner_api.py``); the queue itself is rows of ``pipeline_runs``.
+Claiming uses ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so runners served by several
+servers take different runs without waiting on each other; SQLite serialises writers (BEGIN
+IMMEDIATE), which gives the same exclusivity on one machine. A claimed run carries ``lease_owner``
+(``<runner>/<instance>``) and ``lease_expires_at``; every heartbeat of its runner renews the lease,
+and a run whose lease lapsed is re-queued (or failed after its last attempt) by the server.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from conveyor.core import Conflict, Database, after_commit, record, utcnow
+from conveyor.pipelines.identity import SERVICE_USER, revoke_run_tokens
 from conveyor.pipelines.models import ACTIVE, Run
 
-_wakeup = threading.Event()
+# Runs queued in this process wake every runner waiting in a long-poll claim at once; runs queued
+# by another server (PostgreSQL) are found by the waiters' next poll.
+_queued = threading.Condition()
+_generation = 0
 
 
 def wake() -> None:
-    _wakeup.set()
+    global _generation
+    with _queued:
+        _generation += 1
+        _queued.notify_all()
 
 
-def wait_for_work(timeout: float) -> None:
-    _wakeup.wait(timeout)
-    _wakeup.clear()
+def generation() -> int:
+    return _generation
 
 
-def worker_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def wait_for_work(seen: int, timeout: float) -> bool:
+    """Wait until something was queued after generation ``seen``, or ``timeout`` passed."""
+    with _queued:
+        return _queued.wait_for(lambda: _generation != seen, timeout)
 
 
 def run_payload(run: Run, **extra: object) -> dict[str, object]:
     return {
         "run_id": run.id, "repo": run.repo_name, "number": run.number, "pipeline": run.pipeline, "sha": run.sha,
-        "ref": run.ref, "pr_number": run.pr_number, "state": run.state, "attempt": run.attempt, **extra,
+        "ref": run.ref, "pr_number": run.pr_number, "state": run.state, "attempt": run.attempt,
+        "trigger": run.trigger, "deployable": run.deployable, "commits": list(run.commits or [run.sha]), **extra,
     }
 
 
@@ -61,6 +65,9 @@ def enqueue(
     pr_number: int | None = None,
     trigger_key: str | None = None,
     retry_of: int | None = None,
+    deployable: bool = False,
+    labels: tuple[str, ...] = (),
+    commits: list[str] | None = None,
 ) -> Run | None:
     """Queue a run; returns None when ``trigger_key`` was queued already (redelivered event)."""
     if trigger_key is not None:
@@ -70,64 +77,48 @@ def enqueue(
     number = (session.execute(select(func.max(Run.number)).where(Run.repo_id == repo_id)).scalar_one() or 0) + 1
     run = Run(repo_id=repo_id, repo_name=repo_name, number=number, pipeline=pipeline, sha=sha, ref=ref,
               pr_number=pr_number, trigger=trigger, trigger_key=trigger_key, retry_of=retry_of, created_by=actor,
-              state="queued", queued_at=utcnow(), outputs={})
+              state="queued", queued_at=utcnow(), outputs={}, deployable=deployable, labels=sorted(labels),
+              commits=list(commits or [sha]))
     session.add(run)
     session.flush()
     record(session, actor=actor, action="pipeline.run.queued", target=f"{repo_name}#run-{run.number}",
-           payload=run_payload(run, trigger=trigger))
+           payload=run_payload(run))
     after_commit(session, wake)
     return run
 
 
 @dataclass(frozen=True)
-class Claim:
-    run_id: int
-    attempt: int
+class RunnerView:
+    """What a claiming runner offers: its name and instance, its labels and the repositories it may serve."""
+
+    name: str
+    instance: str
+    labels: frozenset[str]
+    repos: frozenset[str]  # empty: every repository
+
+    @property
+    def owner(self) -> str:
+        return f"{self.name}/{self.instance}"
+
+    def serves(self, run: Run) -> bool:
+        return set(run.labels or ()) <= self.labels and (not self.repos or run.repo_name in self.repos)
 
 
-def claim(db: Database, owner: str, lease: timedelta) -> Claim | None:
-    """Take the oldest queued run, if any, and lease it to ``owner``."""
+def claim(db: Database, runner: RunnerView, lease: timedelta) -> int | None:
+    """Take the oldest queued run this runner serves, if any, and lease it; returns its id."""
     with db.session() as s:
-        q = select(Run).where(Run.state == "queued").order_by(Run.queued_at, Run.id).limit(1)
+        q = select(Run).where(Run.state == "queued").order_by(Run.queued_at, Run.id).limit(50)
         if db.is_postgres:
             q = q.with_for_update(skip_locked=True)
-        run = s.execute(q).scalar_one_or_none()
+        run = next((r for r in s.execute(q).scalars() if runner.serves(r)), None)
         if run is None:
             return None
         now = utcnow()
-        run.state = "running"
-        run.attempt += 1
-        run.lease_owner = owner
-        run.lease_expires_at = now + lease
-        run.started_at = now
-        record(s, actor="conveyor-pipelines", action="pipeline.run.started",
-               target=f"{run.repo_name}#run-{run.number}", payload=run_payload(run, worker=owner))
-        return Claim(run.id, run.attempt)
-
-
-def renew(db: Database, owner: str, run_ids: list[int], lease: timedelta) -> set[int]:
-    """Extend the leases this owner holds; returns the runs whose cancellation was requested.
-
-    A run whose lease was taken over (it lapsed and was recovered elsewhere) is not renewed and is
-    reported as cancelled, so the worker stops executing it.
-    """
-    if not run_ids:
-        return set()
-    with db.session() as s:
-        s.execute(
-            update(Run)
-            .where(Run.id.in_(run_ids), Run.lease_owner == owner, Run.state == "running")
-            .values(lease_expires_at=utcnow() + lease)
-        )
-        rows = s.execute(select(Run.id, Run.cancel_requested, Run.lease_owner, Run.state)
-                         .where(Run.id.in_(run_ids))).all()
-    return {rid for rid, cancel, lease_owner, state in rows if cancel or lease_owner != owner or state != "running"}
-
-
-def cancelled(db: Database, run_ids: list[int]) -> set[int]:
-    """The runs among ``run_ids`` whose cancellation was requested."""
-    with db.session() as s:
-        return set(s.execute(select(Run.id).where(Run.id.in_(run_ids), Run.cancel_requested.is_(True))).scalars())
+        run.state, run.attempt, run.runner = "running", run.attempt + 1, runner.name
+        run.lease_owner, run.lease_expires_at, run.started_at = runner.owner, now + lease, now
+        record(s, actor=SERVICE_USER, action="pipeline.run.started", target=f"{run.repo_name}#run-{run.number}",
+               payload=run_payload(run, runner=runner.owner))
+        return run.id
 
 
 def request_cancel(session: Session, run: Run, actor: str) -> None:
@@ -145,7 +136,9 @@ def request_cancel(session: Session, run: Run, actor: str) -> None:
                target=f"{run.repo_name}#run-{run.number}", payload=run_payload(run))
 
 
-def _interrupt(session: Session, run: Run, max_attempts: int, why: str) -> None:
+def interrupt(session: Session, run: Run, max_attempts: int, why: str) -> None:
+    """The run's runner stopped (shut down, crashed, lost its lease): re-queue it, or fail it visibly."""
+    revoke_run_tokens(session, run.id)
     for step in run.steps:
         if step.state == "running":
             step.state, step.finished_at, step.message = "failure", utcnow(), why
@@ -172,19 +165,11 @@ def _interrupt(session: Session, run: Run, max_attempts: int, why: str) -> None:
            payload=run_payload(run, failed_step=run.failed_step, message=run.message))
 
 
-def _kill_leftovers(run: Run) -> None:
-    """End the process group of a step whose worker on this host died (its steps run in their own
-    session, so they outlive it)."""
-    for step in run.steps:
-        if step.state == "running" and step.pgid:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(step.pgid, signal.SIGKILL)
-
-
-def recover(db: Database, max_attempts: int, is_dead: Callable[[str], bool] | None = None) -> int:
-    """Re-queue or fail runs whose worker is gone: lease lapsed, or (``is_dead``) known dead now.
-
-    Returns how many runs were recovered.
+def recover(db: Database, max_attempts: int, dead_owner: str | None = None, quiet_for: timedelta | None = None) -> int:
+    """Re-queue or fail runs whose runner is gone: the lease lapsed or, for ``dead_owner`` (a runner
+    starting again as ``<name>/<new instance>``), every run an earlier instance of that runner holds
+    whose lease ends sooner than ``quiet_for`` from now — its instance stopped renewing it (a live one
+    renews it every heartbeat, about once a second). Returns how many runs were recovered.
     """
     n = 0
     with db.session() as s:
@@ -194,29 +179,10 @@ def recover(db: Database, max_attempts: int, is_dead: Callable[[str], bool] | No
         now = utcnow()
         for run in s.execute(q).scalars().all():
             lapsed = run.lease_expires_at is None or run.lease_expires_at < now
-            dead = is_dead is not None and run.lease_owner is not None and is_dead(run.lease_owner)
-            if dead:
-                _kill_leftovers(run)
-            if lapsed or dead:
-                why = "was interrupted: its worker stopped (server crash or restart)"
-                _interrupt(s, run, max_attempts, why)
+            restarted = (dead_owner is not None and run.runner == dead_owner.partition("/")[0]
+                         and run.lease_owner != dead_owner and quiet_for is not None
+                         and run.lease_expires_at is not None and run.lease_expires_at < now + quiet_for)
+            if lapsed or restarted:
+                interrupt(s, run, max_attempts, "was interrupted: its runner stopped (crash or restart)")
                 n += 1
     return n
-
-
-def dead_on_this_host(owner: str) -> bool:
-    """True for a lease owner that was a process on this machine and no longer runs."""
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    # After pid reuse a live process with that pid may be another program: ours is gone then.
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    return not cmdline.exists() or b"conveyor" not in cmdline.read_bytes()

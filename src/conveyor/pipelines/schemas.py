@@ -17,6 +17,7 @@ class StepOut(BaseModel):
     message: str
     started_at: datetime | None
     finished_at: datetime | None
+    needs: list[str] = []
 
 
 class ArtifactOut(BaseModel):
@@ -51,6 +52,10 @@ class RunOut(BaseModel):
     created_by: str
     outputs: dict[str, Any]
     url: str
+    deployable: bool = False  # a CI run of the protected default branch: the only kind delivery deploys
+    runner: str | None = None
+    labels: list[str] = []
+    commits: list[str] = []
 
 
 class RunDetailOut(RunOut):
@@ -80,3 +85,10 @@ class LogOut(BaseModel):
 
 class SecretIn(BaseModel):
     value: str = Field(min_length=1, max_length=65536)
+    # protected (default): CI runs of protected branches only; all: pull-request pipelines too
+    scope: Literal["protected", "all"] = "protected"
+
+
+class SecretOut(BaseModel):
+    name: str
+    scope: str

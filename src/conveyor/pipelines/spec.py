@@ -6,7 +6,8 @@ Errors name the file, line and column (1-based) of the offending node, e.g.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,38 @@ class StepSpec:
     env: dict[str, str] = field(default_factory=dict)
     timeout: int = DEFAULT_TIMEOUT
     working_directory: str = "."
+    needs: tuple[str, ...] = ()
+    host: bool = False  # run on the runner's host: only where an administrator allows it (never for pr)
+    resources: dict[str, dict[str, str]] = field(default_factory=dict)  # requests/limits: cpu, memory
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "needs": list(self.needs)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StepSpec:
+        return cls(**{**data, "needs": tuple(data.get("needs") or ())})
+
+
+class Trigger(StrEnum):
+    EACH_COMMIT = "each-commit"
+    BATCH = "batch"  # merges are collected; one run builds the tip (batch window and/or schedule)
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """One pipeline: its steps and where and when it runs."""
+
+    steps: list[StepSpec]
+    runs_on: tuple[str, ...] = ()
+    trigger: Trigger = Trigger.EACH_COMMIT
+    batch_window: int | None = None  # seconds after the first collected merge
+    schedule: str | None = None  # cron (5 fields)
+    timezone: str = "UTC"
+
+    @property
+    def parallel(self) -> bool:
+        """Steps form a DAG when any declares ``needs``; otherwise they run one after another."""
+        return any(s.needs for s in self.steps)
 
 
 @dataclass(frozen=True)
@@ -102,35 +135,116 @@ class AppSpec:
 def _step(item: dict[str, Any]) -> StepSpec:
     env = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (item.get("env") or {}).items()}
     timeout = parse_duration(item["timeout"]) if "timeout" in item else DEFAULT_TIMEOUT
+    needs = tuple(item.get("needs") or ())
+    resources = {k: {r: str(v) for r, v in (item.get("resources") or {}).get(k, {}).items()}
+                 for k in ("requests", "limits") if k in (item.get("resources") or {})}
     if "run" in item:
         script: str = item["run"]
         first = script.strip().splitlines()[0] if script.strip() else "run"
         return StepSpec(name=item.get("name") or first[:80], kind="run", script=script, image=item.get("image"),
-                        env=env, timeout=timeout, working_directory=item.get("working_directory", "."))
+                        env=env, timeout=timeout, working_directory=item.get("working_directory", "."),
+                        needs=needs, host=bool(item.get("host", False)), resources=resources)
     return StepSpec(name=item.get("name") or item["uses"], kind="uses", task=item["uses"],
-                    params=dict(item.get("with") or {}), env=env, timeout=timeout)
+                    params=dict(item.get("with") or {}), env=env, timeout=timeout, needs=needs, resources=resources)
 
 
-def parse_pipeline(text: str, file: str = PIPELINE_FILE) -> dict[str, list[StepSpec]]:
+def _check_needs(steps: list[StepSpec], items: list[tuple[tuple[str | int, ...], dict[str, Any]]], marks: Marks,
+                 file: str) -> None:
+    """Unique names when steps name each other, known names, no cycles: file:line:col on the offender."""
+    if not any(s.needs for s in steps):
+        return
+    seen: dict[str, int] = {}
+    for i, s in enumerate(steps):
+        if s.name in seen:
+            line, col = where(marks, (*items[i][0], "name"))
+            raise SpecError(file, line, col, f"two steps are named '{s.name}'; steps that `needs` refers to "
+                                             "must have unique names")
+        seen[s.name] = i
+    for i, s in enumerate(steps):
+        for n in s.needs:
+            if n not in seen:
+                line, col = where(marks, (*items[i][0], "needs"))
+                raise SpecError(file, line, col, f"'{s.name}' needs '{n}', which is not a step of this pipeline")
+    state: dict[str, int] = {}
+
+    def visit(name: str, i: int) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            line, col = where(marks, (*items[i][0], "needs"))
+            raise SpecError(file, line, col, f"the needs of '{name}' form a cycle")
+        state[name] = 1
+        for n in steps[seen[name]].needs:
+            visit(n, seen[name])
+        state[name] = 2
+
+    for i, s in enumerate(steps):
+        visit(s.name, i)
+
+
+def _items(data: dict[str, Any], pipeline: str) -> tuple[tuple[str | int, ...], list[Any]]:
+    """The path of a pipeline's step list and the list (a pipeline is a list, or a mapping with steps)."""
+    value = data.get(pipeline)
+    if isinstance(value, dict):
+        return (pipeline, "steps"), list(value.get("steps") or [])
+    return (pipeline,), list(value or [])
+
+
+def _options(data: dict[str, Any], pipeline: str, marks: Marks, file: str) -> dict[str, Any]:
+    value = data.get(pipeline)
+    if not isinstance(value, dict):
+        return {}
+    opts: dict[str, Any] = {"runs_on": tuple(value.get("runs-on") or ())}
+    if "trigger" in value:
+        opts["trigger"] = Trigger(value["trigger"])
+    batch = value.get("batch") or {}
+    if "window" in batch:
+        opts["batch_window"] = parse_duration(batch["window"])
+    schedule = value.get("schedule") or {}
+    if schedule:
+        from conveyor.pipelines.cadence import check_cron
+
+        problem = check_cron(str(schedule["cron"]), str(schedule.get("timezone", "UTC")))
+        if problem:
+            line, col = where(marks, (pipeline, "schedule"))
+            raise SpecError(file, line, col, problem)
+        opts["schedule"] = str(schedule["cron"])
+        opts["timezone"] = str(schedule.get("timezone", "UTC"))
+    if opts.get("trigger") == Trigger.BATCH and "batch_window" not in opts and "schedule" not in opts:
+        line, col = where(marks, (pipeline, "trigger"))
+        raise SpecError(file, line, col, "trigger: batch needs batch: {window: ...} or a schedule")
+    if pipeline == "pr" and (opts.get("trigger") == Trigger.BATCH or "schedule" in opts):
+        line, col = where(marks, (pipeline,))
+        raise SpecError(file, line, col, "only the ci pipeline can run at a cadence")
+    return opts
+
+
+def parse_pipeline(text: str, file: str = PIPELINE_FILE) -> dict[str, PipelineSpec]:
     """Both pipelines, validated, with ``include: pr`` expanded."""
     data, marks = load_with_marks(text, file)
     _validate(data, marks, "pipeline", file)
-    out: dict[str, list[StepSpec]] = {}
+    out: dict[str, PipelineSpec] = {}
     for pipeline in PIPELINES:
+        base, raw = _items(data, pipeline)
         steps: list[StepSpec] = []
-        for i, item in enumerate(data.get(pipeline) or []):
+        located: list[tuple[tuple[str | int, ...], dict[str, Any]]] = []
+        for i, item in enumerate(raw):
             if "include" in item:
                 if pipeline != "ci":
-                    line, col = where(marks, (pipeline, i, "include"))
+                    line, col = where(marks, (*base, i, "include"))
                     raise SpecError(file, line, col, "only the ci pipeline can include pr")
                 if "pr" not in data:
-                    line, col = where(marks, (pipeline, i, "include"))
+                    line, col = where(marks, (*base, i, "include"))
                     raise SpecError(file, line, col, "include: pr, but there is no pr pipeline")
-                steps.extend(_step(s) for s in data["pr"])
+                pr_base, pr_raw = _items(data, "pr")
+                steps.extend(_step(s) for s in pr_raw)
+                located.extend(((*pr_base, j), s) for j, s in enumerate(pr_raw))
             else:
                 steps.append(_step(item))
+                located.append(((*base, i), item))
         if steps:
-            out[pipeline] = steps
+            _check_needs(steps, located, marks, file)
+            out[pipeline] = PipelineSpec(steps=steps, **_options(data, pipeline, marks, file))
     return out
 
 
@@ -146,7 +260,7 @@ def parse_app(text: str, file: str = APP_FILE) -> AppSpec:
     )
 
 
-def load_workspace(root: Path) -> tuple[dict[str, list[StepSpec]], AppSpec | None]:
+def load_workspace(root: Path) -> tuple[dict[str, PipelineSpec], AppSpec | None]:
     """Read both files from a checkout; app.yaml is optional for pipelines that use no task."""
     pipeline_path = root / PIPELINE_FILE
     if not pipeline_path.is_file():
@@ -154,6 +268,6 @@ def load_workspace(root: Path) -> tuple[dict[str, list[StepSpec]], AppSpec | Non
     pipelines = parse_pipeline(pipeline_path.read_text(errors="replace"))
     app_path = root / APP_FILE
     app = parse_app(app_path.read_text(errors="replace")) if app_path.is_file() else None
-    if app is None and any(s.kind == "uses" for steps in pipelines.values() for s in steps):
+    if app is None and any(s.kind == "uses" for p in pipelines.values() for s in p.steps):
         raise SpecError(APP_FILE, 1, 1, "built-in tasks need .conveyor/app.yaml (name, version, image)")
     return pipelines, app

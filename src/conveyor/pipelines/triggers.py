@@ -1,4 +1,5 @@
-"""From the forge's events to queued runs: PR opened/updated -> ``pr``; push to the default branch -> ``ci``.
+"""From the forge's events to queued runs: PR opened/updated -> ``pr``; push to the default branch -> ``ci``
+(at once, or collected for a batched run when the pipeline says ``trigger: batch``).
 
 Handlers run inside the outbox transaction and may see an event twice; the run's ``trigger_key``
 (event id + pipeline) makes the second delivery a no-op.
@@ -11,27 +12,29 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import Settings
+from conveyor.core import Settings, utcnow
 from conveyor.core.models import Event
 from conveyor.forge import bare, get_repo
 from conveyor.forge.git import ZERO
 from conveyor.forge.models import Repository
 from conveyor.pipelines import queue
-from conveyor.pipelines.models import ACTIVE, Run
-from conveyor.pipelines.spec import PIPELINE_FILE, SpecError, parse_pipeline
+from conveyor.pipelines.models import ACTIVE, CadenceState, Run
+from conveyor.pipelines.runs import is_deployable
+from conveyor.pipelines.spec import PIPELINE_FILE, PipelineSpec, SpecError, Trigger, parse_pipeline
 
 log = logging.getLogger(__name__)
 
 TOPICS = ("push", "pull_request.opened", "pull_request.synchronize", "pull_request.reopened")
 
 
-def wants(settings: Settings, repo: Repository, sha: str, pipeline: str) -> bool:
-    """Whether the commit defines ``pipeline``. An invalid file counts: its run fails visibly."""
+def pipeline_at(settings: Settings, repo: Repository, sha: str, pipeline: str) -> PipelineSpec | None | bool:
+    """The commit's ``pipeline``: its spec, None when it has none, True when the file is invalid
+    (the run is queued anyway and fails visibly at its setup step)."""
     p = bare(settings, repo).run("show", f"{sha}:{PIPELINE_FILE}", check=False)
     if p.returncode != 0:
-        return False
+        return None
     try:
-        return pipeline in parse_pipeline(p.stdout)
+        return parse_pipeline(p.stdout).get(pipeline)
     except SpecError:
         return True
 
@@ -47,34 +50,57 @@ def supersede(session: Session, repo_id: int, pr_number: int, keep_sha: str, act
         run.message = f"superseded by {keep_sha[:12]}"
 
 
+def collect(session: Session, repo: Repository, sha: str, ref: str, actor: str) -> None:
+    """A merge to a batched CI pipeline's branch waits for its batch (see ``cadence_runs``)."""
+    state = session.get(CadenceState, repo.id)
+    if state is None:
+        state = CadenceState(repo_id=repo.id)
+        session.add(state)
+    if state.pending_tip is None:
+        # The batch's clocks start now: its window, and the schedule (a time that passed before this
+        # merge, with nothing collected, does not start it at once).
+        state.pending_since = state.checked_at = utcnow()
+    state.pending_tip, state.pending_ref, state.pending_actor = sha, ref, actor
+
+
+def _on_push(session: Session, settings: Settings, event: Event, repo: Repository) -> None:
+    p = event.payload
+    after = str(p.get("after") or ZERO)
+    if p.get("deleted") or not p.get("default_branch") or after == ZERO:
+        return
+    spec = pipeline_at(settings, repo, after, "ci")
+    if spec is None:
+        return
+    if isinstance(spec, PipelineSpec) and spec.trigger == Trigger.BATCH:
+        collect(session, repo, after, str(p.get("ref", "")), event.actor)
+        return
+    labels = spec.runs_on if isinstance(spec, PipelineSpec) else ()
+    queue.enqueue(session, repo_id=repo.id, repo_name=repo.name, pipeline="ci", sha=after, ref=str(p.get("ref", "")),
+                  trigger="push", actor=event.actor, trigger_key=f"event:{event.id}:ci", labels=labels,
+                  deployable=is_deployable(session, settings, repo.name, "ci", after))
+
+
 def make_handler(settings: Settings):  # type: ignore[no-untyped-def]
     def handle(session: Session, event: Event) -> None:
         p = event.payload
-        repo_name = str(p.get("repo", ""))
         try:
-            repo = get_repo(session, repo_name)
+            repo = get_repo(session, str(p.get("repo", "")))
         except Exception:
             return  # deleted since
-        key_prefix = f"event:{event.id}"
         if event.topic == "push":
-            after = str(p.get("after") or ZERO)
-            if p.get("deleted") or not p.get("default_branch") or after == ZERO:
-                return
-            if not wants(settings, repo, after, "ci"):
-                return
-            queue.enqueue(session, repo_id=repo.id, repo_name=repo.name, pipeline="ci", sha=after,
-                          ref=str(p.get("ref", "")), trigger="push", actor=event.actor,
-                          trigger_key=f"{key_prefix}:ci")
+            _on_push(session, settings, event, repo)
             return
         head = str(p.get("head_sha") or "")
         number = p.get("number")
         if not head or not isinstance(number, int):
             return
         supersede(session, repo.id, number, head, "conveyor-pipelines")
-        if not wants(settings, repo, head, "pr"):
+        spec = pipeline_at(settings, repo, head, "pr")
+        if spec is None:
             return
         queue.enqueue(session, repo_id=repo.id, repo_name=repo.name, pipeline="pr", sha=head,
                       ref=f"refs/heads/{p.get('source_branch', '')}", trigger=event.topic, actor=event.actor,
-                      pr_number=number, trigger_key=f"{key_prefix}:pr")
+                      pr_number=number, trigger_key=f"event:{event.id}:pr",
+                      labels=spec.runs_on if isinstance(spec, PipelineSpec) else ())
 
     return handle

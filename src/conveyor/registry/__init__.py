@@ -50,6 +50,21 @@ def blob_exists(session: Session, repository: str, digest: str) -> bool:
     return _blobs.blob_size(session, repository, digest) is not None
 
 
+def bind_app(session: Session, repository: str, source_repo: str) -> str | None:
+    """Bind ``apps/<app>`` to the source repository whose CI pushes it (on first use). Returns the
+    repository it is bound to when that is another one (the push must then be refused), else None."""
+    from conveyor.registry.models import AppBinding
+
+    row = session.get(AppBinding, repository)
+    if row is None:
+        session.add(AppBinding(repository=repository, source_repo=source_repo))
+        session.flush()
+        record(session, actor="conveyor-pipelines", action="registry.app_bound", target=repository,
+               payload={"repository": repository, "source_repo": source_repo})
+        return None
+    return None if row.source_repo == source_repo else row.source_repo
+
+
 def lock_tag(session: Session, repository: str, tag: str, actor: str) -> str:
     """Lock a (deployed) tag against being overwritten or deleted; returns its digest."""
     t = _policy.set_lock(session, repository, tag, actor, True)
@@ -65,6 +80,7 @@ def unlock_tag(session: Session, repository: str, tag: str, actor: str) -> None:
 
 
 __all__ = [
+    "bind_app",
     "blob_exists",
     "list_tags",
     "lock_tag",

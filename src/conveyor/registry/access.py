@@ -2,15 +2,25 @@
 
 Credentials: a registry bearer token (from ``/v2/token``), an API token as a bearer token, or
 HTTP Basic with a user and an API token or password (``podman login``, ``skopeo --creds``).
-Pull needs read permission, or for anonymous callers a matching anonymous-pull prefix (or the
-server-wide anonymous read setting); push and delete need write permission.
+
+Pull needs read permission (people, services, run and agent tokens), or for anonymous callers a
+matching anonymous-pull prefix (or the server-wide anonymous read setting). Push depends on the
+namespace, which says who owns a repository:
+
+- ``apps/<app>``: that app's CI (a run token whose scope names it: only CI runs of the protected
+  default branch get one, bound to the source repository that first pushed it) and admins;
+- ``cache/...``: admins and cluster administrators (and the pull-through cache itself);
+- ``users/<name>/...``: that user (and admins);
+- anything else: cluster administrators and admins.
+
+Deleting needs cluster-admin or above. Release tags are immutable by default (``policy.py``).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from conveyor.core import ConveyorError, Permission, Principal
+from conveyor.core import ConveyorError, Permission, Principal, Role
 from conveyor.core.http import principal_from_header
 from conveyor.registry import tokens
 from conveyor.registry.errors import RegistryError
@@ -27,11 +37,14 @@ class Action(StrEnum):
     DELETE = "delete"
 
 
-def needs_database(authorization: str | None) -> bool:
+def needs_database(reg: Registry, authorization: str | None) -> bool:
     if not authorization:
         return False
     scheme, _, value = authorization.partition(" ")
-    return not (scheme.lower() == "bearer" and value.strip().startswith(tokens.TOKEN_PREFIX))
+    if scheme.lower() == "bearer" and value.strip().startswith(tokens.TOKEN_PREFIX):
+        p = tokens.verify(reg.key, value.strip())
+        return p is not None and not reg.validity_cached(p)
+    return reg.cached_principal(authorization) is None
 
 
 def authenticate(reg: Registry, authorization: str | None) -> Principal:
@@ -44,6 +57,8 @@ def authenticate(reg: Registry, authorization: str | None) -> Principal:
         p = tokens.verify(reg.key, value)
         if p is None:
             raise RegistryError("UNAUTHORIZED", "invalid or expired registry token")
+        if not reg.still_valid(p):
+            raise RegistryError("UNAUTHORIZED", "the credentials this registry token was issued for were revoked")
         return p
     cached = reg.cached_principal(authorization)
     if cached is not None:
@@ -58,14 +73,44 @@ def authenticate(reg: Registry, authorization: str | None) -> Principal:
     return p
 
 
+def _at_least(principal: Principal, role: Role) -> bool:
+    order = [Role.DEVELOPER, Role.REVIEWER, Role.CLUSTER_ADMIN, Role.ADMIN]
+    return principal.scope is None and principal.role is not None and order.index(principal.role) >= order.index(role)
+
+
+def may_push(principal: Principal, name: str) -> tuple[bool, str]:
+    """(allowed, the rule that decides) for pushing to repository ``name``."""
+    if principal.scope is not None:
+        return principal.scope.may_push_image(name), "registry.push-scope"
+    if principal.role == Role.ADMIN:
+        return True, "registry.admin"
+    first, _, rest = name.partition("/")
+    if first == "apps":
+        return False, "registry.apps-by-ci"
+    if first == "users":
+        owner = rest.partition("/")[0]
+        return principal.name == owner and principal.can(Permission.WRITE), "registry.personal-namespace"
+    return _at_least(principal, Role.CLUSTER_ADMIN), "registry.shared-namespace"
+
+
 def allowed(reg: Registry, principal: Principal, name: str, action: Action) -> bool:
+    return decide(reg, principal, name, action)[0]
+
+
+def decide(reg: Registry, principal: Principal, name: str, action: Action) -> tuple[bool, str]:
     if action == Action.PULL:
+        if principal.scope is not None:
+            return True, "registry.pull"
         if not principal.anonymous:
-            return principal.can(Permission.READ)
+            return principal.can(Permission.READ), "role.read"
         if reg.settings.anonymous_read:
-            return True
-        return any(prefix_matches(p, name) for p in reg.anonymous_prefixes())
-    return not principal.anonymous and principal.can(Permission.WRITE)
+            return True, "registry.anonymous-read"
+        return any(prefix_matches(p, name) for p in reg.anonymous_prefixes()), "registry.anonymous-prefix"
+    if principal.anonymous:
+        return False, "auth.token-required"
+    if action == Action.DELETE:
+        return _at_least(principal, Role.CLUSTER_ADMIN), "registry.delete-role"
+    return may_push(principal, name)
 
 
 def challenge(realm: str, name: str | None = None, actions: str | None = None) -> str:
@@ -75,8 +120,18 @@ def challenge(realm: str, name: str | None = None, actions: str | None = None) -
     return value
 
 
+_WHY = {
+    "registry.apps-by-ci": "apps/<app> is written by that app's CI runs of its protected default branch (and admins)",
+    "registry.personal-namespace": "users/<name>/ is written by that user only",
+    "registry.shared-namespace": "this namespace is written by cluster administrators and admins",
+    "registry.delete-role": "deleting needs the cluster-admin role or above",
+    "registry.push-scope": "this token may push only to the repositories of its scope",
+}
+
+
 def require(reg: Registry, principal: Principal, name: str, action: Action, realm: str) -> None:
-    if allowed(reg, principal, name, action):
+    ok, rule = decide(reg, principal, name, action)
+    if ok:
         return
     if principal.anonymous:
         actions = "pull" if action == Action.PULL else ("delete" if action == Action.DELETE else "pull,push")
@@ -86,8 +141,9 @@ def require(reg: Registry, principal: Principal, name: str, action: Action, real
             detail=[{"Type": "repository", "Name": name, "Action": action.value}],
             headers={"WWW-Authenticate": challenge(realm, name, actions)},
         )
+    why = _WHY.get(rule, "")
     raise RegistryError(
         "DENIED",
-        f"user '{principal.name}' may not {action.value} '{name}'",
-        detail=[{"Type": "repository", "Name": name, "Action": action.value}],
+        f"{principal.label} may not {action.value} '{name}'" + (f": {why}" if why else ""),
+        detail=[{"Type": "repository", "Name": name, "Action": action.value, "rule": rule}],
     )

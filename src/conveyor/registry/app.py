@@ -156,7 +156,7 @@ class RegistryApp:
 
     async def _principal(self, req: Request) -> Principal:
         auth = req.headers.get("authorization")
-        if access.needs_database(auth):
+        if access.needs_database(self.reg, auth):
             return await to_thread.run_sync(access.authenticate, self.reg, auth)
         return access.authenticate(self.reg, auth)
 

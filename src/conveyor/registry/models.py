@@ -159,3 +159,14 @@ class RegistrySetting(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class AppBinding(Base):
+    """``apps/<app>`` belongs to the source repository whose CI first pushed it: another repository's
+    CI declaring the same image is refused, so no repository can ship images as another app."""
+
+    __tablename__ = "registry_app_bindings"
+
+    repository: Mapped[str] = mapped_column(String(255), primary_key=True)
+    source_repo: Mapped[str] = mapped_column(String(100))
+    bound_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -16,6 +16,7 @@ from sqlalchemy import URL, Connection, Engine, create_engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from conveyor.core import Database, Principal, Settings
+from conveyor.core.identities import CACHE_SECONDS, auth_epoch, token_problem, token_row
 from conveyor.registry.models import AnonymousPullPrefix, Upstream
 from conveyor.registry.repos import in_transaction
 from conveyor.registry.storage import BlobStore, registry_root
@@ -25,9 +26,11 @@ from conveyor.registry.uploads import Uploads
 log = logging.getLogger(__name__)
 
 POLICY_TTL = 5.0
-# Successful Basic / API-token authentications are remembered this long, so a client that
-# sends credentials on every request costs neither an argon2 check nor a query each time.
-AUTH_CACHE_TTL = 10.0
+# Successful Basic / API-token authentications are remembered briefly, so a client that sends
+# credentials on every request costs neither an argon2 check nor a query each time. A revocation,
+# disabling or role change in this process empties the cache at once (``auth_epoch``); one made by
+# another server is seen within this many seconds.
+AUTH_CACHE_TTL = CACHE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,8 @@ class Registry:
         self._anon = _TTLCache(POLICY_TTL)
         self._upstreams = _TTLCache(POLICY_TTL)
         self._auth_lock = threading.Lock()
-        self._auth_cache: dict[str, tuple[float, Principal]] = {}
+        self._auth_cache: dict[str, tuple[float, int, Principal]] = {}
+        self._alive: dict[tuple[str, int], tuple[float, int, bool]] = {}
         self._readers: sessionmaker[Session] | None = None
         self.read_engine: Engine = db.engine
         url = db.engine.url
@@ -184,8 +188,8 @@ class Registry:
         key = hashlib.sha256(authorization.encode()).hexdigest()
         with self._auth_lock:
             hit = self._auth_cache.get(key)
-            if hit and time.monotonic() - hit[0] < AUTH_CACHE_TTL:
-                return hit[1]
+            if hit and hit[1] == auth_epoch() and time.monotonic() - hit[0] < AUTH_CACHE_TTL:
+                return hit[2]
         return None
 
     def remember_principal(self, authorization: str, principal: Principal) -> None:
@@ -194,4 +198,36 @@ class Registry:
         with self._auth_lock:
             if len(self._auth_cache) > 1000:
                 self._auth_cache = {k: v for k, v in self._auth_cache.items() if now - v[0] < AUTH_CACHE_TTL}
-            self._auth_cache[key] = (now, principal)
+            self._auth_cache[key] = (now, auth_epoch(), principal)
+
+    def _alive_key(self, principal: Principal) -> tuple[str, int]:
+        return ("token", principal.token_id) if principal.token_id is not None else ("user", principal.user_id or 0)
+
+    def validity_cached(self, principal: Principal) -> bool:
+        now, epoch = time.monotonic(), auth_epoch()
+        with self._auth_lock:
+            hit = self._alive.get(self._alive_key(principal))
+            return bool(hit and hit[1] == epoch and now - hit[0] < AUTH_CACHE_TTL)
+
+    def still_valid(self, principal: Principal) -> bool:
+        """Whether the token (or the user) behind a registry bearer token still works: revocation
+        and disabling reach already issued registry tokens too, within ``AUTH_CACHE_TTL`` at most."""
+        key = self._alive_key(principal)
+        now, epoch = time.monotonic(), auth_epoch()
+        with self._auth_lock:
+            hit = self._alive.get(key)
+            if hit and hit[1] == epoch and now - hit[0] < AUTH_CACHE_TTL:
+                return hit[2]
+        from conveyor.core.models import User
+
+        with self.db.session() as s:
+            if key[0] == "token":
+                alive = token_problem(token_row(s, key[1])) is None
+            else:
+                user = s.get(User, key[1])
+                alive = user is not None and not user.disabled
+        with self._auth_lock:
+            if len(self._alive) > 1000:
+                self._alive.clear()
+            self._alive[key] = (now, epoch, alive)
+        return alive

@@ -1,10 +1,11 @@
 """Registry bearer tokens for the Docker token flow (``WWW-Authenticate: Bearer realm=...``).
 
 A client trades its credentials (user + API token or password) at ``/v2/token`` for a
-short-lived token. The token is an HMAC-signed statement of who the caller is, so checking it
-costs no database round trip; authorisation is still decided per request from the caller's
-role and the repository. Revoking an API token stops new registry tokens at once; ones already
-issued run out within ``TOKEN_TTL``.
+short-lived token. The token is an HMAC-signed statement of who the caller is (user, role, the
+API token it was traded for and that token's narrowing), so checking its signature costs no
+database round trip; authorisation is still decided per request from the caller's role or scope
+and the repository. Revoking the API token (or disabling the user) also ends the registry tokens
+issued for it: ``Registry.still_valid`` checks, cached for two seconds.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 
 from sqlalchemy.orm import Session
 
-from conveyor.core import Principal, Role
+from conveyor.core import Kind, Principal, Role, Scope
 from conveyor.registry.models import RegistrySetting
 
 TOKEN_PREFIX = "cvr_"
@@ -48,6 +49,9 @@ def issue(key: bytes, principal: Principal, ttl: int = TOKEN_TTL, now: float | N
         "sub": principal.name,
         "uid": principal.user_id,
         "role": principal.role.value if principal.role else None,
+        "kind": principal.kind.value,
+        "tid": principal.token_id,
+        "scope": principal.scope.to_json() if principal.scope is not None else None,
         "exp": int((now or time.time()) + ttl),
     }
     body = _b64(json.dumps(claims, separators=(",", ":")).encode())
@@ -68,7 +72,10 @@ def verify(key: bytes, token: str, now: float | None = None) -> Principal | None
         if float(claims["exp"]) < (now or time.time()):
             return None
         role = Role(claims["role"]) if claims.get("role") else None
-        uid = claims.get("uid")
-        return Principal(name=str(claims["sub"]), role=role, user_id=int(uid) if uid is not None else None)
+        uid, tid = claims.get("uid"), claims.get("tid")
+        scope = Scope.from_json(claims["scope"]) if claims.get("scope") else None
+        return Principal(name=str(claims["sub"]), role=role, user_id=int(uid) if uid is not None else None,
+                         kind=Kind(claims.get("kind") or "person"), token_id=int(tid) if tid is not None else None,
+                         scope=scope)
     except (ValueError, KeyError, TypeError):
         return None

@@ -38,9 +38,11 @@ class TaskContext:
     commit: str
     registry: str  # host:port of this Conveyor's registry
     registry_user: str
-    registry_token: str
+    registry_token: str  # the run's own token (never a service token)
     container_name: str
     storage_root: str  # the pipelines' containers-storage (see core.containers)
+    network: str = "none"  # podman/buildah --network of the run (its own namespace, reaching only Conveyor)
+    deployable: bool = False  # a CI run of the protected default branch: the only kind that pushes images
     outputs: dict[str, Any] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)

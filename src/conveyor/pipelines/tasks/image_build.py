@@ -30,6 +30,10 @@ def main(ctx: TaskContext) -> None:
         say("push: ignored outside the ci pipeline (unmerged code is never pushed)")
         push = False
     external = ctx.params.get("registry")
+    if push and not external and not ctx.deployable:
+        say("push: not done: this CI run is not of a commit on the protected default branch, so it produces no "
+            "deployable image (rule run.not-deployable)")
+        push = False
     registry = external or ctx.registry
     repository = f"{registry}/{app.image}"
     tags = [f"{app.version}-{ctx.build_number}", ctx.commit]
@@ -38,8 +42,9 @@ def main(ctx: TaskContext) -> None:
                    # Labels that change with every commit would defeat the layer cache for the last
                    # layer; the commit is recorded by the tag instead.
                    "--label", f"org.opencontainers.image.version={app.version}", root=ctx.storage_root)
-    # Base images come from this Conveyor's registry (plain HTTP on loopback) with the service token.
-    argv += ["--tls-verify=false", "--authfile", str(ctx.result_path.parent / "auth.json")]
+    # Base images come from this Conveyor's registry (plain HTTP on loopback) with the run's token; the
+    # Dockerfile's RUN lines get the run's network, which reaches this Conveyor and nothing else.
+    argv += ["--tls-verify=false", "--authfile", str(ctx.result_path.parent / "auth.json"), "--network", ctx.network]
     for key, value in (ctx.params.get("build_args") or {}).items():
         argv += ["--build-arg", f"{key}={ctx.expand(str(value))}"]
     argv.append(str(context_dir))
