@@ -10,11 +10,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 
-from conveyor.core import Database, record
+from conveyor.core import Database, events, record, subscriptions
 from conveyor.core.db import Base
-from conveyor.core.events import OutboxWorker, register_consumer
-from conveyor.core.models import Event, EventDelivery
+from conveyor.core.events import OutboxWorker
+from conveyor.core.models import AuditEntry, Event, EventDelivery
 from conveyor.core.registry_of_models import import_all_models
+from conveyor.core.subscriptions import Subscription
 from tests.support.postgres import PostgresServer
 
 
@@ -56,8 +57,11 @@ def test_outbox_delivers_once_per_consumer_and_retries_failures(db: Database) ->
             raise RuntimeError("transient")
         seen["b"].append(ev.id)
 
-    register_consumer("test.a", ("thing.",), handler_a)  # type: ignore[arg-type]
-    register_consumer("test.b", ("thing.created",), handler_b)  # type: ignore[arg-type]
+    extra = (Subscription("test.a", ("thing.",), "test"), Subscription("test.b", ("thing.created",), "test"))
+    original = subscriptions.SUBSCRIPTIONS
+    subscriptions.SUBSCRIPTIONS = original + extra
+    events.bind("test.a", handler_a)  # type: ignore[arg-type]
+    events.bind("test.b", handler_b)  # type: ignore[arg-type]
     try:
         with db.session() as s:
             e1 = record(s, actor="t", action="thing.created", target="x", payload={"n": 1}).id
@@ -79,10 +83,9 @@ def test_outbox_delivers_once_per_consumer_and_retries_failures(db: Database) ->
             assert s.execute(select(func.count()).select_from(EventDelivery).where(EventDelivery.done.is_(False))
                              ).scalar_one() == 0
     finally:
-        from conveyor.core import events
-
-        events._consumers.pop("test.a", None)
-        events._consumers.pop("test.b", None)
+        subscriptions.SUBSCRIPTIONS = original
+        events._handlers.pop("test.a", None)
+        events._handlers.pop("test.b", None)
 
 
 def test_rolled_back_changes_publish_nothing(db: Database) -> None:
@@ -91,3 +94,37 @@ def test_rolled_back_changes_publish_nothing(db: Database) -> None:
         raise RuntimeError("abort")
     with db.session() as s:
         assert s.execute(select(Event).where(Event.payload["target"].as_string() == "never")).first() is None
+
+
+def test_a_refusal_ends_a_delivery_at_once_and_visibly_while_other_errors_retry(db: Database) -> None:
+    from conveyor.core.errors import InvalidInput
+
+    given_up: list[tuple[int, str]] = []
+
+    def refuses(session: object, ev: Event) -> None:
+        raise InvalidInput("the pipeline file is not UTF-8", rule="pipeline.encoding")
+
+    original = subscriptions.SUBSCRIPTIONS
+    subscriptions.SUBSCRIPTIONS = original + (Subscription("test.c", ("doomed.",), "test"),)
+    events.bind("test.c", refuses, lambda s, ev, err: given_up.append((ev.id, err)))  # type: ignore[arg-type]
+    try:
+        with db.session() as s:
+            eid = record(s, actor="t", action="doomed.event", target="x").id
+        OutboxWorker(db).drain()
+        with db.session() as s:
+            d = s.execute(select(EventDelivery).where(EventDelivery.consumer == "test.c")).scalar_one()
+            assert d.done and d.failed and d.attempts == 1 and "pipeline.encoding" in (d.last_error or "")
+            audit = s.execute(select(AuditEntry).where(AuditEntry.action == "outbox.gave_up")).scalar_one()
+            assert audit.detail["consumer"] == "test.c"
+        assert given_up == [(eid, "InvalidInput: the pipeline file is not UTF-8 [pipeline.encoding]")]
+    finally:
+        subscriptions.SUBSCRIPTIONS = original
+        events._handlers.pop("test.c", None)
+
+
+def test_every_subscription_has_a_handler_in_the_server() -> None:
+    from conveyor.core import Settings
+    from conveyor.server import register_components
+
+    register_components(Settings())
+    assert {s.consumer for s in subscriptions.SUBSCRIPTIONS} == set(events.bound())

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.forge.helpers import WorkingCopy, new_repo
+from tests.support.images import ensure_shell_image
 from tests.support.server import ServerHandle
 
 FINISHED = ("success", "failure", "error", "cancelled")
@@ -15,6 +16,7 @@ FINISHED = ("success", "failure", "error", "cancelled")
 def repo_with_pipeline(server: ServerHandle, tmp: Path, pipeline: str, extra: dict[str, str] | None = None,
                        app: str | None = None) -> tuple[WorkingCopy, str]:
     """A new repository whose main branch gets ``pipeline`` in one push; returns (copy, pushed sha)."""
+    ensure_shell_image(server)
     wc = new_repo(server, tmp)
     files = {".conveyor/pipeline.yaml": pipeline, **(extra or {})}
     if app is not None:

@@ -1,8 +1,11 @@
-"""The engine and queue against real servers on SQLite and PostgreSQL, with host `run:` steps."""
+"""Runs on real servers (SQLite and PostgreSQL) and their runners: `run:` steps in containers of the
+tests' shell image (tests/support/images.py), the queue, leases, cancellation, timeouts, recovery."""
 
 from __future__ import annotations
 
+import base64
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -12,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conveyor.core import containers
 from tests.conftest import BACKENDS
 from tests.pipelines.helpers import (
     log_text,
@@ -37,13 +41,12 @@ ci:
 """
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
+def run_containers(server: ServerHandle, run_id: int) -> list[str]:
+    """Containers of a run still present in the server's pipeline container storage."""
+    root = str(server.data_dir / "pipelines" / "containers")
+    p = subprocess.run(containers.podman("ps", "-a", "--format", "{{.Names}}", root=root),
+                       capture_output=True, text=True, timeout=60)
+    return [n for n in p.stdout.split() if n.startswith(f"conveyor-run-{run_id}-")]
 
 
 def test_push_to_default_branch_runs_ci_steps_in_order(server: ServerHandle, tmp_path: Path) -> None:
@@ -77,7 +80,8 @@ def test_failed_step_stops_the_run_and_fails_the_status(server: ServerHandle, tm
     run = wait_for_run(server, wc.repo, sha, "ci")
     assert run["state"] == "failure" and run["failed_step"] == "tests"
     assert "exited with code 3" in run["message"] and "AssertionError: 1 != 2" in run["message"]
-    assert [s["state"] for s in run["steps"]] == ["success", "success", "failure", "pending"]
+    assert [s["state"] for s in run["steps"]] == ["success", "success", "failure", "skipped"]
+    assert run["steps"][3]["message"] == "not run: 'tests' failure"
     assert "never-printed" not in log_text(server, run["id"])
     status = wait_for_status(server, wc.repo, sha, "conveyor/ci", "failure")
     assert "tests" in status["description"] and "exited with code 3" in status["description"]
@@ -100,18 +104,17 @@ def test_invalid_pipeline_file_fails_at_once(server: ServerHandle, tmp_path: Pat
     assert where in status["description"]
 
 
-def test_timeout_kills_the_whole_process_group(server: ServerHandle, tmp_path: Path) -> None:
-    marker = tmp_path / f"pids-{uuid.uuid4().hex}"
-    pipeline = (f"ci:\n  - name: hangs\n    timeout: 2s\n    run: |\n      sleep 300 &\n"
-                f"      echo $! > {marker}\n      echo started\n      sleep 301\n  - run: echo after\n")
+def test_timeout_kills_the_whole_step(server: ServerHandle, tmp_path: Path) -> None:
+    pipeline = ("ci:\n  - name: hangs\n    timeout: 2s\n    run: |\n      sleep 300 &\n"
+                "      echo started\n      sleep 301\n  - run: echo after\n")
     wc, sha = repo_with_pipeline(server, tmp_path, pipeline)
     run = wait_for_run(server, wc.repo, sha, "ci")
     assert run["state"] == "failure" and run["failed_step"] == "hangs"
     assert "timed out after 2s" in run["message"]
-    background = int(marker.read_text())
-    assert not pid_alive(background), "the step's background process survived its timeout"
-    assert [s["state"] for s in run["steps"]] == ["success", "failure", "pending"]
-    assert "-- step 2:" not in log_text(server, run["id"])
+    # The step's container went with it, background process and all.
+    assert run_containers(server, run["id"]) == []
+    assert [s["state"] for s in run["steps"]] == ["success", "failure", "skipped"]
+    assert "-- step 2: echo after not run" in log_text(server, run["id"])
 
 
 def test_flooding_output_is_stopped_and_the_queue_keeps_serving(server: ServerHandle, tmp_path: Path) -> None:
@@ -130,34 +133,38 @@ def test_flooding_output_is_stopped_and_the_queue_keeps_serving(server: ServerHa
 def test_secrets_reach_steps_and_are_masked(server: ServerHandle, tmp_path: Path) -> None:
     value = f"s3cr3t-{uuid.uuid4().hex}"
     wc, _ = repo_with_pipeline(server, tmp_path, "pr:\n  - run: 'true'\n")
-    r = server.api().put(f"/api/v1/repos/{wc.repo}/secrets/DEPLOY_KEY", json={"value": value})
+    # Marked for every pipeline: this repository's main is not protected, so a secret of the default
+    # scope would reach none of its runs (tests/security covers that).
+    r = server.api().put(f"/api/v1/repos/{wc.repo}/secrets/DEPLOY_KEY", json={"value": value, "scope": "all"})
     assert r.status_code == 204, r.text
-    assert server.api().get(f"/api/v1/repos/{wc.repo}/secrets").json() == ["DEPLOY_KEY"]
+    assert server.api().get(f"/api/v1/repos/{wc.repo}/secrets").json() == [{"name": "DEPLOY_KEY", "scope": "all"}]
     (wc.path / ".conveyor/pipeline.yaml").write_text(
         "ci:\n  - name: uses secret\n    env:\n      KEY: ${{ secrets.DEPLOY_KEY }}\n"
         "    run: |\n      echo \"key is $KEY\"\n      test \"$KEY\" = '" + value + "'\n"
         "      echo \"$KEY\" | rev | rev\n"
+        "      echo \"$KEY\" | base64\n"
         "  - name: unknown secret\n    env: {X: '${{ secrets.NOPE }}'}\n    run: 'true'\n")
     sha = wc.commit_file(".conveyor/pipeline.yaml", (wc.path / ".conveyor/pipeline.yaml").read_text())
     assert wc.push("main")[0] == 0
     run = wait_for_run(server, wc.repo, sha, "ci")
     log = log_text(server, run["id"])
     assert value not in log and "key is ***" in log
+    assert base64.b64encode(value.encode()).decode().rstrip("=") not in log  # the common encodings too
     assert run["steps"][1]["state"] == "success"  # the value itself reached the step
     assert run["failed_step"] == "unknown secret" and "'NOPE'" in run["message"]
 
 
 def test_cancel_stops_a_running_step_and_retry_queues_a_new_run(server: ServerHandle, tmp_path: Path) -> None:
-    marker = tmp_path / f"pid-{uuid.uuid4().hex}"
-    pipeline = f"ci:\n  - name: long\n    run: echo $$ > {marker}; echo waiting; sleep 600\n"
+    pipeline = "ci:\n  - name: long\n    run: echo waiting; sleep 600\n"
     wc, sha = repo_with_pipeline(server, tmp_path, pipeline)
     run = wait_for_run(server, wc.repo, sha, "ci", state="running")
     while "waiting" not in log_text(server, run["id"]):
         pass
+    assert run_containers(server, run["id"]), "the step should be running in a container"
     server.cli("run", "cancel", str(run["id"]))
     done = wait_for_run(server, wc.repo, sha, "ci")
     assert done["state"] == "cancelled" and done["steps"][1]["state"] == "cancelled"
-    assert not pid_alive(int(marker.read_text()))
+    assert run_containers(server, run["id"]) == []
     wait_for_status(server, wc.repo, sha, "conveyor/ci", "error")
     p = server.cli("run", "cancel", str(run["id"]), check=False)
     assert p.returncode != 0 and "run.finished" in p.stderr
@@ -209,36 +216,75 @@ def test_pull_request_runs_pr_pipeline_and_gates_merge(server: ServerHandle, tmp
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_separate_worker_process_serves_the_queue(backend: str, server_factory: Callable[..., ServerHandle],
-                                                  tmp_path: Path) -> None:
+def test_a_runner_with_only_url_and_token_serves_the_queue(backend: str, server_factory: Callable[..., ServerHandle],
+                                                         tmp_path: Path) -> None:
     server = server_factory(backend, CONVEYOR_PIPELINE_WORKERS="0")
     wc, sha = repo_with_pipeline(server, tmp_path, STEPS_OK, {"sub/keep.txt": "x\n"})
     assert wait_for_run(server, wc.repo, sha, "ci", finished=False)["state"] == "queued"
-    env = server.env()
-    if server.database_url:
-        env["CONVEYOR_DATABASE_URL"] = server.database_url
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen([sys.executable, "-m", "conveyor", "worker", "--data-dir", str(server.data_dir),
-                               "--server-url", server.url, "--concurrency", "1"], env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    name = f"remote-{uuid.uuid4().hex[:8]}"
+    token = server.api().post("/api/v1/runners", json={"name": name}).json()["token"]
+    # No data dir, no database URL: nothing but the server's URL and the runner's token.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    runner = start_runner(server, token, tmp_path, env)
     try:
         run = wait_for_run(server, wc.repo, sha, "ci")
-        assert run["state"] == "success", (tmp_path / "worker.log").read_text()
-        assert f":{worker.pid}" in log_text(server, run["id"]).splitlines()[0]
+        assert run["state"] == "success" and run["runner"] == name, (tmp_path / "runner.log").read_text()
+        assert f"on {name}" in log_text(server, run["id"]).splitlines()[0]
         wait_for_status(server, wc.repo, sha, "conveyor/ci", "success")
+        listed = {r["name"]: r for r in server.api().get("/api/v1/runners").json()}
+        assert listed[name]["last_seen_at"] is not None
     finally:
-        worker.terminate()
-        worker.wait(30)
-        log.close()
+        runner.terminate()
+        runner.wait(30)
+
+
+def start_runner(server: ServerHandle, token: str, tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log = open(tmp_path / "runner.log", "ab")  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "-m", "conveyor", "runner", "--server", server.url, "--token", token,
+                             "--concurrency", "1", "--work-dir", str(tmp_path / "runner"),
+                             "--default-image", "cache/shell:1"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill_9_of_a_runner_loses_no_run(backend: str, server_factory: Callable[..., ServerHandle],
+                                         tmp_path: Path) -> None:
+    server = server_factory(backend, CONVEYOR_PIPELINE_WORKERS="0")
+    pipeline = ("ci:\n  - name: flaky\n    run: |\n      if [ \"$CONVEYOR_RUN_ATTEMPT\" = 1 ]; then echo first; "
+                "sleep 600; fi\n      echo second attempt\n")
+    wc, sha = repo_with_pipeline(server, tmp_path, pipeline)
+    token = server.api().post("/api/v1/runners", json={"name": f"k9-{uuid.uuid4().hex[:8]}"}).json()["token"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    runner = start_runner(server, token, tmp_path, env)
+    run = wait_for_run(server, wc.repo, sha, "ci", state="running")
+    while "first" not in log_text(server, run["id"]):
+        pass
+    os.killpg(runner.pid, signal.SIGKILL)
+    runner.wait(10)
+    # Started again, the runner recovers the run its dead instance held and removes its container.
+    runner = start_runner(server, token, tmp_path, env)
+    try:
+        done = wait_for_run(server, wc.repo, sha, "ci")
+        assert done["id"] == run["id"] and done["state"] == "success" and done["attempt"] == 2
+        assert "second attempt" in log_text(server, run["id"])
+        assert run_containers_in(tmp_path / "runner" / "containers", run["id"]) == []
+    finally:
+        runner.terminate()
+        runner.wait(30)
+
+
+def run_containers_in(root: Path, run_id: int) -> list[str]:
+    p = subprocess.run(containers.podman("ps", "-a", "--format", "{{.Names}}", root=str(root)),
+                       capture_output=True, text=True, timeout=60)
+    return [n for n in p.stdout.split() if n.startswith(f"conveyor-run-{run_id}-")]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_run_interrupted_by_a_crash_is_requeued_on_restart(backend: str, server_factory: Callable[..., ServerHandle],
                                                             tmp_path: Path) -> None:
     server = server_factory(backend)
-    marker = tmp_path / f"attempted-{uuid.uuid4().hex}"
-    pipeline = (f"ci:\n  - name: flaky\n    run: |\n      if [ ! -e {marker} ]; then sleep 600 & echo $! > {marker}; "
-                f"echo first; wait; fi\n      echo second attempt\n")
+    pipeline = ("ci:\n  - name: flaky\n    run: |\n      if [ \"$CONVEYOR_RUN_ATTEMPT\" = 1 ]; then echo first; "
+                "sleep 600; fi\n      echo second attempt\n")
     wc, sha = repo_with_pipeline(server, tmp_path, pipeline)
     run = wait_for_run(server, wc.repo, sha, "ci", state="running")
     while "first" not in log_text(server, run["id"]):
@@ -247,10 +293,8 @@ def test_run_interrupted_by_a_crash_is_requeued_on_restart(backend: str, server_
     server.start()
     done = wait_for_run(server, wc.repo, sha, "ci")
     assert done["id"] == run["id"] and done["state"] == "success" and done["attempt"] == 2
-    # What the first attempt's step still had running when the server died was ended on restart.
-    assert not pid_alive(int(marker.read_text()))
+    # What the first attempt still had running when the server died was removed on restart.
+    assert run_containers(server, run["id"]) == []
     log = log_text(server, run["id"])
     assert "attempt 1" in log and "attempt 2" in log and "second attempt" in log
     wait_for_status(server, wc.repo, sha, "conveyor/ci", "success")
-
-

@@ -27,11 +27,37 @@ ci:
 
 def test_include_expands_pr_into_ci_and_normalises_steps() -> None:
     p = parse_pipeline(GOOD)
-    assert [s.name for s in p["pr"]] == ["unit", "dockerfile-lint"]
-    assert [s.name for s in p["ci"]] == ["unit", "dockerfile-lint", "image-build"]
-    unit = p["ci"][0]
+    assert [s.name for s in p["pr"].steps] == ["unit", "dockerfile-lint"]
+    assert [s.name for s in p["ci"].steps] == ["unit", "dockerfile-lint", "image-build"]
+    unit = p["ci"].steps[0]
     assert unit.kind == "run" and unit.timeout == 120 and unit.env == {"A": "1", "B": "true"}
-    assert p["ci"][2].params == {"push": True}
+    assert p["ci"].steps[2].params == {"push": True}
+    assert not p["ci"].parallel and p["ci"].runs_on == ()
+
+
+DAG = """\
+pr:
+  steps:
+    - {name: lint, run: echo lint}
+    - {name: unit, run: echo unit}
+    - {name: build, uses: image-build, needs: [lint]}
+    - {name: smoke, run: echo smoke, needs: [build, unit]}
+ci:
+  runs-on: [linux, big]
+  trigger: batch
+  batch: {window: 10m}
+  steps:
+    - include: pr
+    - {name: publish, uses: publish-templates, needs: [smoke]}
+"""
+
+
+def test_needs_make_a_dag_and_pipelines_may_say_where_and_when_they_run() -> None:
+    p = parse_pipeline(DAG)
+    assert p["pr"].parallel and [s.needs for s in p["pr"].steps] == [(), (), ("lint",), ("build", "unit")]
+    ci = p["ci"]
+    assert [s.name for s in ci.steps] == ["lint", "unit", "build", "smoke", "publish"]
+    assert ci.runs_on == ("linux", "big") and ci.trigger == "batch" and ci.batch_window == 600
 
 
 @pytest.mark.parametrize(
@@ -47,6 +73,14 @@ def test_include_expands_pr_into_ci_and_normalises_steps() -> None:
         ("pr:\n  - run: [unclosed\n", 3, 1, "invalid YAML"),
         ("deploy:\n  - run: echo\n", 1, 1, "unknown key(s) 'deploy'"),
         ("pr:\n  - run: a\n    run: b\n", 3, 5, "duplicate key 'run'"),
+        ("pr:\n  - {name: a, run: x, needs: [b]}\n", 2, 30, "needs 'b', which is not a step"),
+        ("pr:\n  - {name: a, run: x, needs: [b]}\n  - {name: b, run: x, needs: [a]}\n", 3, 30, "form a cycle"),
+        ("pr:\n  - {name: a, run: x}\n  - {name: a, run: y, needs: [a]}\n", 3, 12, "two steps are named 'a'"),
+        ("ci:\n  trigger: batch\n  steps: [{run: x}]\n", 2, 12, "needs batch: {window: ...} or a schedule"),
+        ("ci:\n  schedule: {cron: 'every day'}\n  steps: [{run: x}]\n", 2, 13, "must have 5 fields"),
+        ("ci:\n  schedule: {cron: '0 * * * *', timezone: Mars/Olympus}\n  steps: [{run: x}]\n", 2, 13,
+         "unknown time zone"),
+        ("pr:\n  - uses: dockerfile-lint\n    host: true\n", 2, 5, ""),
     ],
 )
 def test_errors_name_file_line_and_column(text: str, line: int, column: int, fragment: str) -> None:

@@ -39,7 +39,8 @@ class ServerHandle:
         return env
 
     def start(self) -> ServerHandle:
-        env = dict(os.environ, **self.extra_env)
+        # `run:` steps without an image use the tests' small shell image (tests/support/images.py).
+        env = dict(os.environ, CONVEYOR_PIPELINE_DEFAULT_IMAGE="cache/shell:1", **self.extra_env)
         if self.database_url:
             env["CONVEYOR_DATABASE_URL"] = self.database_url
         else:

@@ -52,10 +52,14 @@ def main(
 @app.command()
 def up(
     data_dir: Path = typer.Option(None, "--data-dir", help="Where state lives (default ~/.local/share/conveyor)"),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8080, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on"),
+    port: int = typer.Option(8080, "--port", help="Port of the API, git, registry and dashboard"),
     database_url: str = typer.Option(None, "--database-url", help="Or CONVEYOR_DATABASE_URL; default SQLite"),
-    log_level: str = typer.Option("info", "--log-level"),
+    log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error"),
+    runners: int = typer.Option(None, "--runners", help="Runs the server's own runner executes at once (0: none; "
+                                "default 2 or CONVEYOR_PIPELINE_WORKERS)"),
+    rotate_admin_token: bool = typer.Option(False, "--rotate-admin-token",
+                                            help="Write a new admin.token and revoke the old one"),
 ) -> None:
     """Run the Conveyor server: API, git, registry and UI on one port."""
     import uvicorn
@@ -72,11 +76,15 @@ def up(
     console = Console(stderr=True)
     db = Database(settings.db_url)
     try:
-        created = bootstrap(settings, db)
+        created = bootstrap(settings, db, rotate_admin_token=rotate_admin_token)
     except Exception as exc:  # the DB may be unreachable or the dir unwritable
         client.fail(f"cannot prepare {settings.data_dir}: {exc}")
     if created:
         console.print(f"admin token written to [bold]{created}[/] (mode 0600)")
     write_secret(settings.data_dir / "server.json", json.dumps({"url": settings.base_url}))
     console.print(f"Conveyor {settings.base_url}  data: {settings.data_dir}  db: {db.engine.dialect.name}")
+    if runners is not None:
+        import os
+
+        os.environ["CONVEYOR_PIPELINE_WORKERS"] = str(runners)
     uvicorn.run(create_app(settings, db), host=host, port=port, log_level=log_level, access_log=False)

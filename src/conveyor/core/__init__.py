@@ -7,7 +7,7 @@ from conveyor.core.auth import Kind, Permission, Principal, Role, Scope, agent_n
 from conveyor.core.config import Settings
 from conveyor.core.db import Base, Database, UTCDateTime, after_commit, utcnow
 from conveyor.core.errors import Conflict, ConveyorError, Forbidden, InvalidInput, NotFound, Unauthorized, Unprocessable
-from conveyor.core.events import OutboxWorker, record, register_consumer
+from conveyor.core.events import OutboxWorker, bind, record
 from conveyor.core.http import AppState, PrincipalDep, SessionDep, state_of
 
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
     "Unprocessable",
     "after_commit",
     "record",
-    "register_consumer",
+    "bind",
     "state_of",
     "utcnow",
 ]

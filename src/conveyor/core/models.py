@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import false as sa_false
 
 from conveyor.core.db import Base, UTCDateTime, utcnow
 
@@ -84,6 +85,7 @@ class EventDelivery(Base):
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
     consumer: Mapped[str] = mapped_column(String(64))
     done: Mapped[bool] = mapped_column(default=False)
+    failed: Mapped[bool] = mapped_column(default=False, server_default=sa_false())  # done, but gave up
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     available_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -91,7 +91,10 @@ def validate(
     err = jsonschema.exceptions.best_match(errors)
     # best_match prefers the shallowest error; for a oneOf, descend to the real cause.
     while err.validator == "oneOf" and err.context:
-        relevant = [e for e in err.context if e.validator not in ("required", "not")]
+        # Branches of another type than the value (a step list where a mapping was possible) say
+        # nothing useful: the cause lies in the branch of the value's own type.
+        relevant = [e for e in err.context if e.validator not in ("required", "not")
+                    and not (e.validator == "type" and not e.relative_path)]
         if not relevant:
             break
         err = jsonschema.exceptions.best_match(relevant)

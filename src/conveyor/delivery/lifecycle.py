@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from conveyor.core import Database, Kind, Settings, register_consumer
+from conveyor.core import Database, Kind, Settings, bind
 from conveyor.core.identities import ensure_identity
 from conveyor.core.models import Event
 from conveyor.delivery import gitops_checks
@@ -18,7 +18,7 @@ def register(settings: Settings) -> None:
     def handler(session: Session, event: Event) -> None:
         on_ci_succeeded(session, settings, event)
 
-    register_consumer("delivery.ci", ("pipeline.ci.succeeded",), handler)
+    bind("delivery.ci", handler)
 
     def pull_request(session: Session, event: Event) -> None:
         gitops_checks.on_pull_request(session, settings, event)
@@ -26,8 +26,8 @@ def register(settings: Settings) -> None:
     def push(session: Session, event: Event) -> None:
         gitops_checks.on_push(session, settings, event)
 
-    register_consumer("delivery.gitops-checks", ("pull_request.opened", "pull_request.synchronize"), pull_request)
-    register_consumer("delivery.gitops-protection", ("push",), push)
+    bind("delivery.gitops-checks", pull_request)
+    bind("delivery.gitops-protection", push)
 
 
 def ensure_service_user(db: Database) -> None:

@@ -119,21 +119,28 @@ class Platform:
                 if r.status_code != 201:
                     raise DemoError(f"creating user {name}: {r.text}")
                 self.tokens[name] = r.json()["token"]
-            for cluster in CLUSTERS:
-                agent = f"agent-{cluster}"
-                r = api.post("/api/v1/users", json={"name": agent, "role": "developer"})
-                self.tokens[agent] = r.json()["token"]
-        (self.data_dir / "tokens.json").write_text(json.dumps(self.tokens))
-        os.chmod(self.data_dir / "tokens.json", 0o600)
+        self.save_tokens()
         # Clusters pull the app's images without credentials; everything else needs a token.
         self.cli("registry", "anonymous", "add", "apps/")
 
+    def save_tokens(self) -> None:
+        (self.data_dir / "tokens.json").write_text(json.dumps(self.tokens))
+        os.chmod(self.data_dir / "tokens.json", 0o600)
+
     # --- clusters -----------------------------------------------------------------------------
     def create_clusters(self, progress: Callable[[str], None]) -> None:
+        """Each cluster is created, then registered by a cluster administrator: that creates its agent
+        identity, whose token can read the GitOps repository and post only that cluster's deploy statuses."""
         from conveyor.clusters import create
 
         for name in CLUSTERS:
-            create(self.data_dir, name, registries=[self.registry], progress=progress)
+            spec = create(self.data_dir, name, registries=[self.registry], progress=progress)
+            with self.api("olga") as api:
+                r = api.post("/api/v1/clusters", json={"name": name, "kubernetes_version": spec.version})
+                if r.status_code != 201:
+                    raise DemoError(f"registering cluster {name}: {r.text}")
+                self.tokens[f"agent-{name}"] = r.json()["agent_token"]
+        self.save_tokens()
 
     def kubeconfig(self, cluster: str) -> Path:
         from conveyor.clusters import Layout, load
@@ -188,7 +195,8 @@ class Platform:
                 "listen": f"127.0.0.1:{agent_port}",
                 "state_dir": str(self.data_dir / "agents" / cluster),
                 "syncs": [
-                    {"name": env, "url": self.git_url(GITOPS, user), "branch": f"env/{env}", "path": "rendered",
+                    # No credentials in the URL: the agent authenticates to the forge with its own token.
+                    {"name": env, "url": f"{self.url}/git/{GITOPS}.git", "branch": f"env/{env}", "path": "rendered",
                      "interval": "30s", "prune": True, "wait": True, "timeout": "3m", "webhook_secret": secret}
                     for env in envs
                 ],

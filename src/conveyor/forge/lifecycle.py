@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from conveyor.core import Database, Settings, register_consumer
+from conveyor.core import Database, Settings, bind
 from conveyor.forge.pulls import recover_merges, resync_open_prs
 from conveyor.forge.pushes import record_unrecorded_tips, recover_spools
 from conveyor.forge.repos import install_hooks, list_repos, repo_path, write_protection_file
@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def register() -> None:
-    register_consumer("forge.webhooks", ("push", "pull_request.", "status"), enqueue_deliveries)
+    bind("forge.webhooks", enqueue_deliveries)
 
 
 def recover(db: Database, settings: Settings) -> None:

@@ -5,7 +5,7 @@ A run token is issued when a run is claimed and revoked when it ends (or at its 
 the worker die): it reads the run's repository at the run's commit, pulls images, pushes images
 only under the app's registry repository and only for a CI run of the protected default branch,
 uploads the run's artifacts and posts the run's own context (never ``success``). The service
-token (``pipelines.token`` in the data dir, mode 0600) never leaves the server's process.
+identity itself has no token at all: it acts only inside the server's process.
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
-from conveyor.core import Database, Kind, Principal, Role, Scope, Settings, utcnow
+from conveyor.core import Database, Kind, Principal, Role, Scope, utcnow
 from conveyor.core.auth import service_principal
-from conveyor.core.bootstrap import write_secret
-from conveyor.core.errors import Unauthorized
-from conveyor.core.identities import authenticate_token, ensure_identity, issue_token, revoke_scoped
+from conveyor.core.identities import ensure_identity, issue_token, revoke_scoped
 
 SERVICE_USER = "conveyor-pipelines"
 SERVICE_PRINCIPAL: Principal = service_principal(SERVICE_USER, Role.DEVELOPER)
@@ -29,24 +27,6 @@ RUN_TOKEN_TTL = timedelta(hours=6)
 def ensure_service_user(db: Database) -> None:
     with db.session() as s:
         ensure_identity(s, SERVICE_USER, Kind.SERVICE)
-
-
-def service_token(db: Database, settings: Settings) -> str:
-    """The service user's token for this data directory, creating user and token as needed."""
-    path = settings.data_dir / "pipelines.token"
-    if path.exists():
-        token = path.read_text().strip()
-        try:
-            with db.session() as s:
-                authenticate_token(s, token)
-            return token
-        except Unauthorized:
-            pass  # revoked or from another database: issue a new one
-    ensure_service_user(db)
-    with db.session() as s:
-        token = issue_token(s, ensure_identity(s, SERVICE_USER, Kind.SERVICE), "pipelines worker")
-    write_secret(path, token)
-    return token
 
 
 def run_scope(run_id: int, repo: str, commit: str, pipeline: str, push: tuple[str, ...]) -> Scope:

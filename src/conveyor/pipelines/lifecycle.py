@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from conveyor.core import Database, Settings, register_consumer
+from conveyor.core import Database, Settings, bind
 from conveyor.core.background import BackgroundLoop
 from conveyor.pipelines import artifacts, cadence_runs, queue, statuses, triggers
 from conveyor.pipelines.config import EngineConfig, containers_root, workspaces_dir
@@ -20,8 +20,8 @@ PRUNE_EVERY = 3600.0
 
 
 def register(settings: Settings) -> None:
-    register_consumer("pipelines.triggers", triggers.TOPICS, triggers.make_handler(settings))
-    register_consumer("pipelines.statuses", statuses.TOPICS, statuses.make_handler(settings))
+    bind("pipelines.triggers", triggers.make_handler(settings), triggers.make_give_up(settings))
+    bind("pipelines.statuses", statuses.make_handler(settings))
 
 
 def recover(db: Database, settings: Settings) -> None:

@@ -60,13 +60,12 @@ def push_scope(session: Session, settings: Settings, run: Run) -> tuple[str, ...
     """Where the run's token may push: the app's repository under ``apps/``, for deployable runs only."""
     if not run.deployable:
         return ()
-    git = bare(settings, get_repo(session, run.repo_name))
-    p = git.run("show", f"{run.sha}:{APP_FILE}", check=False)
-    if p.returncode != 0:
+    data = bare(settings, get_repo(session, run.repo_name)).read_file(run.sha, APP_FILE)
+    if data is None:
         return ()
     try:
-        image = parse_app(p.stdout).image
-    except SpecError:
+        image = parse_app(data.decode("utf-8")).image
+    except (SpecError, UnicodeDecodeError):
         return ()
     if not image.startswith("apps/"):
         return ()

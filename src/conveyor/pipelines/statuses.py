@@ -9,14 +9,12 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import Settings
+from conveyor.core import NotFound, Settings
 from conveyor.core.models import Event
 from conveyor.forge import combined_status, get_repo, post_status
 from conveyor.pipelines.config import run_url
 from conveyor.pipelines.identity import SERVICE_PRINCIPAL
 from conveyor.pipelines.models import Run
-
-TOPICS = ("pipeline.run.",)
 
 
 def context_of(run: Run) -> str:
@@ -53,7 +51,7 @@ def make_handler(settings: Settings):  # type: ignore[no-untyped-def]
             return
         try:
             repo = get_repo(session, run.repo_name)
-        except Exception:
+        except NotFound:
             return
         state, description = describe(run)
         description = description[:1000]

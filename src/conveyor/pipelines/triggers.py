@@ -12,30 +12,28 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import Settings, utcnow
+from conveyor.core import ConveyorError, NotFound, Settings, utcnow
 from conveyor.core.models import Event
-from conveyor.forge import bare, get_repo
+from conveyor.forge import bare, get_repo, post_status
 from conveyor.forge.git import ZERO
 from conveyor.forge.models import Repository
 from conveyor.pipelines import queue
+from conveyor.pipelines.identity import SERVICE_PRINCIPAL
 from conveyor.pipelines.models import ACTIVE, CadenceState, Run
 from conveyor.pipelines.runs import is_deployable
 from conveyor.pipelines.spec import PIPELINE_FILE, PipelineSpec, SpecError, Trigger, parse_pipeline
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("push", "pull_request.opened", "pull_request.synchronize", "pull_request.reopened")
-
-
 def pipeline_at(settings: Settings, repo: Repository, sha: str, pipeline: str) -> PipelineSpec | None | bool:
     """The commit's ``pipeline``: its spec, None when it has none, True when the file is invalid
     (the run is queued anyway and fails visibly at its setup step)."""
-    p = bare(settings, repo).run("show", f"{sha}:{PIPELINE_FILE}", check=False)
-    if p.returncode != 0:
+    p = bare(settings, repo).read_file(sha, PIPELINE_FILE)
+    if p is None:
         return None
     try:
-        return parse_pipeline(p.stdout).get(pipeline)
-    except SpecError:
+        return parse_pipeline(p.decode("utf-8")).get(pipeline)
+    except (SpecError, UnicodeDecodeError):
         return True
 
 
@@ -85,7 +83,7 @@ def make_handler(settings: Settings):  # type: ignore[no-untyped-def]
         p = event.payload
         try:
             repo = get_repo(session, str(p.get("repo", "")))
-        except Exception:
+        except NotFound:
             return  # deleted since
         if event.topic == "push":
             _on_push(session, settings, event, repo)
@@ -104,3 +102,22 @@ def make_handler(settings: Settings):  # type: ignore[no-untyped-def]
                       labels=spec.runs_on if isinstance(spec, PipelineSpec) else ())
 
     return handle
+
+
+def make_give_up(settings: Settings):  # type: ignore[no-untyped-def]
+    """A push or PR event that could not start its run ends visibly: an error check on its commit."""
+
+    def give_up(session: Session, event: Event, error: str) -> None:
+        p = event.payload
+        sha = str(p.get("head_sha") or p.get("after") or "")
+        pipeline = "ci" if event.topic == "push" else "pr"
+        if event.topic == "push" and not p.get("default_branch"):
+            return
+        try:
+            repo = get_repo(session, str(p.get("repo", "")))
+            post_status(session, settings, SERVICE_PRINCIPAL, repo, sha, state="error", context=f"conveyor/{pipeline}",
+                        description=f"could not start the {pipeline} pipeline: {error}"[:1000])
+        except ConveyorError:
+            return  # the repository or commit is gone: nothing left to tell
+
+    return give_up

@@ -29,12 +29,16 @@ def upgrade() -> None:
         b.add_column(sa.Column("expires_at", conveyor.core.db.UTCDateTime(timezone=True), nullable=True))
         b.add_column(sa.Column("revoked_at", conveyor.core.db.UTCDateTime(timezone=True), nullable=True))
         b.add_column(sa.Column("revoked_by", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("event_deliveries") as b:
+        b.add_column(sa.Column("failed", sa.Boolean(), server_default=sa.false(), nullable=False))
     # Identities made before kinds existed: Conveyor's services and the demo's agents.
     op.execute("UPDATE users SET kind = 'service' WHERE name LIKE 'conveyor-%'")
     op.execute("UPDATE users SET kind = 'agent' WHERE name LIKE 'agent-%'")
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("event_deliveries") as b:
+        b.drop_column("failed")
     with op.batch_alter_table("api_tokens") as b:
         for col in ("revoked_by", "revoked_at", "expires_at", "scope"):
             b.drop_column(col)

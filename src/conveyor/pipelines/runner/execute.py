@@ -303,6 +303,7 @@ class RunExecution:
             "CI": "true", "CONVEYOR": "true", "CONVEYOR_REPO": str(self.info["repo"]),
             "CONVEYOR_COMMIT": str(self.info["sha"]), "CONVEYOR_REF": str(self.info["ref"]),
             "CONVEYOR_PIPELINE": str(self.info["pipeline"]), "CONVEYOR_BUILD_NUMBER": str(self.info["number"]),
+            "CONVEYOR_RUN_ID": str(self.run_id), "CONVEYOR_RUN_ATTEMPT": str(self.info["attempt"]),
             "CONVEYOR_REGISTRY": self.sandbox.network.registry or self.settings.registry,
             "CONVEYOR_TOKEN": self.token,
         }

@@ -1,0 +1,43 @@
+"""Who consumes which events: the one table every process fans out from.
+
+``core.events.record`` writes one delivery per subscription whose topics match, in the caller's
+transaction, whichever modules the recording process has imported — so no process can drop a
+delivery by not knowing a consumer. The handlers are bound by the composition root (``server.py``)
+of the process that runs the outbox worker; a delivery waits until a process with its handler
+takes it. Topics are exact names or prefixes ending in ``.``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Subscription:
+    consumer: str
+    topics: tuple[str, ...]
+    purpose: str
+
+    def wants(self, topic: str) -> bool:
+        return any(t == topic or (t.endswith(".") and topic.startswith(t)) for t in self.topics)
+
+
+SUBSCRIPTIONS: tuple[Subscription, ...] = (
+    Subscription("forge.webhooks", ("push", "pull_request.", "status"),
+                 "deliveries to the repository's webhooks"),
+    Subscription("pipelines.triggers", ("push", "pull_request.opened", "pull_request.synchronize",
+                                        "pull_request.reopened"),
+                 "PR heads queue `pr` runs; default-branch pushes queue (or batch) `ci` runs"),
+    Subscription("pipelines.statuses", ("pipeline.run.",),
+                 "`conveyor/pr` and `conveyor/ci` follow each run's state"),
+    Subscription("delivery.ci", ("pipeline.ci.succeeded",),
+                 "a deployable CI run's release starts its promotions"),
+    Subscription("delivery.gitops-checks", ("pull_request.opened", "pull_request.synchronize"),
+                 "PRs to a GitOps repository's main get the `conveyor/environments` check"),
+    Subscription("delivery.gitops-protection", ("push",),
+                 "a new GitOps main re-applies every environment branch's protection"),
+)
+
+
+def subscribers(topic: str) -> list[str]:
+    return [s.consumer for s in SUBSCRIPTIONS if s.wants(topic)]
