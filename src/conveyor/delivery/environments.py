@@ -10,7 +10,7 @@ import yaml
 
 from conveyor.core import InvalidInput
 from conveyor.core.yamlspec import SpecError, load_with_marks, packaged_schema, parse_duration, validate
-from conveyor.forge.git import BareRepo
+from conveyor.forge import BareRepo
 
 ENV_DIR = "environments"
 _ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")

@@ -6,15 +6,25 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 from conveyor.core.db import Base, UTCDateTime, utcnow
+from conveyor.delivery.states import PromotionState
 
-# pending -> pr_open -> merged -> applied -> verified                      (success)
-#                  \-> abandoned (PR closed)  \-> failed -> rolling_back -> rolled_back
-#                  \-> superseded (a newer version for the same app and environment)
-ACTIVE_STATES = ("pending", "pr_open", "merged", "applied", "rolling_back")
-TERMINAL_STATES = ("verified", "failed", "rolled_back", "abandoned", "superseded", "rollback_failed")
+
+class StateColumn(TypeDecorator[PromotionState]):
+    """A promotion state stored as its string (the column stays VARCHAR(20)), read back as the enum."""
+
+    impl = String(20)
+    cache_ok = True
+
+    def process_bind_param(self, value: PromotionState | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else PromotionState(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> PromotionState | None:
+        return None if value is None else PromotionState(value)
 
 
 class App(Base):
@@ -35,7 +45,7 @@ class Promotion(Base):
     app: Mapped[str] = mapped_column(String(100))
     env: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(128))
-    state: Mapped[str] = mapped_column(String(20), default="pending")
+    state: Mapped[PromotionState] = mapped_column(StateColumn(), default=PromotionState.PENDING)
     # What is being deployed.
     source_repo: Mapped[str] = mapped_column(String(100))
     source_commit: Mapped[str] = mapped_column(String(64))

@@ -8,11 +8,14 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import NotFound, Settings, utcnow
+from conveyor.core import ConveyorError, NotFound, Settings, utcnow
 from conveyor.delivery.dora import Dora, compute
 from conveyor.delivery.environments import promotion_order
 from conveyor.delivery.gitops import current_environments
-from conveyor.delivery.models import ACTIVE_STATES, App, Promotion
+from conveyor.delivery.models import App, Promotion
+from conveyor.delivery.states import ACTIVE_STATES
+from conveyor.delivery.states import PromotionState as S
+from conveyor.forge import evaluate, get_pr, get_repo
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,10 @@ def get_app(session: Session, name: str) -> App:
 def running_version(rows: list[Promotion]) -> Promotion | None:
     """After a rollback, the version running is the one verified before the rolled-back one."""
     for i, p in enumerate(rows):  # newest first
-        if p.state == "verified":
+        if p.state == S.VERIFIED:
             return p
-        if p.state in ("rolled_back", "failed") and p.merge_commit:
-            older = [q for q in rows[i + 1:] if q.state == "verified"]
+        if p.state in (S.ROLLED_BACK, S.FAILED) and p.merge_commit:
+            older = [q for q in rows[i + 1:] if q.state == S.VERIFIED]
             return older[0] if older else None
     return None
 
@@ -65,3 +68,27 @@ def dora_for(session: Session, settings: Settings, name: str, days: int = 30,
     envs = current_environments(session, settings, app.gitops_repo)
     rows = list(session.execute(select(Promotion).where(Promotion.app == name)).scalars())
     return [compute(rows, name, env.name, now or utcnow(), days) for env in promotion_order(envs)]
+
+
+def promotion_of_pr(session: Session, gitops_repo: str, number: int) -> Promotion | None:
+    """The promotion a GitOps pull request deploys, if it is one."""
+    return session.execute(select(Promotion).where(Promotion.gitops_repo == gitops_repo, Promotion.pr_number == number)
+                           .order_by(Promotion.id.desc()).limit(1)).scalar_one_or_none()
+
+
+def waiting_on(session: Session, settings: Settings, p: Promotion, cluster: str) -> list[str]:
+    """What stands between an active promotion and its next state, in the reviewers' words: the
+    transition table's ``waits_for``, and for an open PR the blockers the forge names."""
+    from conveyor.delivery.transitions import TRANSITIONS
+
+    if p.state == S.PR_OPEN and p.pr_number is not None:
+        try:
+            repo = get_repo(session, p.gitops_repo)
+            m = evaluate(session, settings, repo, get_pr(session, repo, p.pr_number))
+        except ConveyorError as exc:
+            return [exc.detail]
+        return [b.message for b in m.blockers] or ["merge (every rule is satisfied)"]
+    if p.state == S.MERGED:
+        return [f"apply by the agent of cluster '{cluster}'"]
+    t = TRANSITIONS[p.state]
+    return [t.waits_for] if t.handler is not None else []

@@ -55,3 +55,12 @@ def containers_root(settings: Settings) -> Path:
 
 def run_url(settings: Settings, run_id: int) -> str:
     return f"{settings.base_url}/api/v1/runs/{run_id}"
+
+
+def oldest_cluster_version(data_dir: Path) -> str:
+    """The Kubernetes version CI validates rendered templates for: the oldest registered cluster's,
+    since every environment's cluster must accept them (the pinned release when none is registered)."""
+    from conveyor.clusters import KUBERNETES_VERSION, list_specs
+    from conveyor.templates import oldest_version
+
+    return oldest_version(s.version for s in list_specs(data_dir)) or KUBERNETES_VERSION

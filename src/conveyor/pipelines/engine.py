@@ -24,7 +24,7 @@ from sqlalchemy import select
 from conveyor.core import Database, Settings, record, utcnow
 from conveyor.core.containers import podman
 from conveyor.pipelines import artifacts, queue, secrets
-from conveyor.pipelines.config import EngineConfig, containers_root, run_url, workspaces_dir
+from conveyor.pipelines.config import EngineConfig, containers_root, oldest_cluster_version, run_url, workspaces_dir
 from conveyor.pipelines.identity import SERVICE_USER
 from conveyor.pipelines.logs import LogWriter
 from conveyor.pipelines.models import Artifact, Run, Step
@@ -300,7 +300,8 @@ class RunExecutor:
                               run_id=run_id, repo=str(info["repo"]), pipeline=str(info["pipeline"]),
                               build_number=int(info["number"]), commit=str(info["sha"]), registry=self.registry,
                               registry_user=SERVICE_USER, registry_token=self.token, container_name=container,
-                              storage_root=self.storage_root, outputs=outputs, secrets=repo_secrets)
+                              storage_root=self.storage_root, outputs=outputs, secrets=repo_secrets,
+                              kubernetes_version=oldest_cluster_version(self.settings.data_dir))
             context_file = private / f"step-{index}.context.json"
             ctx.dump(context_file)
             env["CONVEYOR_TASK_CONTEXT"] = str(context_file)

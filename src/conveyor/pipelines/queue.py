@@ -44,7 +44,8 @@ def worker_identity() -> str:
 def run_payload(run: Run, **extra: object) -> dict[str, object]:
     return {
         "run_id": run.id, "repo": run.repo_name, "number": run.number, "pipeline": run.pipeline, "sha": run.sha,
-        "ref": run.ref, "pr_number": run.pr_number, "state": run.state, "attempt": run.attempt, **extra,
+        "ref": run.ref, "pr_number": run.pr_number, "state": run.state, "attempt": run.attempt,
+        "trigger": run.trigger, "created_by": run.created_by, **extra,
     }
 
 
@@ -74,7 +75,7 @@ def enqueue(
     session.add(run)
     session.flush()
     record(session, actor=actor, action="pipeline.run.queued", target=f"{repo_name}#run-{run.number}",
-           payload=run_payload(run, trigger=trigger))
+           payload=run_payload(run))
     after_commit(session, wake)
     return run
 

@@ -41,6 +41,7 @@ class TaskContext:
     registry_token: str
     container_name: str
     storage_root: str  # the pipelines' containers-storage (see core.containers)
+    kubernetes_version: str = ""  # what rendered templates are validated for: the oldest registered cluster's
     outputs: dict[str, Any] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)
