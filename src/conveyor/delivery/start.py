@@ -12,13 +12,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import Conflict, NotFound, Settings, Unprocessable
+from conveyor.core import Conflict, NotFound, Settings, Unprocessable, record
 from conveyor.delivery.environments import Environment, promotion_order
 from conveyor.delivery.gitops import current_environments, gitops_repo_names
 from conveyor.delivery.models import App, Promotion
-from conveyor.delivery.records import note
+from conveyor.delivery.records import SERVICE_USER, note
 from conveyor.delivery.states import PromotionState as S
-from conveyor.forge import bare, get_repo, pr_merged_as
+from conveyor.delivery.trust import SourceFacts, judge_source
+from conveyor.forge import bare, get_repo, pr_merged_as, protection_for
 from conveyor.pipelines import blob_path, get_by_digest
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,15 @@ def change_author(session: Session, repo_name: str, sha: str, fallback: str) -> 
     """Whose change this is: the author of the PR whose merge produced ``sha``, else who started its CI."""
     pr = pr_merged_as(session, get_repo(session, repo_name), sha)
     return pr.author if pr is not None else fallback
+
+
+def source_facts(session: Session, settings: Settings, repo_name: str, sha: str) -> SourceFacts:
+    """What the forge says about the commit a CI run built: is it on the protected default branch?"""
+    repo = get_repo(session, repo_name)
+    git = bare(settings, repo)
+    tip = git.branch_tip(repo.default_branch)
+    on_branch = tip is not None and git.has_commit(sha) and git.is_ancestor(sha, tip)
+    return SourceFacts(repo.default_branch, protection_for(repo, repo.default_branch) is not None, on_branch)
 
 
 def release_from_ci_event(session: Session, settings: Settings, p: dict[str, Any], actor: str) -> Release | None:
@@ -120,9 +130,19 @@ def release_of(p: Promotion) -> Release:
 
 
 def on_ci_succeeded(session: Session, settings: Settings, p: dict[str, Any], actor: str) -> None:
-    """Outbox consumer: a successful CI run starts its promotion to the first environment(s)."""
+    """Outbox consumer: a successful CI run of a commit on the protected default branch starts its
+    promotion to the first environment(s); any other CI run is recorded as not deployable."""
     if session.execute(select(Promotion.id).where(Promotion.ci_run == str(p.get("run_id")))).first():
         return  # redelivered event
+    refusal = judge_source(p, source_facts(session, settings, str(p["repo"]), str(p["sha"])))
+    if refusal is not None:
+        record(session, actor=SERVICE_USER, action="delivery.release_refused",
+               target=f"{p['repo']}#run-{p.get('number')}",
+               payload={"repo": p["repo"], "run_id": p.get("run_id"), "number": p.get("number"), "sha": p["sha"],
+                        "ref": p.get("ref"), "trigger": p.get("trigger"), "deployable": False,
+                        "rule": refusal.rule, "message": refusal.message})
+        log.info("CI run %s not delivered: %s", p.get("run_id"), refusal.message)
+        return
     release = release_from_ci_event(session, settings, p, actor)
     if release is None:
         return
