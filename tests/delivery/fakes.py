@@ -60,8 +60,10 @@ class FakeForge:
         self.commits: dict[str, Commit] = {}
         self.branches: dict[tuple[str, str], str] = {}
         self.prs: dict[tuple[str, int], FakePR] = {}
-        self.statuses: list[tuple[str, str, str, str, str]] = []  # repo, sha, state, context, description
+        self.posted: list[tuple[str, str, str, str, str]] = []  # repo, sha, state, context, description
         self.required: dict[tuple[str, str], int] = {}  # approvals a target branch requires
+        self.required_checks = ("conveyor/diff", "conveyor/cd/gate")  # what every environment branch requires
+        self.trailer_of: dict[str, dict[str, str]] = {}  # commit -> its message's trailers
         self.merges: list[tuple[str, int]] = []
         self.crash_after: str | None = None  # a method name: raise Crash once after doing its work
         self.merge_error: Exception | None = None
@@ -78,7 +80,7 @@ class FakeForge:
         return sha
 
     def contexts(self, sha: str) -> dict[str, tuple[str, str]]:
-        return {ctx: (state, desc) for _, s, state, ctx, desc in self.statuses if s == sha}
+        return {ctx: (state, desc) for _, s, state, ctx, desc in self.posted if s == sha}
 
     def approve(self, repo: str, number: int, who: str) -> None:
         self.prs[(repo, number)].approvers.append(who)
@@ -159,9 +161,11 @@ class FakeForge:
     def pull(self, s: Session, repo: str, number: int) -> PullView:
         pr = self._pr(s, repo, number)
         head = self.branches[(repo, pr.source)]
-        failing = any(state in ("failure", "error") for state, _ in self.contexts(head).values())
+        checks = self.contexts(head)
+        failing = any(state in ("failure", "error") for state, _ in checks.values())
+        unmet = [c for c in self.required_checks if checks.get(c, ("missing",))[0] != "success"]
         required = self.required.get((repo, pr.target), 0)
-        mergeable = pr.state == "open" and len(pr.approvers) >= required and not failing
+        mergeable = pr.state == "open" and len(pr.approvers) >= required and not failing and not unmet
         return PullView(number=pr.number, state=pr.state, head_sha=head, author=pr.author,
                         merge_commit=pr.merge_commit, merged_by=pr.merged_by, merged_at=pr.merged_at,
                         approvers=tuple(pr.approvers), mergeable=mergeable,
@@ -196,7 +200,13 @@ class FakeForge:
         return self.pull(s, repo, n)
 
     def post_status(self, s: Session, repo: str, sha: str, *, state: str, context: str, description: str) -> None:
-        self._staged(s).append(lambda: self.statuses.append((repo, sha, state, context, description)))
+        self._staged(s).append(lambda: self.posted.append((repo, sha, state, context, description)))
+
+    def statuses(self, s: Session, repo: str, sha: str) -> dict[str, tuple[str, str]]:
+        return self.contexts(sha)
+
+    def trailers(self, s: Session, repo: str, sha: str) -> dict[str, str]:
+        return dict(self.trailer_of.get(sha, {}))
 
 
 class FakeAgents:
@@ -226,6 +236,10 @@ class FakeProbe:
     def __init__(self) -> None:
         self.answer = Probe(True, 200, "ok")
         self.calls: list[tuple[str, str, str]] = []
+        self.restart_count: int | None = 0
+
+    def restarts(self, cluster: str, namespace: str) -> int | None:
+        return self.restart_count
 
     def probe(self, cluster: str, namespace: str, service: str, port: int | str | None, path: str) -> Probe:
         self.calls.append((cluster, namespace, path))
@@ -243,12 +257,13 @@ class FakeLiveDiff:
 class FakeRenderer:
     def __init__(self) -> None:
         self.refuse: str | None = None  # a message: rendering fails validation
+        self.extra: str = ""  # more YAML documents in the rendered manifests
 
     def render(self, s: Session, p: Promotion, env: Environment) -> Rendered:
         if self.refuse:
             raise RenderError(self.refuse, rule="render.validate")
         manifests = (f"kind: Deployment\nimage: {p.image}:{p.image_tag}@{p.image_digest}\n"
-                     f"namespace: {env.namespace(p.app)}\n")
+                     f"namespace: {env.namespace(p.app)}\n" + self.extra)
         return Rendered(manifests=manifests, files={f"rendered/{p.app}.yaml": manifests.encode(),
                                                     f"source/{p.app}/values.yaml": b"replicas: 1\n"})
 
@@ -284,11 +299,13 @@ class World:
         import conveyor.core.models  # noqa: F401  (audit and outbox tables)
         import conveyor.delivery.models  # noqa: F401
 
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.db = Database(f"sqlite:///{tmp_path / 'delivery.db'}")
         Base.metadata.create_all(self.db.engine, tables=[
             t for name, t in Base.metadata.tables.items()
             if name in ("audit_log", "events", "event_deliveries", "delivery_apps", "promotions",
-                        "promotion_events", "gitops_repos")])
+                        "promotion_events", "gitops_repos", "delivery_freezes", "delivery_holds",
+                        "delivery_bad_versions")])
         self.now = T0
         self.forge = FakeForge(lambda: self.now)
         self.agents = FakeAgents(self.forge)

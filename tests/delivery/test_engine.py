@@ -214,7 +214,7 @@ def test_rollback_failed_when_its_pr_is_closed_or_its_apply_fails(world: World) 
     world.step(closed)
     assert world.get(closed).state == S.ROLLBACK_FAILED and world.kinds(closed)[-1] == "rollback_abandoned"
 
-    failing = world.start("1.1.0-2")
+    failing = world.start("1.1.0-2", app="web")  # hello is held in dev now
     for _ in range(3):
         world.step(failing)
     world.agents.report_tip(World.GITOPS, "env/dev", "nonprod", ok=False)
@@ -288,13 +288,13 @@ def test_crash_inside_a_step_leaves_it_to_be_redone_once(world: World) -> None:
     world.forge.crash_after = "open_pr"  # the branch is written, the PR row is in the lost transaction
     with pytest.raises(Crash):
         world.step(pid)
-    assert world.get(pid).state == S.PENDING and world.forge.prs == {} and world.forge.statuses == []
+    assert world.get(pid).state == S.PENDING and world.forge.prs == {} and world.forge.posted == []
     engine = world.new_engine()  # restarted
     assert engine.step(pid)
     p = world.get(pid)
     assert p.state == S.PR_OPEN and list(world.forge.prs) == [(World.GITOPS, 1)]
     assert world.kinds(pid) == ["created", "pr_opened"]
-    assert [c for *_, c, _ in world.forge.statuses].count("conveyor/diff") == 1
+    assert [c for *_, c, _ in world.forge.posted].count("conveyor/diff") == 1
 
 
 def test_crash_between_the_merge_intent_and_the_merge(world: World) -> None:

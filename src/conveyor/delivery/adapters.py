@@ -11,7 +11,7 @@ from conveyor.clusters import KUBERNETES_VERSION
 from conveyor.clusters import load as load_cluster
 from conveyor.core import ConveyorError, Database, NotFound, Principal, Role, Settings
 from conveyor.core.auth import get_user
-from conveyor.delivery.clusters_access import probe_service
+from conveyor.delivery.clusters_access import pod_restarts, probe_service
 from conveyor.delivery.contexts import deploy_prefix
 from conveyor.delivery.environments import Environment, app_values
 from conveyor.delivery.gitops import current_environments
@@ -96,6 +96,19 @@ class ForgeAdapter:
         post_status(s, self.settings, DELIVERY, get_repo(s, repo), sha, state=state, context=context,
                     description=description)
 
+    def statuses(self, s: Session, repo: str, sha: str) -> dict[str, tuple[str, str]]:
+        return {st.context: (st.state, st.description) for st in combined_status(s, get_repo(s, repo), sha).statuses}
+
+    def trailers(self, s: Session, repo: str, sha: str) -> dict[str, str]:
+        out = bare(self.settings, get_repo(s, repo)).run(
+            "log", "-1", "--format=%(trailers:only,unfold)", sha, check=False).stdout
+        found = {}
+        for line in out.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                found[key.strip()] = value.strip()
+        return found
+
 
 def _principal(s: Session, name: str) -> Principal:
     """The change's author, so that "no self-approval" applies to them; delivery when they are gone."""
@@ -135,6 +148,9 @@ class ProbeAdapter:
 
     def probe(self, cluster: str, namespace: str, service: str, port: int | str | None, path: str) -> Probe:
         return probe_service(self.settings, cluster, namespace, service, port, path)
+
+    def restarts(self, cluster: str, namespace: str) -> int | None:
+        return pod_restarts(self.settings, cluster, namespace)
 
 
 class LiveDiffAdapter:
@@ -190,8 +206,20 @@ class GitopsEnvironments:
         return current_environments(s, self.settings, gitops_repo)
 
 
+class OtherPullRequests:
+    """The gate check on PRs to environment branches that CD did not open (a person's change)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def refresh(self, s: Session) -> None:
+        from conveyor.delivery.gates import refresh_gates
+
+        refresh_gates(s, self.settings)
+
+
 def real_ports(db: Database, settings: Settings) -> Ports:
     return Ports(environments=GitopsEnvironments(settings), forge=ForgeAdapter(db, settings),
                  agents=AgentStatusesAdapter(settings), probe=ProbeAdapter(settings),
                  live_diff=LiveDiffAdapter(settings), renderer=TemplatesRenderer(settings),
-                 base_url=settings.base_url)
+                 base_url=settings.base_url, gates=OtherPullRequests(settings))

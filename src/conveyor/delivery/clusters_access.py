@@ -39,3 +39,16 @@ def probe_service(
     except (httpx.HTTPError, OSError) as exc:
         return Probe(False, None, "", f"{type(exc).__name__}: {exc}")
     return Probe(True, r.status_code, r.text[:2000])
+
+
+def pod_restarts(settings: Settings, cluster: str, namespace: str) -> int | None:
+    """The container restarts of every pod in ``namespace`` (None when the cluster cannot be asked)."""
+    try:
+        with client_for(settings, cluster) as kube:
+            r = kube.http.get(f"/api/v1/namespaces/{namespace}/pods")
+    except (httpx.HTTPError, OSError, NotFound):
+        return None
+    if r.status_code != 200:
+        return None
+    return sum(int(c.get("restartCount", 0)) for pod in r.json().get("items", [])
+               for c in (pod.get("status") or {}).get("containerStatuses") or [])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -26,6 +26,8 @@ from conveyor.delivery.transitions import TRANSITIONS, ends_when_environment_gon
 
 log = logging.getLogger(__name__)
 
+GATE_REFRESH = timedelta(seconds=30)  # freeze windows open and close by the clock, not by an event
+
 
 class PromotionEngine(BackgroundLoop):
     name = "delivery"
@@ -36,8 +38,10 @@ class PromotionEngine(BackgroundLoop):
         self.db = db
         self.ports = ports
         self.clock = clock
+        self._gates_at: datetime | None = None
 
     def run_once(self) -> bool:
+        self._refresh_gates()
         with self.db.session() as s:
             ids = list(s.execute(select(Promotion.id).where(Promotion.state.in_(ACTIVE_STATES))
                                  .order_by(Promotion.id)).scalars())
@@ -96,6 +100,17 @@ class PromotionEngine(BackgroundLoop):
                 report_source(Step(s, p, env, envs, self.ports, self.clock(), TRANSITIONS), "failure",
                               f"{p.env}: {exc.detail}")
         return True
+
+    def _refresh_gates(self) -> None:
+        now = self.clock()
+        if self.ports.gates is None or (self._gates_at is not None and now - self._gates_at < GATE_REFRESH):
+            return
+        self._gates_at = now
+        try:
+            with self.db.session() as s:
+                self.ports.gates.refresh(s)
+        except Exception:
+            log.exception("refreshing the gate checks failed")
 
     @staticmethod
     def _run_effect(pid: int, effect: Callable[[], None]) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.core import Conflict, NotFound, Principal, Settings, record
-from conveyor.delivery.contexts import DIFF_CHECK, ENVIRONMENTS_CHECK
+from conveyor.delivery.contexts import DIFF_CHECK, ENVIRONMENTS_CHECK, GATE_CHECK
 from conveyor.delivery.environments import ENV_DIR, Environment, load_environments
 from conveyor.delivery.models import GitopsRepo
 from conveyor.forge import bare, create_repo, get_repo, set_protection, write_branch
@@ -76,7 +76,7 @@ def protect_environments(
         set_protection(
             session, settings, principal, repo, env.branch,
             approvals=env.approvals.required,
-            required_checks=[DIFF_CHECK],
+            required_checks=[DIFF_CHECK, GATE_CHECK],
             approver_roles=list(env.approvals.approver_roles),
             no_self_approval=not env.approvals.allow_author,
         )

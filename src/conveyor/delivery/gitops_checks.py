@@ -15,6 +15,7 @@ from conveyor.clusters import list_specs
 from conveyor.core import ConveyorError, Principal, Role, Settings
 from conveyor.delivery.contexts import ENVIRONMENTS_CHECK
 from conveyor.delivery.environments import Environment, load_environments, promotion_order
+from conveyor.delivery.gates import refresh_gates
 from conveyor.delivery.gitops import is_gitops_repo, protect_environments
 from conveyor.delivery.records import SERVICE_USER
 from conveyor.forge import bare, get_repo, post_status
@@ -34,8 +35,12 @@ def check_environments(settings: Settings, envs: dict[str, Environment]) -> list
 
 
 def on_pull_request(session: Session, settings: Settings, p: dict[str, Any]) -> None:
-    """A PR to a GitOps repository's main: the ``conveyor/environments`` check on its head."""
-    if p.get("target_branch") != "main" or not is_gitops_repo(session, p.get("repo")):
+    """A PR to a GitOps repository's main: the ``conveyor/environments`` check on its head; to an
+    environment branch: the ``conveyor/cd/gate`` check."""
+    if not is_gitops_repo(session, p.get("repo")):
+        return
+    if p.get("target_branch") != "main":
+        refresh_gates(session, settings, [p["repo"]])
         return
     repo = get_repo(session, p["repo"])
     try:

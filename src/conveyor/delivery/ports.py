@@ -99,6 +99,14 @@ class Forge(Protocol):
 
     def post_status(self, s: Session, repo: str, sha: str, *, state: str, context: str, description: str) -> None: ...
 
+    def statuses(self, s: Session, repo: str, sha: str) -> dict[str, tuple[str, str]]:
+        """The latest (state, description) of each status context on ``sha``."""
+        ...
+
+    def trailers(self, s: Session, repo: str, sha: str) -> dict[str, str]:
+        """The trailers of commit ``sha``'s message (``Security: yes`` -> {"Security": "yes"})."""
+        ...
+
 
 class AgentStatuses(Protocol):
     def verdict(self, s: Session, repo: str, branch: str, merge: str, cluster: str) -> Verdict | None:
@@ -108,6 +116,10 @@ class AgentStatuses(Protocol):
 
 class ClusterProbe(Protocol):
     def probe(self, cluster: str, namespace: str, service: str, port: int | str | None, path: str) -> Probe: ...
+
+    def restarts(self, cluster: str, namespace: str) -> int | None:
+        """Container restarts of the pods in ``namespace`` so far (None: the cluster cannot be asked)."""
+        ...
 
 
 class LiveDiffer(Protocol):
@@ -135,3 +147,8 @@ class Ports:
     live_diff: LiveDiffer
     renderer: Renderer
     base_url: str = ""  # for links in PR bodies
+    gates: GateRefresher | None = None  # the gate check on PRs to environment branches that CD did not open
+
+
+class GateRefresher(Protocol):
+    def refresh(self, s: Session) -> None: ...

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from conveyor.core import Conflict, NotFound, Settings, Unprocessable, record
 from conveyor.delivery.environments import Environment, promotion_order
 from conveyor.delivery.gitops import current_environments, gitops_repo_names
+from conveyor.delivery.governance import hold
 from conveyor.delivery.models import App, Promotion
 from conveyor.delivery.records import SERVICE_USER, note
 from conveyor.delivery.states import PromotionState as S
@@ -163,8 +164,11 @@ def _app_env(session: Session, settings: Settings, app: str, env_name: str) -> t
     return row, env
 
 
-def promote(session: Session, settings: Settings, app: str, env_name: str, version: str | None) -> Promotion:
-    """By hand: deploy a version (default: the one verified in the previous environment) to ``env_name``."""
+def promote(session: Session, settings: Settings, app: str, env_name: str, version: str | None,
+            by: str | None = None) -> Promotion:
+    """By hand: deploy a version (default: the one verified in the previous environment) to ``env_name``.
+
+    A person's decision: holds and bad versions do not stop it (freezes and approvals still do)."""
     row, env = _app_env(session, settings, app, env_name)
     q = select(Promotion).where(Promotion.app == app, Promotion.is_rollback.is_(False))
     if version:
@@ -181,11 +185,15 @@ def promote(session: Session, settings: Settings, app: str, env_name: str, versi
     if active is not None:
         raise Conflict(f"{app} {source.version} is already being promoted to {env_name} (#{active.id})",
                        rule="promote.active")
-    return create_promotion(session, release_of(source), env, row.gitops_repo, promoted_from=source.id)
+    p = create_promotion(session, release_of(source), env, row.gitops_repo, promoted_from=source.id)
+    p.started_by = by or "someone"
+    return p
 
 
-def rollback(session: Session, settings: Settings, app: str, env_name: str, to: str | None) -> Promotion:
-    """Deploy an earlier verified version again (default: the one before what runs now)."""
+def rollback(session: Session, settings: Settings, app: str, env_name: str, to: str | None,
+             by: str | None = None) -> Promotion:
+    """Deploy an earlier verified version again (default: the one before what runs now), and hold the
+    environment: the next build does not undo the rollback without a decision."""
     row, env = _app_env(session, settings, app, env_name)
     verified = list(session.execute(select(Promotion).where(
         Promotion.app == app, Promotion.env == env_name, Promotion.state == S.VERIFIED)
@@ -200,4 +208,6 @@ def rollback(session: Session, settings: Settings, app: str, env_name: str, to: 
                        rule="rollback.target")
     p = create_promotion(session, release_of(target), env, row.gitops_repo, promoted_from=target.id)
     p.is_rollback = True
+    p.started_by = by or "someone"
+    hold(session, app, env_name, f"rolled back to {target.version} by {p.started_by}", by=p.started_by, promotion=p.id)
     return p

@@ -9,13 +9,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.core import ConveyorError, NotFound, Settings, utcnow
+from conveyor.delivery import governance
+from conveyor.delivery.contexts import GATE_CHECK
 from conveyor.delivery.dora import Dora, compute
-from conveyor.delivery.environments import promotion_order
+from conveyor.delivery.environments import Environment, promotion_order
 from conveyor.delivery.gitops import current_environments
 from conveyor.delivery.models import App, Promotion
 from conveyor.delivery.states import ACTIVE_STATES
 from conveyor.delivery.states import PromotionState as S
-from conveyor.forge import evaluate, get_pr, get_repo
+from conveyor.forge import combined_status, evaluate, get_pr, get_repo
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class EnvStatus:
     pending: Promotion | None  # an active promotion, if any
     last: Promotion | None  # the newest promotion of any state
     lead_time_seconds: float | None
+    frozen: str | None = None  # the stop switch or freeze window in force now
+    upcoming_freeze: str | None = None  # a freeze window starting within 24 h
+    held: str | None = None  # why automatic promotions of the app into this environment are held
 
 
 def get_app(session: Session, name: str) -> App:
@@ -46,6 +51,14 @@ def running_version(rows: list[Promotion]) -> Promotion | None:
     return None
 
 
+def app_environment(session: Session, settings: Settings, app: str, env_name: str) -> tuple[App, Environment]:
+    row = get_app(session, app)
+    env = current_environments(session, settings, row.gitops_repo).get(env_name)
+    if env is None:
+        raise NotFound(f"no environment '{env_name}' in '{row.gitops_repo}'", rule="env.exists")
+    return row, env
+
+
 def app_status(session: Session, settings: Settings, name: str) -> list[EnvStatus]:
     app = get_app(session, name)
     envs = current_environments(session, settings, app.gitops_repo)
@@ -58,7 +71,13 @@ def app_status(session: Session, settings: Settings, name: str) -> list[EnvStatu
         lead = None
         if running and running.finished_at and running.source_committed_at:
             lead = (running.finished_at - running.source_committed_at).total_seconds()
-        out.append(EnvStatus(env.name, env.cluster, running, pending, rows[0] if rows else None, lead))
+        now = utcnow()
+        frozen = "; ".join(b.message for b in governance.freeze_blocks(session, env, now)) or None
+        nxt = governance.upcoming_window(env, now)
+        hold = governance.active_hold(session, name, env.name)
+        out.append(EnvStatus(env.name, env.cluster, running, pending, rows[0] if rows else None, lead, frozen,
+                             f"{nxt[0].reason}: from {nxt[1]:%Y-%m-%d %H:%M %Z} to {nxt[2]:%Y-%m-%d %H:%M %Z}"
+                             if nxt else None, hold.reason if hold else None))
     return out
 
 
@@ -84,10 +103,14 @@ def waiting_on(session: Session, settings: Settings, p: Promotion, cluster: str)
     if p.state == S.PR_OPEN and p.pr_number is not None:
         try:
             repo = get_repo(session, p.gitops_repo)
-            m = evaluate(session, settings, repo, get_pr(session, repo, p.pr_number))
+            pr = get_pr(session, repo, p.pr_number)
+            m = evaluate(session, settings, repo, pr)
         except ConveyorError as exc:
             return [exc.detail]
-        return [b.message for b in m.blockers] or ["merge (every rule is satisfied)"]
+        gate = combined_status(session, repo, pr.head_sha).by_context().get(GATE_CHECK)
+        pending_gate = f"required check '{GATE_CHECK}' is pending"
+        return [gate.description if gate and b.message == pending_gate else b.message
+                for b in m.blockers] or ["merge (every rule is satisfied)"]
     if p.state == S.MERGED:
         return [f"apply by the agent of cluster '{cluster}'"]
     t = TRANSITIONS[p.state]

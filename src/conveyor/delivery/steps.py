@@ -18,7 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.core import ConveyorError
-from conveyor.delivery.contexts import DIFF_CHECK, cd_context
+from conveyor.delivery import governance
+from conveyor.delivery.contexts import DIFF_CHECK, GATE_CHECK, cd_context
 from conveyor.delivery.environments import Environment, next_environments
 from conveyor.delivery.models import Promotion
 from conveyor.delivery.ports import Ports, PullView
@@ -83,9 +84,12 @@ def merges_itself(env: Environment) -> bool:
 # --- pending -------------------------------------------------------------------------------------
 def on_pending(ctx: Step) -> None:
     """Render for the environment, commit to `deploy/<app>/<version>/<env>`, open the PR to `env/<env>`
-    as the change's author (so "no self-approval" keeps them from approving it), with the live diff;
-    when the environment already runs exactly this, skip the PR (the unchanged path)."""
+    as the change's author (so "no self-approval" keeps them from approving it), with the live diff
+    and the risk rules it trips; when the environment already runs exactly this, skip the PR (the
+    unchanged path). A version marked bad is refused unless a person started it."""
     p, env, forge = ctx.p, ctx.env, ctx.ports.forge
+    if refuse_bad_version(ctx):
+        return
     supersede_older(ctx)
     rendered = ctx.ports.renderer.render(ctx.s, p, env)
     base = forge.branch_tip(ctx.s, p.gitops_repo, env.branch)
@@ -99,16 +103,51 @@ def on_pending(ctx: Step) -> None:
         ctx.move(S.MERGED, "unchanged", f"{p.env} already runs exactly this; waiting for the agent")
         return
     stats = forge.diffstat(ctx.s, p.gitops_repo, base or head, head)
-    previous = forge.read_file(ctx.s, p.gitops_repo, base, rendered_path(p)) if base else None
-    diff = ctx.ports.live_diff.diff(env.cluster, rendered.manifests, previous.decode() if previous else None)
+    raw = forge.read_file(ctx.s, p.gitops_repo, base, rendered_path(p)) if base else None
+    previous = raw.decode() if raw else None
+    p.risk = governance.assess_risk(env, rendered.manifests, previous,
+                                    forge.trailers(ctx.s, p.source_repo, p.source_commit))
+    p.extra_approvals = env.risk.extra_approvals if p.risk and env.risk else 0
+    diff = ctx.ports.live_diff.diff(env.cluster, rendered.manifests, previous)
     forge.post_status(ctx.s, p.gitops_repo, head, state=diff.state, context=DIFF_CHECK,
                       description=diff.summary[:900])
     number = forge.open_pr(ctx.s, p.gitops_repo, author=p.author, source=branch, target=env.branch,
                            title=f"Deploy {p.app} {p.version} to {p.env}",
-                           body=pr_body(p, ctx.ports.base_url, stats) + "\n" + diff.markdown)
+                           body=pr_body(p, ctx.ports.base_url, stats) + risk_note(p, env) + "\n" + diff.markdown)
     p.pr_number = number
-    ctx.move(S.PR_OPEN, "pr_opened", f"PR #{number} to {env.branch}", pr=number)
+    post_gate(ctx, head, governance.merge_blocks(ctx.s, p, env, 0, ctx.now))
+    ctx.move(S.PR_OPEN, "pr_opened", f"PR #{number} to {env.branch}", pr=number, risk=p.risk)
     report_source(ctx, "pending", f"PR #{number} opened for {p.env}")
+
+
+def risk_note(p: Promotion, env: Environment) -> str:
+    if not p.risk:
+        return ""
+    rules = "\n".join(f"- `{r['rule']}`: {r['reason']}" for r in p.risk)
+    return (f"\n**Risky change: {env.approvals.required + p.extra_approvals} approval(s) required "
+            f"({p.extra_approvals} more than {env.name} usually needs)**, asked for by:\n{rules}\n")
+
+
+def post_gate(ctx: Step, head: str, blocks: list[governance.Block]) -> None:
+    """The ``conveyor/cd/gate`` check on a GitOps PR head, posted when it changes."""
+    state, description = governance.gate_status(blocks)
+    current = ctx.ports.forge.statuses(ctx.s, ctx.p.gitops_repo, head).get(GATE_CHECK)
+    if current != (state, description):
+        ctx.ports.forge.post_status(ctx.s, ctx.p.gitops_repo, head, state=state, context=GATE_CHECK,
+                                    description=description)
+
+
+def refuse_bad_version(ctx: Step) -> bool:
+    """A version that failed and was rolled back is never promoted automatically again."""
+    p = ctx.p
+    bad = governance.bad_version(ctx.s, p.app, p.version) if p.started_by is None else None
+    if bad is None:
+        return False
+    if p.pr_number and ctx.ports.forge.pull(ctx.s, p.gitops_repo, p.pr_number).state == "open":
+        ctx.ports.forge.close(ctx.s, p.gitops_repo, p.pr_number, f"{p.version} is marked bad: {bad.reason}")
+    ctx.move(S.REFUSED, "refused", f"{p.app} {p.version} is marked bad ({bad.reason}); it is promoted only by "
+                                   "hand", rule="hold.bad-version")
+    return True
 
 
 def pr_body(p: Promotion, base_url: str, files: list[tuple[str, int | None, int | None]]) -> str:
@@ -137,16 +176,31 @@ def supersede_older(ctx: Step) -> None:
 
 # --- pr_open -------------------------------------------------------------------------------------
 def on_pr_open(ctx: Step) -> None:
-    """Wait for the merge; CD merges it itself once the environment's rules are met (a durable
-    `merge_requested`, then the merge after the step commits). A closed PR abandons the promotion."""
-    p = ctx.p
+    """Wait for the merge; keep the `conveyor/cd/gate` check current (freeze windows, the stop switch,
+    holds, one deployment per branch, extra approvals for risky changes). CD merges once the gate
+    and the branch's rules are met (a durable `merge_requested`, then the merge after the step
+    commits). A closed PR abandons it; waiting past `approvals.expire_after` expires it (PR closed);
+    a version marked bad is refused unless a person started it."""
+    p, env = ctx.p, ctx.env
     pr = ctx.ports.forge.pull(ctx.s, p.gitops_repo, p.pr_number or 0)
     if pr.state == "merged":
         p.merge_commit = pr.merge_commit
         ctx.move(S.MERGED, "merged", f"PR #{pr.number} merged by {pr.merged_by}", approvers=list(pr.approvers))
-    elif pr.state == "closed":
+        return
+    if pr.state == "closed":
         ctx.move(S.ABANDONED, "abandoned", f"PR #{pr.number} was closed without merging")
-    elif pr.state == "open" and merges_itself(ctx.env) and pr.mergeable:
+        return
+    if pr.state != "open" or refuse_bad_version(ctx):
+        return
+    expire = env.approvals.expire_after
+    if expire is not None and ctx.overdue(timedelta(seconds=expire)):
+        why = f"no merge within {expire}s ({env.name}'s approvals.expire_after); approvals: {len(pr.approvers)}"
+        ctx.ports.forge.close(ctx.s, p.gitops_repo, pr.number, f"expired: {why}")
+        ctx.move(S.EXPIRED, "expired", why, rule="approvals.expired")
+        return
+    blocks = governance.merge_blocks(ctx.s, p, env, len(pr.approvers), ctx.now)
+    post_gate(ctx, pr.head_sha, blocks)
+    if not blocks and merges_itself(env) and pr.mergeable:
         request_merge(ctx, pr)
 
 
@@ -183,18 +237,51 @@ def on_merged(ctx: Step) -> None:
 
 # --- applied -------------------------------------------------------------------------------------
 def on_applied(ctx: Step) -> None:
-    """Verify the endpoint; success promotes to the environments whose `after` is this one. Failing
-    past the environment's verify timeout opens the revert PR."""
+    """Verify the endpoint; success soaks (when the environment sets `soak`) or promotes to the
+    environments whose `after` is this one. Failing past the verify timeout opens the revert PR."""
     p, env = ctx.p, ctx.env
     passed, detail = verify(ctx)
-    if passed:
-        ctx.move(S.VERIFIED, "verified", detail)
-        report_source(ctx, "success", f"verified in {p.env}")
-        for nxt in next_environments(ctx.envs, env.name):
-            create_promotion(ctx.s, release_of(p), nxt, p.gitops_repo, promoted_from=p.id)
-        return
-    if ctx.overdue(timedelta(seconds=env.verify.timeout if env.verify else 120)):
+    if passed and env.soak is not None:
+        p.soak_restarts = ctx.ports.probe.restarts(env.cluster, env.namespace(p.app))
+        ctx.move(S.SOAKING, "soaking", f"{detail}; soaking for {env.soak.duration}s before the next environments",
+                 restarts=p.soak_restarts)
+    elif passed:
+        finish_verified(ctx, detail)
+    elif ctx.overdue(timedelta(seconds=env.verify.timeout if env.verify else 120)):
         fail_and_roll_back(ctx, f"verification failed: {detail}")
+
+
+def finish_verified(ctx: Step, detail: str) -> None:
+    p = ctx.p
+    ctx.move(S.VERIFIED, "verified", detail)
+    report_source(ctx, "success", f"verified in {p.env}")
+    for nxt in next_environments(ctx.envs, ctx.env.name):
+        create_promotion(ctx.s, release_of(p), nxt, p.gitops_repo, promoted_from=p.id)
+
+
+# --- soaking -------------------------------------------------------------------------------------
+def on_soaking(ctx: Step) -> None:
+    """Stay healthy for the environment's soak time (the agent's health, restarts within the
+    threshold), then verify the endpoint again and promote; any failure rolls back."""
+    p, env = ctx.p, ctx.env
+    soak = env.soak
+    verdict = ctx.ports.agents.verdict(ctx.s, p.gitops_repo, env.branch, p.merge_commit or "", env.cluster)
+    if verdict is not None and not verdict.ok:
+        fail_and_roll_back(ctx, f"unhealthy during the soak on {env.cluster}: {verdict.description}")
+        return
+    if soak is not None and p.soak_restarts is not None:
+        now = ctx.ports.probe.restarts(env.cluster, env.namespace(p.app))
+        if now is not None and now - p.soak_restarts > soak.max_restarts:
+            fail_and_roll_back(ctx, f"{now - p.soak_restarts} container restart(s) during the soak "
+                                    f"(at most {soak.max_restarts})")
+            return
+    if soak is not None and not ctx.overdue(timedelta(seconds=soak.duration)):
+        return
+    passed, detail = verify(ctx)
+    if passed:
+        finish_verified(ctx, f"healthy through the soak; {detail}")
+    else:
+        fail_and_roll_back(ctx, f"verification at the end of the soak failed: {detail}")
 
 
 def verify(ctx: Step) -> tuple[bool, str]:
@@ -231,6 +318,8 @@ def fail_and_roll_back(ctx: Step, reason: str) -> None:
         return
     forge.post_status(ctx.s, p.gitops_repo, revert.head_sha, state="success", context=DIFF_CHECK,
                       description=f"rollback of {p.app} {p.version} in {p.env}")
+    forge.post_status(ctx.s, p.gitops_repo, revert.head_sha, state="success", context=GATE_CHECK,
+                      description="a rollback: no delivery rule holds it back")
     p.rollback_pr_number = revert.number
     ctx.move(S.ROLLING_BACK, "rollback_opened", f"revert PR #{revert.number}", pr=revert.number)
 
@@ -246,30 +335,40 @@ def on_rolling_back(ctx: Step) -> None:
             request_merge(ctx, pr)
         return
     if pr.state == "closed":
-        ctx.move(S.ROLLBACK_FAILED, "rollback_abandoned", f"rollback PR #{pr.number} was closed")
+        end_rollback(ctx, S.ROLLBACK_FAILED, "rollback_abandoned", f"rollback PR #{pr.number} was closed")
         return
     p.rollback_merge_commit = pr.merge_commit
     verdict = ctx.ports.agents.verdict(ctx.s, p.gitops_repo, env.branch, pr.merge_commit or "", env.cluster)
     overdue = ctx.overdue(APPLY_DEADLINE, pr.merged_at)
     if verdict is None:
         if overdue:
-            ctx.move(S.ROLLBACK_FAILED, "rollback_failed",
-                     f"the agent of '{env.cluster}' did not report on the rollback")
+            end_rollback(ctx, S.ROLLBACK_FAILED, "rollback_failed",
+                         f"the agent of '{env.cluster}' did not report on the rollback")
         return
     if not verdict.ok:
-        ctx.move(S.ROLLBACK_FAILED, "rollback_failed", f"rollback apply failed: {verdict.description}")
+        end_rollback(ctx, S.ROLLBACK_FAILED, "rollback_failed", f"rollback apply failed: {verdict.description}")
         return
     previous = ctx.s.execute(select(Promotion.version).where(
         Promotion.app == p.app, Promotion.env == p.env, Promotion.state == S.VERIFIED, Promotion.id < p.id)
         .order_by(Promotion.id.desc()).limit(1)).scalar_one_or_none()
     if previous is None:
-        ctx.move(S.ROLLED_BACK, "rolled_back", f"removed from {p.env}: no earlier version ran there")
+        end_rollback(ctx, S.ROLLED_BACK, "rolled_back", f"removed from {p.env}: no earlier version ran there")
         return
     passed, detail = verify(ctx)
     if passed:
-        ctx.move(S.ROLLED_BACK, "rolled_back", f"{previous} restored and verified: {detail}")
+        end_rollback(ctx, S.ROLLED_BACK, "rolled_back", f"{previous} restored and verified: {detail}")
     elif overdue:
-        ctx.move(S.ROLLBACK_FAILED, "rollback_failed", f"{previous} restored but verification fails: {detail}")
+        end_rollback(ctx, S.ROLLBACK_FAILED, "rollback_failed", f"{previous} restored but verification fails: {detail}")
+
+
+def end_rollback(ctx: Step, state: S, kind: str, message: str) -> None:
+    """After a failure and its rollback, the version is bad for the app and the environment held:
+    the next build does not walk into the same failure without a decision."""
+    p = ctx.p
+    ctx.move(state, kind, message)
+    governance.mark_bad(ctx.s, p, p.failure_reason or message)
+    governance.hold(ctx.s, p.app, p.env, f"{p.version} failed and was rolled back: {p.failure_reason or message}",
+                    by="conveyor-delivery", promotion=p.id)
 
 
 def report_source(ctx: Step, state: str, description: str) -> None:

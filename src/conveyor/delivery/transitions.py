@@ -40,14 +40,16 @@ def _t(state: S, handler: Handler | None, nxt: set[S], waits_for: str, on_error:
 
 
 TRANSITIONS: dict[S, Transition] = {t.state: t for t in (
-    _t(S.PENDING, steps.on_pending, {S.PR_OPEN, S.MERGED, S.FAILED, S.SUPERSEDED},
+    _t(S.PENDING, steps.on_pending, {S.PR_OPEN, S.MERGED, S.FAILED, S.SUPERSEDED, S.REFUSED},
        "rendering manifests and opening the GitOps pull request", on_error=S.FAILED),
-    _t(S.PR_OPEN, steps.on_pr_open, {S.MERGED, S.ABANDONED, S.SUPERSEDED, S.FAILED},
+    _t(S.PR_OPEN, steps.on_pr_open, {S.MERGED, S.ABANDONED, S.SUPERSEDED, S.FAILED, S.EXPIRED, S.REFUSED},
        "the merge of the GitOps pull request"),
     _t(S.MERGED, steps.on_merged, {S.APPLIED, S.ROLLING_BACK, S.FAILED, S.ROLLBACK_FAILED},
        "apply by the cluster's agent"),
-    _t(S.APPLIED, steps.on_applied, {S.VERIFIED, S.ROLLING_BACK, S.FAILED, S.ROLLBACK_FAILED},
+    _t(S.APPLIED, steps.on_applied, {S.SOAKING, S.VERIFIED, S.ROLLING_BACK, S.FAILED, S.ROLLBACK_FAILED},
        "verification of the running version"),
+    _t(S.SOAKING, steps.on_soaking, {S.VERIFIED, S.ROLLING_BACK, S.FAILED, S.ROLLBACK_FAILED},
+       "the soak time: staying healthy before the next environments"),
     _t(S.ROLLING_BACK, steps.on_rolling_back, {S.ROLLED_BACK, S.ROLLBACK_FAILED},
        "the rollback to be merged, applied and verified"),
     _t(S.VERIFIED, None, set(), "nothing: deployed and verified"),
@@ -56,6 +58,8 @@ TRANSITIONS: dict[S, Transition] = {t.state: t for t in (
     _t(S.ROLLBACK_FAILED, None, set(), "a person: the rollback failed, the environment needs attention"),
     _t(S.ABANDONED, None, set(), "nothing: its pull request was closed without merging"),
     _t(S.SUPERSEDED, None, set(), "nothing: a newer version of the app went to the environment"),
+    _t(S.EXPIRED, None, set(), "nothing: its approvals did not come within the environment's expire_after"),
+    _t(S.REFUSED, None, set(), "nothing: the version is marked bad (it failed and was rolled back)"),
 )}
 
 # The state a promotion ends in when its environment disappears from the GitOps repo's main.
