@@ -40,7 +40,7 @@ def test_gitops_init_protects_every_branch_and_checks_environment_changes(
     rules = {p["branch"]: p for p in server.api().get(f"/api/v1/repos/{repo}/protection").json()}
     assert rules["env/prod"]["approvals"] == 2 and rules["env/prod"]["approver_roles"] == ["cluster-admin"]
     assert rules["env/prod"]["no_self_approval"] and not rules["env/dev"]["no_self_approval"]
-    assert rules["env/dev"]["required_checks"] == ["conveyor/diff"]
+    assert sorted(rules["env/dev"]["required_checks"]) == ["conveyor/cd/gate", "conveyor/diff"]
     assert rules["main"]["required_checks"] == ["conveyor/environments"]
 
     wc = WorkingCopy(server, repo, tmp_path / "gitops", user=ops_name, token=ops_token)

@@ -85,3 +85,23 @@ def test_unpullable_base_image_fails_the_build(server: ServerHandle, tmp_path: P
     assert run["message"].startswith("image build failed: ")
     assert "does-not-exist" in log_text(server, run["id"])
     assert [s["name"] for s in run["steps"]] == ["setup", "image-build"]  # no publish step: nothing pushed
+
+
+def test_template_lint_judges_objects_by_the_oldest_clusters_kubernetes_version(
+    server: ServerHandle, tmp_path: Path
+) -> None:
+    # spec.schedulingGroup of a pod exists from Kubernetes 1.35: valid for the newest schema, refused
+    # by the 1.34 clusters (none registered on this server: the pinned release is the oldest).
+    files = {**CHART, "chart/templates/pod.yaml": (
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: grouped}\nspec:\n  schedulingGroup: {}\n"
+        "  containers: [{name: c, image: demo}]\n")}
+    pipeline = ("ci:\n  - name: newest\n    uses: template-lint\n    with: {kubernetes_version: v1.37.0}\n"
+                "  - name: clusters\n    uses: template-lint\n")
+    wc, sha = repo_with_pipeline(server, tmp_path, pipeline, files, app=APP)
+    run = wait_for_run(server, wc.repo, sha, "ci")
+    assert [s["state"] for s in run["steps"]][-2:] == ["success", "failure"], log_text(server, run["id"])
+    assert run["failed_step"] == "clusters" and "failed Kubernetes v1.34.4 schema validation" in run["message"]
+    log = log_text(server, run["id"])
+    assert "Pod/grouped: valid for Kubernetes v1.37.0" in log
+    assert "Pod/grouped: invalid at spec: Additional properties are not allowed ('schedulingGroup'" in log
+    assert "Namespace/demo-test: valid" in log  # rendered as CD renders: the app's namespace included

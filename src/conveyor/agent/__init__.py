@@ -31,4 +31,11 @@ The agent needs a git URL, a kubeconfig and optionally the forge's statuses API;
 database. Objects it deletes are only ever those recorded in its inventory; `conveyor.dev/prune: disabled` keeps
 an object when it leaves the revision, `conveyor.dev/force: "true"` lets it be recreated when an immutable field
 changes.
+
+Public interface for other components (delivery's live diff on GitOps PRs):
 """
+
+from conveyor.agent.apply import ObjectError, RevisionInvalid
+from conveyor.agent.preview import Change, preview_revision
+
+__all__ = ["Change", "ObjectError", "RevisionInvalid", "preview_revision"]

@@ -90,10 +90,11 @@ class _Planned:
     def changed(self) -> bool:
         if self.known:
             return False
-        return self.live is None or self.recreate or _comparable(self.dry) != _comparable(self.live)
+        return self.live is None or self.recreate or comparable(self.dry) != comparable(self.live)
 
 
-def _comparable(obj: dict[str, Any] | None) -> Any:
+def comparable(obj: dict[str, Any] | None) -> Any:
+    """An object as compared for "changed": without volatile metadata and status."""
     if obj is None:
         return None
     out = dict(obj)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from conveyor.agent.apply import Applier, _comparable
-from conveyor.agent.kube import Kube
+from conveyor.agent.apply import Applier, comparable
+from conveyor.agent.kube import Kube, connect
 from conveyor.agent.objects import ObjectId
 
 
@@ -49,7 +50,7 @@ def preview(kube: Kube, objects: list[dict[str, Any]], previous: list[ObjectId] 
                 [], _yaml(p.obj), "live", f"new {p.id.kind}"))))
         elif p.changed:
             changes.append(Change(p.id, "update", "".join(difflib.unified_diff(
-                _yaml(_comparable(p.live)), _yaml(_comparable(p.dry)), "live", "after apply"))))
+                _yaml(comparable(p.live)), _yaml(comparable(p.dry)), "live", "after apply"))))
         else:
             changes.append(Change(p.id, "unchanged"))
     keep = [p.id for p in planned]
@@ -57,3 +58,17 @@ def preview(kube: Kube, objects: list[dict[str, Any]], previous: list[ObjectId] 
         if not any(old.same_object(k) for k in keep):
             changes.append(Change(old, "delete"))
     return changes
+
+
+def preview_revision(kubeconfig: Path, context: str | None, objects: list[dict[str, Any]],
+                     previous: list[dict[str, Any]] | None = None) -> list[Change]:
+    """``preview`` against the cluster of a kubeconfig, ``previous`` being the revision applied now.
+
+    Raises ``RevisionInvalid`` when the cluster would refuse an object, other exceptions when it
+    cannot be reached.
+    """
+    kube = Kube(connect(kubeconfig, context))
+    try:
+        return preview(kube, objects, [ObjectId.of(o) for o in previous or []])
+    finally:
+        kube.close()

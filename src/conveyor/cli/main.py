@@ -13,7 +13,7 @@ from conveyor.agent.cli import agent_app
 from conveyor.cli import client
 from conveyor.clusters.cli import cluster_app
 from conveyor.core.cli import user_app
-from conveyor.delivery.cli import app_app, gitops_app, promote, promotion_app, rollback
+from conveyor.delivery.cli import app_app, freeze_app, gitops_app, promote, promotion_app, rollback
 from conveyor.demo.cli import demo
 from conveyor.forge.cli import hook_app, pr_app, repo_app, status_app
 from conveyor.pipelines.cli import image_app, run_app, runner_app, secret_app
@@ -32,6 +32,7 @@ app.add_typer(app_app, name="app")
 app.add_typer(promotion_app, name="promotion")
 app.command("promote")(promote)
 app.command("rollback")(rollback)
+app.add_typer(freeze_app, name="freeze")
 app.command("demo")(demo)
 app.add_typer(run_app, name="run")
 app.add_typer(secret_app, name="secret")

@@ -1,23 +1,66 @@
 """Delivery: the CD stage. Renders each environment, opens GitOps PRs, waits for merge and deployment,
 verifies, promotes and rolls back, and keeps the records the DORA metrics come from.
 
-Public interface for other components (web, demo):
+Public interface for other components (web, demo, cli, server):
+
+- the promotion state machine: ``PromotionState``, ``TRANSITIONS`` (state -> handler, allowed next
+  states, what it waits for), ``transitions_markdown()`` (the table as docs/architecture.md shows it),
+  ``ACTIVE_STATES``, ``TERMINAL_STATES``, ``FAILURE_STATES``;
+- the engine and its injected interfaces: ``PromotionEngine``, ``Ports``, ``real_ports``;
+- read models and queries: ``App``, ``Promotion``, ``PromotionEvent``, ``EnvStatus``, ``app_status``,
+  ``running_version``, ``waiting_on``, ``promotion_of_pr``, ``dora_for``, ``gitops_repo_names``;
+- environments: ``Environment``, ``load_environments``, ``promotion_order``, ``DEFAULT_ENVIRONMENTS``;
+- actions: ``init_gitops_repo``, ``promote``, ``rollback``; ``probe_service`` (GET an app's endpoint
+  through its cluster's API server, as verification does).
 """
 
+from conveyor.delivery.adapters import real_ports
+from conveyor.delivery.clusters_access import probe_service
+from conveyor.delivery.engine import PromotionEngine
 from conveyor.delivery.environments import Environment, load_environments, promotion_order
-from conveyor.delivery.gitops import init_gitops_repo
+from conveyor.delivery.gitops import DEFAULT_ENVIRONMENTS, gitops_repo_names, init_gitops_repo
+from conveyor.delivery.models import App, Promotion, PromotionEvent
+from conveyor.delivery.ports import Ports
 from conveyor.delivery.start import promote, rollback
-from conveyor.delivery.status import EnvStatus, app_status, dora_for, running_version
+from conveyor.delivery.states import ACTIVE_STATES, FAILURE_STATES, TERMINAL_STATES, PromotionState
+from conveyor.delivery.status import (
+    EnvStatus,
+    app_status,
+    dora_for,
+    promotion_of_pr,
+    running_version,
+    waiting_on,
+)
+from conveyor.delivery.transitions import TRANSITIONS, Transition
+from conveyor.delivery.transitions import markdown_table as transitions_markdown
 
 __all__ = [
+    "ACTIVE_STATES",
+    "DEFAULT_ENVIRONMENTS",
+    "FAILURE_STATES",
+    "TERMINAL_STATES",
+    "TRANSITIONS",
+    "App",
     "EnvStatus",
     "Environment",
+    "Ports",
+    "Promotion",
+    "PromotionEngine",
+    "PromotionEvent",
+    "PromotionState",
+    "Transition",
     "app_status",
     "dora_for",
+    "gitops_repo_names",
     "init_gitops_repo",
     "load_environments",
     "promote",
+    "promotion_of_pr",
+    "probe_service",
     "promotion_order",
+    "real_ports",
     "rollback",
     "running_version",
+    "transitions_markdown",
+    "waiting_on",
 ]

@@ -12,6 +12,8 @@ from conveyor.cli.client import console, request, say
 gitops_app = typer.Typer(help="The GitOps repository.", no_args_is_help=True)
 app_app = typer.Typer(help="Delivered apps: where each version runs.", no_args_is_help=True)
 promotion_app = typer.Typer(help="Promotion records and their timelines.", no_args_is_help=True)
+freeze_app = typer.Typer(help="The stop switch: halt every new merge into environment branches.",
+                         no_args_is_help=True)
 
 
 @gitops_app.command("init")
@@ -43,7 +45,8 @@ def app_list() -> None:
 def app_status(app: str) -> None:
     """Version, commit, image digest and state of APP in every environment."""
     table = Table("env", "cluster", "version", "commit", "image digest", "last state", "pending", "lead time")
-    for e in request("GET", f"/api/v1/apps/{app}"):
+    envs = request("GET", f"/api/v1/apps/{app}")
+    for e in envs:
         pending = e["pending"]
         table.add_row(
             e["env"], e["cluster"], e["version"] or "-", (e["commit"] or "-")[:12],
@@ -51,6 +54,10 @@ def app_status(app: str) -> None:
             f"{pending['version']} ({pending['state']})" if pending else "-", _duration(e["lead_time_seconds"]),
         )
     console.print(table)
+    for e in envs:
+        for label, key in (("frozen", "frozen"), ("freeze ahead", "upcoming_freeze"), ("held", "held")):
+            if e.get(key):
+                say(f"{e['env']}: {label}: {e[key]}")
 
 
 @app_app.command("dora")
@@ -102,3 +109,44 @@ def rollback(app: str, env: str = typer.Option(..., "--env"), to: str = typer.Op
     """Deploy an earlier verified version of APP to ENV again."""
     p = request("POST", f"/api/v1/apps/{app}/rollback", json_body={"env": env, "to": to})
     say(f"promotion {p['id']}: rolling {p['app']} in {p['env']} back to {p['version']}")
+
+
+@app_app.command("release")
+def app_release(app: str, env: str = typer.Option(..., "--env", help="The held environment"),
+                reason: str = typer.Option(..., "--reason", help="Why automatic promotions may go on")) -> None:
+    """Release APP's hold in ENV (set after a rollback): automatic promotions go on."""
+    h = request("POST", f"/api/v1/apps/{app}/holds/{env}/release", json_body={"reason": reason})
+    say(f"{app} in {env} released by {h['released_by']} (held since {h['created_at']}: {h['reason']})")
+
+
+@promotion_app.command("override")
+def promotion_override(pid: int, reason: str = typer.Option(..., "--reason", help="Why it may go now")) -> None:
+    """Let promotion PID through its environment's freeze windows, once."""
+    p = request("POST", f"/api/v1/promotions/{pid}/override", json_body={"reason": reason})
+    say(f"promotion {p['id']} ({p['app']} {p['version']} -> {p['env']}) may pass freeze windows: {reason}")
+
+
+@freeze_app.command("start")
+def freeze_start(env: str = typer.Option(None, "--env", help="One environment (default: every environment)"),
+                 reason: str = typer.Option(..., "--reason", help="Shown on every held PR")) -> None:
+    """Halt every new merge into the environment branches (across apps) until `freeze end`."""
+    f = request("POST", "/api/v1/freezes", json_body={"env": env, "reason": reason})
+    say(f"frozen: {f['env'] or 'every environment'} by {f['started_by']}: {f['reason']}")
+
+
+@freeze_app.command("end")
+def freeze_end(env: str = typer.Option(None, "--env", help="The environment named at start (default: every one)"),
+               reason: str = typer.Option(None, "--reason", help="Recorded in the audit log")) -> None:
+    """Lift the stop switch."""
+    f = request("POST", "/api/v1/freezes/end", json_body={"env": env, "reason": reason})
+    say(f"freeze of {f['env'] or 'every environment'} ended by {f['ended_by']}")
+
+
+@freeze_app.command("list")
+def freeze_list(all_: bool = typer.Option(False, "--all", help="Include ended ones")) -> None:
+    """The stop switches in force (or all of them)."""
+    table = Table("id", "env", "reason", "started", "by", "ended", "by")
+    for f in request("GET", "/api/v1/freezes", params={"all": "true" if all_ else "false"}):
+        table.add_row(str(f["id"]), f["env"] or "*", f["reason"], f["started_at"], f["started_by"],
+                      f["ended_at"] or "-", f["ended_by"] or "-")
+    console.print(table)

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import httpx
 
-from conveyor.clusters import external, local
-from conveyor.clusters import spec as specs
-from conveyor.clusters.kubeapi import KubeClient
+from conveyor.clusters import KubeClient, admin_client, external, load
 from conveyor.core import NotFound, Settings
+from conveyor.delivery.ports import Probe
 
 
 def client_for(settings: Settings, cluster: str, timeout: float = 10.0) -> KubeClient:
-    if not specs.exists(settings.data_dir, cluster):
-        raise NotFound(f"unknown cluster '{cluster}' (see `conveyor cluster list`)", rule="env.cluster")
-    spec = specs.load(settings.data_dir, cluster)
-    if spec.kind == specs.EXTERNAL:
+    try:
+        spec = load(settings.data_dir, cluster)
+    except NotFound:
+        raise NotFound(f"unknown cluster '{cluster}' (see `conveyor cluster list`)", rule="env.cluster") from None
+    if spec.kind == "external":  # clusters exports no client for registered clusters yet
         return external.client(settings.data_dir, spec, timeout=timeout)
-    return local.admin_client(settings.data_dir, spec, timeout=timeout)
-
-
-@dataclass(frozen=True)
-class Probe:
-    ok: bool
-    status: int | None
-    body: str
-    error: str | None = None
+    return admin_client(settings.data_dir, spec, timeout=timeout)
 
 
 def probe_service(
@@ -49,3 +39,16 @@ def probe_service(
     except (httpx.HTTPError, OSError) as exc:
         return Probe(False, None, "", f"{type(exc).__name__}: {exc}")
     return Probe(True, r.status_code, r.text[:2000])
+
+
+def pod_restarts(settings: Settings, cluster: str, namespace: str) -> int | None:
+    """The container restarts of every pod in ``namespace`` (None when the cluster cannot be asked)."""
+    try:
+        with client_for(settings, cluster) as kube:
+            r = kube.http.get(f"/api/v1/namespaces/{namespace}/pods")
+    except (httpx.HTTPError, OSError, NotFound):
+        return None
+    if r.status_code != 200:
+        return None
+    return sum(int(c.get("restartCount", 0)) for pod in r.json().get("items", [])
+               for c in (pod.get("status") or {}).get("containerStatuses") or [])

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from conveyor.delivery.models import Promotion
-
-FAILED = ("failed", "rolled_back", "rollback_failed")
+from conveyor.delivery.states import FAILURE_STATES
+from conveyor.delivery.states import PromotionState as S
 
 
 @dataclass(frozen=True)
@@ -37,19 +37,19 @@ def compute(promotions: list[Promotion], app: str, env: str, now: datetime, wind
         (p for p in promotions if p.app == app and p.env == env and p.created_at >= start),
         key=lambda p: p.created_at,
     )
-    changes = [p for p in rows if not p.is_rollback and p.state in ("verified", *FAILED)]
-    verified = [p for p in changes if p.state == "verified"]
+    changes = [p for p in rows if not p.is_rollback and (p.state == S.VERIFIED or p.state in FAILURE_STATES)]
+    verified = [p for p in changes if p.state == S.VERIFIED]
     lead = [
         (p.finished_at - p.source_committed_at).total_seconds()
         for p in verified
         if p.finished_at and p.source_committed_at
     ]
-    failures = [p for p in changes if p.state in FAILED]
+    failures = [p for p in changes if p.state in FAILURE_STATES]
     restores = []
     for f in failures:
         if f.failed_at is None:
             continue
-        if f.state == "rolled_back" and f.finished_at:
+        if f.state == S.ROLLED_BACK and f.finished_at:
             restores.append((f.finished_at - f.failed_at).total_seconds())
             continue
         later = [p.finished_at for p in verified if p.finished_at and p.finished_at >= f.failed_at]

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from croniter import croniter
 
 from conveyor.core import InvalidInput
-from conveyor.core.yamlspec import SpecError, load_with_marks, packaged_schema, parse_duration, validate
-from conveyor.forge.git import BareRepo
+from conveyor.core.yamlspec import Marks, SpecError, load_with_marks, packaged_schema, parse_duration, validate, where
+from conveyor.forge import BareRepo
 
 ENV_DIR = "environments"
 _ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+SENSITIVE_KINDS = ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Secret", "CustomResourceDefinition",
+                   "NetworkPolicy", "Namespace")
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,57 @@ class Approvals:
     required: int = 0
     approver_roles: tuple[str, ...] = ()
     allow_author: bool = True
+    expire_after: int | None = None  # seconds a promotion may wait for its approvals
+
+
+@dataclass(frozen=True)
+class FreezeWindow:
+    """A recurring window (cron start + duration in a time zone) or a one-off one (start, end)."""
+
+    reason: str
+    name: str = ""
+    cron: str | None = None
+    duration: int = 0
+    timezone: str = "UTC"
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def around(self, at: datetime) -> tuple[datetime, datetime] | None:
+        """The occurrence of this window that contains ``at``, if any."""
+        if self.cron is None:
+            assert self.start and self.end
+            return (self.start, self.end) if self.start <= at < self.end else None
+        local = at.astimezone(ZoneInfo(self.timezone))
+        began = croniter(self.cron, local + timedelta(seconds=1)).get_prev(datetime)
+        ends = began + timedelta(seconds=self.duration)
+        return (began, ends) if began <= local < ends else None
+
+    def next_after(self, at: datetime) -> tuple[datetime, datetime] | None:
+        """The next occurrence starting after ``at``."""
+        if self.cron is None:
+            assert self.start and self.end
+            return (self.start, self.end) if self.start > at else None
+        began = croniter(self.cron, at.astimezone(ZoneInfo(self.timezone))).get_next(datetime)
+        return began, began + timedelta(seconds=self.duration)
+
+
+@dataclass(frozen=True)
+class Freeze:
+    windows: tuple[FreezeWindow, ...] = ()
+    override_roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Soak:
+    duration: int
+    max_restarts: int = 0
+
+
+@dataclass(frozen=True)
+class Risk:
+    extra_approvals: int = 1
+    sensitive_kinds: tuple[str, ...] = SENSITIVE_KINDS
+    trailer: str = "Security"
 
 
 @dataclass(frozen=True)
@@ -44,6 +102,9 @@ class Environment:
     approvals: Approvals = Approvals()
     verify: Verify | None = None
     values: dict[str, Any] = field(default_factory=dict)
+    freeze: Freeze = Freeze()
+    soak: Soak | None = None
+    risk: Risk | None = None
 
     def namespace(self, app: str) -> str:
         return self.namespace_pattern.format(app=app, env=self.name)
@@ -57,10 +118,12 @@ def parse_environment(name: str, text: str) -> Environment:
         data, marks = load_with_marks(text, file)
         validate(data, marks, packaged_schema("conveyor.delivery", "environment"), file)
         timeout = parse_duration((data.get("verify") or {}).get("timeout", 120))
+        freeze = _freeze(data.get("freeze") or {}, marks, file)
     except SpecError as exc:
         raise InvalidInput(str(exc), rule="env.schema") from None
     a = data.get("approvals") or {}
     v = data.get("verify")
+    soak, risk = data.get("soak"), data.get("risk")
     return Environment(
         name=name,
         cluster=data["cluster"],
@@ -72,6 +135,7 @@ def parse_environment(name: str, text: str) -> Environment:
             required=int(a.get("required", 0)),
             approver_roles=tuple(a.get("approver_roles", ())),
             allow_author=bool(a.get("allow_author", True)),
+            expire_after=duration(a["expire_after"]) if "expire_after" in a else None,
         ),
         verify=None if v is None else Verify(
             service=v.get("service"),
@@ -82,7 +146,54 @@ def parse_environment(name: str, text: str) -> Environment:
             timeout=timeout,
         ),
         values=dict(data.get("values") or {}),
+        freeze=freeze,
+        soak=None if soak is None else Soak(duration(soak["duration"]), int(soak.get("max_restarts", 0))),
+        risk=None if risk is None else Risk(
+            extra_approvals=int(risk.get("extra_approvals", 1)),
+            sensitive_kinds=tuple(risk.get("sensitive_kinds", SENSITIVE_KINDS)),
+            trailer=str(risk.get("trailer", "Security"))),
     )
+
+
+def duration(value: int | str) -> int:
+    """Seconds from 90, '90s', '5m', '1h' or '3d' (the schema has checked the form)."""
+    if isinstance(value, str) and value.endswith("d"):
+        return int(value[:-1]) * 86400
+    return parse_duration(value)
+
+
+def _instant(value: Any, marks: Marks, path: tuple[str | int, ...], file: str) -> datetime:
+    try:
+        at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        raise SpecError(file, *where(marks, path), f"'{value}' is not an ISO 8601 date-time") from None
+    if at.tzinfo is None:
+        raise SpecError(file, *where(marks, path), f"'{value}' needs a time zone (Z or +01:00)")
+    return at
+
+
+def _freeze(data: dict[str, Any], marks: Marks, file: str) -> Freeze:
+    """The freeze windows, with what the schema cannot check: cron syntax, time zones, from < to."""
+    windows = []
+    for i, w in enumerate(data.get("windows") or []):
+        at: tuple[str | int, ...] = ("freeze", "windows", i)
+        if "cron" in w:
+            if not croniter.is_valid(w["cron"]) or len(w["cron"].split()) != 5:
+                raise SpecError(file, *where(marks, (*at, "cron")), f"{w['cron']!r} is not a 5-field cron expression")
+            try:
+                ZoneInfo(w.get("timezone", "UTC"))
+            except (ZoneInfoNotFoundError, ValueError):
+                raise SpecError(file, *where(marks, (*at, "timezone")),
+                                f"unknown time zone {w.get('timezone')!r}") from None
+            windows.append(FreezeWindow(reason=w["reason"], name=w.get("name", ""), cron=w["cron"],
+                                        duration=duration(w["duration"]), timezone=w.get("timezone", "UTC")))
+            continue
+        start = _instant(w["from"], marks, (*at, "from"), file)
+        end = _instant(w["to"], marks, (*at, "to"), file)
+        if end <= start:
+            raise SpecError(file, *where(marks, (*at, "to")), "'to' must be after 'from'")
+        windows.append(FreezeWindow(reason=w["reason"], name=w.get("name", ""), start=start, end=end))
+    return Freeze(tuple(windows), tuple(data.get("override_roles", ())))
 
 
 def load_environments(git: BareRepo, rev: str) -> dict[str, Environment]:

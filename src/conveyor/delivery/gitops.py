@@ -14,14 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.core import Conflict, NotFound, Principal, Settings, record
+from conveyor.delivery.contexts import DIFF_CHECK, ENVIRONMENTS_CHECK, GATE_CHECK
 from conveyor.delivery.environments import ENV_DIR, Environment, load_environments
 from conveyor.delivery.models import GitopsRepo
 from conveyor.delivery.records import SERVICE_USER
-from conveyor.forge import bare, create_repo, get_repo, set_protection
-from conveyor.forge.commits import write_branch
-from conveyor.forge.models import Repository
-
-DIFF_CHECK = "conveyor/diff"
+from conveyor.forge import bare, create_repo, get_repo, set_protection, write_branch
 
 DEFAULT_ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "dev": {
@@ -65,18 +62,22 @@ def gitops_repo_names(session: Session) -> list[str]:
     return list(session.execute(select(GitopsRepo.name).order_by(GitopsRepo.id)).scalars())
 
 
-def protect_environments(
-    session: Session, settings: Settings, principal: Principal, repo: Repository, envs: dict[str, Environment]
-) -> None:
-    from conveyor.delivery.gitops_checks import ENVIRONMENTS_CHECK
+def is_gitops_repo(session: Session, name: str | None) -> bool:
+    return bool(name) and session.execute(
+        select(GitopsRepo.id).where(GitopsRepo.name == name)).first() is not None
 
+
+def protect_environments(
+    session: Session, settings: Settings, principal: Principal, repo_name: str, envs: dict[str, Environment]
+) -> None:
+    repo = get_repo(session, repo_name)
     set_protection(session, settings, principal, repo, "main", approvals=1, required_checks=[ENVIRONMENTS_CHECK],
                    approver_roles=["cluster-admin"], no_self_approval=True)
     for env in envs.values():
         set_protection(
             session, settings, principal, repo, env.branch,
             approvals=env.approvals.required,
-            required_checks=[DIFF_CHECK],
+            required_checks=[DIFF_CHECK, GATE_CHECK],
             approver_roles=list(env.approvals.approver_roles),
             no_self_approval=not env.approvals.allow_author,
             # Only delivery's own PRs (from a CI release) follow the environment's rule as it is;
@@ -109,8 +110,9 @@ def init_gitops_repo(
                   f"from `rendered/`. Changed only by pull requests.\n")
         write_branch(session, settings, principal, repo, env.branch,
                      {"README.md": readme.encode(), "rendered/.keep": b""}, f"Start environment {env.name}")
-    protect_environments(session, settings, principal, repo, envs)
     session.add(GitopsRepo(name=name))
+    session.flush()
+    protect_environments(session, settings, principal, name, envs)
     record(session, actor=principal.name, action="gitops.initialized", target=name,
            payload={"repo": name, "environments": sorted(envs)})
     return envs

@@ -1,4 +1,4 @@
-"""Registration of delivery's outbox consumer, its service user and its engine."""
+"""Registration of delivery's outbox consumers, its service user and its engine."""
 
 from __future__ import annotations
 
@@ -9,23 +9,23 @@ from conveyor.core import Database, Kind, Settings, bind
 from conveyor.core.identities import ensure_identity
 from conveyor.core.models import Event
 from conveyor.delivery import gitops_checks
+from conveyor.delivery.adapters import real_ports
 from conveyor.delivery.engine import PromotionEngine
 from conveyor.delivery.records import SERVICE_USER
 from conveyor.delivery.start import on_ci_succeeded
 
 
 def register(settings: Settings) -> None:
-    def handler(session: Session, event: Event) -> None:
-        on_ci_succeeded(session, settings, event)
-
-    bind("delivery.ci", handler)
+    def ci_succeeded(session: Session, event: Event) -> None:
+        on_ci_succeeded(session, settings, event.payload, event.actor)
 
     def pull_request(session: Session, event: Event) -> None:
-        gitops_checks.on_pull_request(session, settings, event)
+        gitops_checks.on_pull_request(session, settings, event.payload)
 
     def push(session: Session, event: Event) -> None:
-        gitops_checks.on_push(session, settings, event)
+        gitops_checks.on_push(session, settings, event.payload)
 
+    bind("delivery.ci", ci_succeeded)
     bind("delivery.gitops-checks", pull_request)
     bind("delivery.gitops-protection", push)
 
@@ -41,4 +41,4 @@ def ensure_service_user(db: Database) -> None:
 
 def engine(db: Database, settings: Settings) -> PromotionEngine:
     ensure_service_user(db)
-    return PromotionEngine(db, settings)
+    return PromotionEngine(db, real_ports(db, settings))

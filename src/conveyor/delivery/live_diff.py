@@ -1,27 +1,21 @@
-"""The `conveyor/diff` check of a GitOps PR: what the environment's cluster would change if it merged."""
+"""The `conveyor/diff` check of a GitOps PR: what the environment's cluster would change if it merged.
+
+Built on the agent's planner (``conveyor.agent.preview_revision``): the same server-side dry run the
+agent validates with before applying, so the diff is exactly what the agent would write.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from conveyor.agent.apply import RevisionInvalid
-from conveyor.agent.kube import Kube, connect
-from conveyor.agent.objects import ObjectId
-from conveyor.agent.preview import preview
+from conveyor.agent import RevisionInvalid, preview_revision
 from conveyor.clusters import Layout, load
 from conveyor.core import Settings
+from conveyor.delivery.ports import LiveDiff
 
 MAX_DIFF_LINES = 400
-
-
-@dataclass(frozen=True)
-class LiveDiff:
-    state: str  # success | failure
-    summary: str
-    markdown: str
 
 
 def _objects(text: str) -> list[dict[str, Any]]:
@@ -30,23 +24,21 @@ def _objects(text: str) -> list[dict[str, Any]]:
 
 def live_diff(settings: Settings, cluster: str, rendered: str, previous: str | None) -> LiveDiff:
     objects = _objects(rendered)
-    before = [ObjectId.of(o) for o in _objects(previous)] if previous else []
+    before = _objects(previous) if previous else []
     try:
         spec = load(settings.data_dir, cluster)
-        kube = Kube(connect(Layout(settings.data_dir, spec).kubeconfig, spec.context))
-    except Exception as exc:  # an unknown or unreachable cluster: say so, the schema check still ran
+        kubeconfig = Layout(settings.data_dir, spec).kubeconfig
+    except Exception as exc:  # an unknown cluster: say so, the schema check still ran
         return LiveDiff("success", f"manifests valid; live diff unavailable ({type(exc).__name__}: {exc})",
                         f"_Live diff unavailable: cluster `{cluster}` could not be reached ({exc})._\n")
     try:
-        changes = preview(kube, objects, before)
+        changes = preview_revision(kubeconfig, spec.context, objects, before)
     except RevisionInvalid as exc:
         refused = "\n".join(f"- `{e.id.kind}/{e.id.name}`: {e.message}" for e in exc.errors)
         return LiveDiff("failure", f"the cluster refuses: {exc}", f"**{cluster} would refuse:**\n{refused}\n")
-    except Exception as exc:
+    except Exception as exc:  # unreachable: the merge is not blocked by an outage of the preview
         return LiveDiff("success", f"manifests valid; live diff unavailable ({type(exc).__name__})",
                         f"_Live diff unavailable: {exc}_\n")
-    finally:
-        kube.close()
     counts = {a: sum(c.action == a for c in changes) for a in ("create", "update", "delete", "unchanged")}
     summary = ", ".join(f"{n} {a}" for a, n in counts.items() if n) or "no objects"
     out = [f"**Server-side dry run against `{cluster}`:** {summary}\n"]

@@ -5,12 +5,48 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class GitopsInit(BaseModel):
     repo: str
     environments: dict[str, dict[str, Any]] | None = None
+
+
+class FreezeIn(BaseModel):
+    env: str | None = Field(default=None, description="One environment; none: every environment")
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class FreezeEndIn(BaseModel):
+    env: str | None = None
+    reason: str | None = None
+
+
+class FreezeOut(BaseModel):
+    id: int
+    env: str | None
+    reason: str
+    started_by: str
+    started_at: datetime
+    ended_by: str | None
+    ended_at: datetime | None
+
+
+class ReasonIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class HoldOut(BaseModel):
+    id: int
+    app: str
+    env: str
+    reason: str
+    created_by: str
+    created_at: datetime
+    released_by: str | None
+    released_at: datetime | None
+    release_reason: str | None
 
 
 class PromoteIn(BaseModel):
@@ -49,6 +85,11 @@ class PromotionOut(BaseModel):
     rollback_pr_number: int | None
     is_rollback: bool
     failure_reason: str | None
+    started_by: str | None = None
+    override_by: str | None = None
+    override_reason: str | None = None
+    risk: list[dict[str, str]] = []
+    extra_approvals: int = 0
     created_at: datetime
     finished_at: datetime | None
     events: list[EventOut] = []
@@ -63,6 +104,9 @@ class EnvStatusOut(BaseModel):
     state: str | None
     pending: PromotionOut | None
     lead_time_seconds: float | None
+    frozen: str | None = None
+    upcoming_freeze: str | None = None
+    held: str | None = None
 
 
 class DoraOut(BaseModel):

@@ -12,15 +12,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import Conflict, NotFound, Settings, Unprocessable
-from conveyor.core.models import Event
+from conveyor.core import Conflict, NotFound, Settings, Unprocessable, record
 from conveyor.delivery.environments import Environment, promotion_order
 from conveyor.delivery.gitops import current_environments, gitops_repo_names
+from conveyor.delivery.governance import hold
 from conveyor.delivery.models import App, Promotion
-from conveyor.delivery.records import note
-from conveyor.forge import bare, get_repo
-from conveyor.forge.models import PullRequest
-from conveyor.pipelines.artifacts import blob_path, get_by_digest
+from conveyor.delivery.records import SERVICE_USER, note
+from conveyor.delivery.states import PromotionState as S
+from conveyor.delivery.trust import SourceFacts, judge_source
+from conveyor.forge import bare, get_repo, pr_merged_as, protection_for
+from conveyor.pipelines import blob_path, get_by_digest
 
 log = logging.getLogger(__name__)
 
@@ -52,23 +53,22 @@ def _templates_meta(settings: Settings, session: Session, digest: str) -> dict[s
         return meta
 
 
-def change_author(session: Session, settings: Settings, repo_name: str, sha: str, fallback: str) -> str:
-    """Whose change this is: the author of the PR whose merge produced ``sha``, else who pushed it."""
+def change_author(session: Session, repo_name: str, sha: str, fallback: str) -> str:
+    """Whose change this is: the author of the PR whose merge produced ``sha``, else who started its CI."""
+    pr = pr_merged_as(session, get_repo(session, repo_name), sha)
+    return pr.author if pr is not None else fallback
+
+
+def source_facts(session: Session, settings: Settings, repo_name: str, sha: str) -> SourceFacts:
+    """What the forge says about the commit a CI run built: is it on the protected default branch?"""
     repo = get_repo(session, repo_name)
-    pr = session.execute(
-        select(PullRequest).where(PullRequest.repo_id == repo.id, PullRequest.merge_commit_sha == sha)
-    ).scalar_one_or_none()
-    if pr is not None:
-        return pr.author
-    push = session.execute(
-        select(Event).where(Event.topic == "push", Event.payload["repo"].as_string() == repo_name,
-                            Event.payload["after"].as_string() == sha).order_by(Event.id).limit(1)
-    ).scalar_one_or_none()
-    return str(push.payload.get("pusher")) if push is not None else fallback
+    git = bare(settings, repo)
+    tip = git.branch_tip(repo.default_branch)
+    on_branch = tip is not None and git.has_commit(sha) and git.is_ancestor(sha, tip)
+    return SourceFacts(repo.default_branch, protection_for(repo, repo.default_branch) is not None, on_branch)
 
 
-def release_from_ci_event(session: Session, settings: Settings, event: Event) -> Release | None:
-    p = event.payload
+def release_from_ci_event(session: Session, settings: Settings, p: dict[str, Any], actor: str) -> Release | None:
     image = p.get("image") or {}
     templates = next((a for a in p.get("artifacts", []) if a.get("kind") == "templates"), None)
     if not image.get("digest") or templates is None:
@@ -85,7 +85,7 @@ def release_from_ci_event(session: Session, settings: Settings, event: Event) ->
         source_repo=str(p["repo"]),
         source_commit=sha,
         committed_at=datetime.fromisoformat(committed) if committed else None,
-        author=change_author(session, settings, p["repo"], sha, event.actor),
+        author=change_author(session, p["repo"], sha, str(p.get("created_by") or actor)),
         ci_run=str(p.get("run_id")),
         image=str(image["repository"]),
         image_tag=tags[0] if tags else sha,
@@ -113,7 +113,7 @@ def create_promotion(
         source_commit=release.source_commit, source_committed_at=release.committed_at, author=release.author,
         ci_run=release.ci_run, image=release.image, image_digest=release.image_digest,
         image_tag=release.image_tag, templates_artifact=release.templates_artifact, gitops_repo=gitops_repo,
-        promoted_from=promoted_from,
+        promoted_from=promoted_from, state=S.PENDING,
     )
     session.add(p)
     session.flush()
@@ -130,11 +130,21 @@ def release_of(p: Promotion) -> Release:
     )
 
 
-def on_ci_succeeded(session: Session, settings: Settings, event: Event) -> None:
-    """Outbox consumer: a successful CI run starts its promotion to the first environment(s)."""
-    if session.execute(select(Promotion.id).where(Promotion.ci_run == str(event.payload.get("run_id")))).first():
+def on_ci_succeeded(session: Session, settings: Settings, p: dict[str, Any], actor: str) -> None:
+    """Outbox consumer: a successful CI run of a commit on the protected default branch starts its
+    promotion to the first environment(s); any other CI run is recorded as not deployable."""
+    if session.execute(select(Promotion.id).where(Promotion.ci_run == str(p.get("run_id")))).first():
         return  # redelivered event
-    release = release_from_ci_event(session, settings, event)
+    refusal = judge_source(p, source_facts(session, settings, str(p["repo"]), str(p["sha"])))
+    if refusal is not None:
+        record(session, actor=SERVICE_USER, action="delivery.release_refused",
+               target=f"{p['repo']}#run-{p.get('number')}",
+               payload={"repo": p["repo"], "run_id": p.get("run_id"), "number": p.get("number"), "sha": p["sha"],
+                        "ref": p.get("ref"), "trigger": p.get("trigger"), "deployable": False,
+                        "rule": refusal.rule, "message": refusal.message})
+        log.info("CI run %s not delivered: %s", p.get("run_id"), refusal.message)
+        return
+    release = release_from_ci_event(session, settings, p, actor)
     if release is None:
         return
     repo = app_gitops_repo(session, release)
@@ -144,44 +154,49 @@ def on_ci_succeeded(session: Session, settings: Settings, event: Event) -> None:
             create_promotion(session, release, env, repo)
 
 
-def promote(session: Session, settings: Settings, app: str, env_name: str, version: str | None) -> Promotion:
-    """By hand: deploy a version (default: the one verified in the previous environment) to ``env_name``."""
+def _app_env(session: Session, settings: Settings, app: str, env_name: str) -> tuple[App, Environment]:
     row = session.execute(select(App).where(App.name == app)).scalar_one_or_none()
     if row is None:
         raise NotFound(f"no app named '{app}' has been delivered yet", rule="app.exists")
-    envs = current_environments(session, settings, row.gitops_repo)
-    env = envs.get(env_name)
+    env = current_environments(session, settings, row.gitops_repo).get(env_name)
     if env is None:
         raise NotFound(f"no environment '{env_name}' in '{row.gitops_repo}'", rule="env.exists")
+    return row, env
+
+
+def promote(session: Session, settings: Settings, app: str, env_name: str, version: str | None,
+            by: str | None = None) -> Promotion:
+    """By hand: deploy a version (default: the one verified in the previous environment) to ``env_name``.
+
+    A person's decision: holds and bad versions do not stop it (freezes and approvals still do)."""
+    row, env = _app_env(session, settings, app, env_name)
     q = select(Promotion).where(Promotion.app == app, Promotion.is_rollback.is_(False))
     if version:
         q = q.where(Promotion.version == version)
     elif env.after:
-        q = q.where(Promotion.env == env.after, Promotion.state == "verified")
+        q = q.where(Promotion.env == env.after, Promotion.state == S.VERIFIED)
     source = session.execute(q.order_by(Promotion.id.desc()).limit(1)).scalar_one_or_none()
     if source is None:
         what = f"version {version}" if version else f"a version verified in {env.after}"
         raise NotFound(f"no record of {what} of '{app}'", rule="promote.source")
     active = session.execute(select(Promotion).where(
         Promotion.app == app, Promotion.env == env_name, Promotion.version == source.version,
-        Promotion.state.in_(("pending", "pr_open", "merged", "applied")))).scalar_one_or_none()
+        Promotion.state.in_((S.PENDING, S.PR_OPEN, S.MERGED, S.APPLIED)))).scalar_one_or_none()
     if active is not None:
         raise Conflict(f"{app} {source.version} is already being promoted to {env_name} (#{active.id})",
                        rule="promote.active")
-    return create_promotion(session, release_of(source), env, row.gitops_repo, promoted_from=source.id)
+    p = create_promotion(session, release_of(source), env, row.gitops_repo, promoted_from=source.id)
+    p.started_by = by or "someone"
+    return p
 
 
-def rollback(session: Session, settings: Settings, app: str, env_name: str, to: str | None) -> Promotion:
-    """Deploy an earlier verified version again (default: the one before what runs now)."""
-    row = session.execute(select(App).where(App.name == app)).scalar_one_or_none()
-    if row is None:
-        raise NotFound(f"no app named '{app}' has been delivered yet", rule="app.exists")
-    envs = current_environments(session, settings, row.gitops_repo)
-    env = envs.get(env_name)
-    if env is None:
-        raise NotFound(f"no environment '{env_name}' in '{row.gitops_repo}'", rule="env.exists")
+def rollback(session: Session, settings: Settings, app: str, env_name: str, to: str | None,
+             by: str | None = None) -> Promotion:
+    """Deploy an earlier verified version again (default: the one before what runs now), and hold the
+    environment: the next build does not undo the rollback without a decision."""
+    row, env = _app_env(session, settings, app, env_name)
     verified = list(session.execute(select(Promotion).where(
-        Promotion.app == app, Promotion.env == env_name, Promotion.state == "verified")
+        Promotion.app == app, Promotion.env == env_name, Promotion.state == S.VERIFIED)
         .order_by(Promotion.id.desc())).scalars())
     if to is not None:
         target = next((p for p in verified if p.version == to), None)
@@ -193,4 +208,6 @@ def rollback(session: Session, settings: Settings, app: str, env_name: str, to: 
                        rule="rollback.target")
     p = create_promotion(session, release_of(target), env, row.gitops_repo, promoted_from=target.id)
     p.is_rollback = True
+    p.started_by = by or "someone"
+    hold(session, app, env_name, f"rolled back to {target.version} by {p.started_by}", by=p.started_by, promotion=p.id)
     return p

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from conveyor.core import Settings
-from conveyor.delivery.clusters_access import probe_service
+from conveyor.delivery import PromotionState, probe_service
 from conveyor.demo.platform import APP, GITOPS, DemoError, Platform, git, wait_until
 from conveyor.demo.view import Board
 
@@ -99,15 +99,15 @@ class Scenario:
                 return dict(row)
         return None
 
-    def wait_promotion(self, env: str, version: str, states: set[str], timeout: float = DEPLOY_TIMEOUT
+    def wait_promotion(self, env: str, version: str, states: set[PromotionState], timeout: float = DEPLOY_TIMEOUT
                        ) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:
             row = self.promotion(env, version)
             if row and row["state"] in states:
                 return row
-            bad = {"abandoned", "superseded", "rollback_failed"}
-            if "rolled_back" not in states:
-                bad |= {"failed", "rolling_back", "rolled_back"}
+            bad = {PromotionState.ABANDONED, PromotionState.SUPERSEDED, PromotionState.ROLLBACK_FAILED}
+            if PromotionState.ROLLED_BACK not in states:
+                bad |= {PromotionState.FAILED, PromotionState.ROLLING_BACK, PromotionState.ROLLED_BACK}
             if row and row["state"] in bad - states:
                 detail = self.p.api().get(f"/api/v1/promotions/{row['id']}").json()
                 raise DemoError(f"{env}: promotion of {version} ended {row['state']}: {detail.get('failure_reason')}")
@@ -128,7 +128,8 @@ class Scenario:
         version = self.app_version()
         merge = git(self.wc, "rev-parse", "HEAD").strip()
         self.board.run(f"CI builds {version} from the first commit", self.wait_check, APP, merge, "conveyor/ci")
-        row = self.board.run(f"{version} deployed to dev", self.wait_promotion, "dev", version, {"verified"})
+        row = self.board.run(f"{version} deployed to dev", self.wait_promotion, "dev", version,
+                             {PromotionState.VERIFIED})
         return f"{row['version']} verified in dev"
 
     def change(self) -> None:
@@ -162,21 +163,23 @@ class Scenario:
         if not result.startswith("success"):
             raise DemoError(f"CI failed: {result}")
         dev = self.board.run("dev: GitOps PR merges itself, agent applies", self.wait_promotion, "dev", version,
-                         {"verified"})
+                         {PromotionState.VERIFIED})
         self.outcome.prs["dev"] = dev["pr_number"]
         self.outcome.verified["dev"] = True
         got = self.board.run("dev endpoint answers", self.endpoint_version, "dev")
         if not got.startswith(version):
             raise DemoError(f"dev answers {got}, expected {version}")
-        qa = self.board.run("qa: PR waits for a reviewer", self.wait_promotion, "qa", version, {"pr_open"})
+        qa = self.board.run("qa: PR waits for a reviewer", self.wait_promotion, "qa", version,
+                            {PromotionState.PR_OPEN})
         self.outcome.prs["qa"] = qa["pr_number"]
         code, body = self.review(GITOPS, qa["pr_number"], "theo")
         if code != 201:
             raise DemoError(f"Theo's approval of qa PR #{qa['pr_number']} was refused: {body}")
         self.board.run(f"qa: Theo approved #{qa['pr_number']}; deployed and verified", self.wait_promotion, "qa",
-                   version, {"verified"})
+                   version, {PromotionState.VERIFIED})
         self.outcome.verified["qa"] = True
-        prod = self.board.run("prod: PR needs two cluster admins", self.wait_promotion, "prod", version, {"pr_open"})
+        prod = self.board.run("prod: PR needs two cluster admins", self.wait_promotion, "prod", version,
+                              {PromotionState.PR_OPEN})
         self.outcome.prs["prod"] = prod["pr_number"]
         code, body = self.review(GITOPS, prod["pr_number"], "dana")
         if code != 403:
@@ -188,7 +191,7 @@ class Scenario:
             if code != 201:
                 raise DemoError(f"{admin}'s approval was refused: {body}")
         self.board.run(f"prod: Olga and Omar approved #{prod['pr_number']}; verified", self.wait_promotion, "prod",
-                   version, {"verified"})
+                   version, {PromotionState.VERIFIED})
         self.outcome.verified["prod"] = True
         self.outcome.versions["good"] = version
 
@@ -214,7 +217,7 @@ class Scenario:
         merge = self.promotion_source_commit(number)
         self.board.run("CI builds 1.2.0", self.wait_check, APP, merge, "conveyor/ci")
         row = self.board.run("dev: 1.2.0 fails and is rolled back", self.wait_promotion, "dev", version,
-                         {"rolled_back"})
+                         {PromotionState.ROLLED_BACK})
         self.outcome.rolled_back = True
         self.outcome.prs["rollback"] = row["rollback_pr_number"]
         got = self.board.run("dev answers with the previous version again", self.endpoint_version, "dev")

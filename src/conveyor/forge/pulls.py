@@ -75,6 +75,13 @@ def get_pr(session: Session, repo: Repository, number: int, *, lock: bool = Fals
     return pr
 
 
+def pr_merged_as(session: Session, repo: Repository, sha: str) -> PullRequest | None:
+    """The pull request whose merge produced commit ``sha``, if any (whose change a commit is)."""
+    return session.execute(
+        select(PullRequest).where(PullRequest.repo_id == repo.id, PullRequest.merge_commit_sha == sha)
+    ).scalar_one_or_none()
+
+
 def list_prs(session: Session, repo: Repository, state: str | None = None) -> list[PullRequest]:
     q = select(PullRequest).where(PullRequest.repo_id == repo.id)
     if state == "open":

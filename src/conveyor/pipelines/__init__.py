@@ -2,7 +2,8 @@
 database served by workers (in ``conveyor up`` and ``conveyor worker``), built-in tasks wrapping real
 tools, commit statuses ``conveyor/pr`` and ``conveyor/ci``, logs, secrets and artifacts.
 
-Events recorded (payloads carry run_id, repo, number, pipeline, sha, ref, pr_number, state, attempt):
+Events recorded (payloads carry run_id, repo, number, pipeline, sha, ref, pr_number, state, attempt,
+trigger (push, pull_request.*, manual, retry) and created_by):
 ``pipeline.run.queued``, ``pipeline.run.started``, ``pipeline.run.requeued``,
 ``pipeline.run.cancel_requested``, ``pipeline.run.finished`` (+ failed_step, message, url) and, for a
 passing ``ci`` run, ``pipeline.ci.succeeded`` with ``image`` {repository, digest, tags} and

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
 from conveyor.core import Settings
 
 
@@ -59,3 +61,15 @@ def containers_root(settings: Settings) -> Path:
 
 def run_url(settings: Settings, run_id: int) -> str:
     return f"{settings.base_url}/api/v1/runs/{run_id}"
+
+
+def oldest_cluster_version(session: Session, data_dir: Path) -> str:
+    """The Kubernetes version CI validates rendered templates for: the oldest registered cluster's,
+    since every environment's cluster must accept them (local clusters of this data dir count too;
+    the pinned release when none is known). Computed by the server when a run is claimed."""
+    from conveyor.clusters import KUBERNETES_VERSION, list_specs, registrations
+    from conveyor.templates import oldest_version
+
+    versions = [r.kubernetes_version for r in registrations(session) if r.kubernetes_version]
+    versions += [s.version for s in list_specs(data_dir) if s.version]
+    return oldest_version(versions) or KUBERNETES_VERSION

@@ -48,7 +48,8 @@ def run_payload(run: Run, **extra: object) -> dict[str, object]:
     return {
         "run_id": run.id, "repo": run.repo_name, "number": run.number, "pipeline": run.pipeline, "sha": run.sha,
         "ref": run.ref, "pr_number": run.pr_number, "state": run.state, "attempt": run.attempt,
-        "trigger": run.trigger, "deployable": run.deployable, "commits": list(run.commits or [run.sha]), **extra,
+        "trigger": run.trigger, "created_by": run.created_by, "deployable": run.deployable,
+        "commits": list(run.commits or [run.sha]), **extra,
     }
 
 

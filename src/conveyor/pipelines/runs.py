@@ -22,7 +22,7 @@ from conveyor.core import Settings, record, utcnow
 from conveyor.core.shared import get_setting, put_setting
 from conveyor.forge import bare, get_repo
 from conveyor.pipelines import artifacts, secrets
-from conveyor.pipelines.config import run_url
+from conveyor.pipelines.config import oldest_cluster_version, run_url
 from conveyor.pipelines.identity import SERVICE_USER, issue_run_token, revoke_run_tokens
 from conveyor.pipelines.models import Artifact, LogChunk, Run, Step
 from conveyor.pipelines.queue import run_payload
@@ -90,7 +90,8 @@ def hand_over(session: Session, settings: Settings, run: Run) -> ClaimInfo:
     scope = None if run.deployable else secrets.SecretScope.ALL
     values = secrets.load_secrets(session, settings, run.repo_id, only=scope)
     host = run.pipeline != "pr" and run.repo_name in host_execution_repos(session)
-    info = run_payload(run, url=run_url(settings, run.id))
+    info = run_payload(run, url=run_url(settings, run.id),
+                       kubernetes_version=oldest_cluster_version(session, settings.data_dir))
     info["first_step_index"] = (session.execute(select(Step.index).where(Step.run_id == run.id)
                                                 .order_by(Step.index.desc()).limit(1)).scalar_one_or_none() or -1) + 1
     return ClaimInfo(run=info, run_token=token, secrets=values, host_execution=host)

@@ -322,7 +322,8 @@ class RunExecution:
                           registry=self.settings.registry, registry_user="token", registry_token=self.token,
                           container_name=self.sandbox.container(index), storage_root=self.settings.storage_root,
                           network=self.sandbox.network.mode, outputs=outputs, secrets=self.secrets,
-                          deployable=bool(self.info.get("deployable")))
+                          deployable=bool(self.info.get("deployable")),
+                          kubernetes_version=str(self.info.get("kubernetes_version") or ""))
         context_file = self.private / f"step-{index}.context.json"
         ctx.dump(context_file)
         return {"CONVEYOR_TASK_CONTEXT": str(context_file), "PYTHONUNBUFFERED": "1"}

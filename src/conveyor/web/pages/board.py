@@ -14,11 +14,21 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import ConveyorError, Settings, state_of, utcnow
-from conveyor.delivery import Environment, app_status, dora_for, load_environments
-from conveyor.delivery.models import ACTIVE_STATES, App, Promotion
-from conveyor.delivery.status import running_version as running_of
-from conveyor.forge import BareRepo, bare, combined_status, evaluate, get_pr, get_repo
+from conveyor.core import state_of, utcnow
+from conveyor.delivery import (
+    ACTIVE_STATES,
+    FAILURE_STATES,
+    App,
+    Environment,
+    Promotion,
+    PromotionState,
+    app_status,
+    dora_for,
+    load_environments,
+    waiting_on,
+)
+from conveyor.delivery import running_version as running_of
+from conveyor.forge import BareRepo, bare, combined_status, get_repo
 from conveyor.forge.models import Repository
 from conveyor.forge.statuses import StatusView
 from conveyor.web import auth
@@ -79,28 +89,6 @@ def environments_at(repo_path: str, main: str) -> dict[str, Environment]:
     return load_environments(BareRepo(Path(repo_path)), main)
 
 
-def waits_for(session: Session, settings: Settings, p: Promotion, cluster: str) -> list[str]:
-    """What stands between a pending promotion and verified, in the reviewers' words."""
-    if p.state == "pending":
-        return ["rendering manifests and opening the GitOps pull request"]
-    if p.state == "pr_open" and p.pr_number is not None:
-        try:
-            repo = get_repo(session, p.gitops_repo)
-            m = evaluate(session, settings, repo, get_pr(session, repo, p.pr_number))
-        except ConveyorError as exc:
-            return [exc.detail]
-        if m.blockers:
-            return [b.message for b in m.blockers]
-        return ["merge (every rule is satisfied)"]
-    if p.state == "merged":
-        return [f"apply by the agent of cluster '{cluster}'"]
-    if p.state == "applied":
-        return ["verification of the running version"]
-    if p.state == "rolling_back":
-        return ["the rollback to be applied"]
-    return []
-
-
 def sync_of(st: StatusView) -> str:
     return {"success": "Ready", "pending": "Reconciling"}.get(st.state, "Stalled")
 
@@ -121,9 +109,9 @@ def daily_counts(promotions: list[Promotion], env: str, days: int) -> list[tuple
             continue
         when = (p.finished_at or p.failed_at or p.created_at).date()
         if when in counts:
-            if p.state == "verified":
+            if p.state == PromotionState.VERIFIED:
                 counts[when][0] += 1
-            elif p.state in ("failed", "rolled_back", "rollback_failed"):
+            elif p.state in FAILURE_STATES:
                 counts[when][1] += 1
     return [(d.isoformat(), v, f) for d, (v, f) in sorted(counts.items())]
 
@@ -134,7 +122,8 @@ def index(request: Request) -> Response:
     st = state_of(request)
     with st.db.session() as s:
         envs, table = overview(s)
-        return page(request, "apps.html", ws, envs=envs, table=table)
+        return page(request, "apps.html", ws, envs=envs, table=table,
+                    quiet_states=(PromotionState.VERIFIED, PromotionState.SUPERSEDED))
 
 
 @router.get("/apps/{name}", response_class=HTMLResponse)
@@ -156,7 +145,7 @@ def board(name: str, request: Request, days: int = 30) -> Response:
             columns.append({
                 "status": es,
                 "branch": branch,
-                "waits": waits_for(s, st.settings, es.pending, es.cluster) if es.pending else [],
+                "waits": waiting_on(s, st.settings, es.pending, es.cluster) if es.pending else [],
                 "deploys": deploy_statuses(s, repo, tips.get(branch)),
             })
         promotions = list(s.execute(select(Promotion).where(Promotion.app == name)
@@ -164,4 +153,4 @@ def board(name: str, request: Request, days: int = 30) -> Response:
         dora = dora_for(s, st.settings, name, days)
         charts = {d.env: daily_counts(promotions, d.env, days) for d in dora}
         return page(request, "board.html", ws, app=app, columns=columns, dora=dora, charts=charts, days=days,
-                    recent=promotions[:15], sync_of=sync_of)
+                    recent=promotions[:15], sync_of=sync_of, failure_states=FAILURE_STATES)

@@ -12,12 +12,11 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.clusters import list_specs
 from conveyor.core import ConveyorError, Settings, state_of
-from conveyor.delivery.models import GitopsRepo
+from conveyor.delivery import gitops_repo_names
 from conveyor.forge import bare, combined_status, get_repo
 from conveyor.web import auth
 from conveyor.web.pages.board import DEPLOY_PREFIX, environments_at, sync_of
@@ -66,7 +65,7 @@ def agent_urls() -> dict[str, str]:
 def deploy_rows(session: Session, settings: Settings) -> list[SyncRow]:
     """The state each agent last reported on the tip of every environment branch."""
     rows: list[SyncRow] = []
-    for name in session.execute(select(GitopsRepo.name).order_by(GitopsRepo.name)).scalars():
+    for name in sorted(gitops_repo_names(session)):
         try:
             repo = get_repo(session, name)
         except ConveyorError:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from conveyor.core import ConveyorError, Permission, state_of
-from conveyor.delivery.models import Promotion
+from conveyor.delivery import promotion_of_pr
 from conveyor.forge import bare, combined_status, evaluate, get_pr, get_repo, list_prs, merge_pr, review_pr
 from conveyor.forge.models import PullRequest, Repository
 from conveyor.forge.repos import list_repos
@@ -104,14 +104,8 @@ def _pr_context(s: Session, request: Request, repo: Repository, number: int) -> 
         "dry_run": checks.by_context().get(DIFF_CHECK),
         "merge": evaluate(s, st.settings, repo, pr),
         "reviews": sorted(pr.reviews, key=lambda r: r.created_at),
-        "promotion": promotion_of(s, repo.name, number),
+        "promotion": promotion_of_pr(s, repo.name, number),
     }
-
-
-def promotion_of(s: Session, gitops: str, number: int) -> Promotion | None:
-    """The promotion a GitOps pull request deploys, if it is one."""
-    return s.execute(select(Promotion).where(Promotion.gitops_repo == gitops, Promotion.pr_number == number)
-                     .order_by(Promotion.id.desc()).limit(1)).scalar_one_or_none()
 
 
 def _pr_page(request: Request, ws: auth.WebSession, name: str, number: int, status: int = 200,

@@ -1,14 +1,14 @@
 """delivery: mark existing GitOps repositories as such in the forge (agents read exactly those)
 
-Revision ID: delivery_0002
+Revision ID: delivery_0003
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "delivery_0002"
-down_revision = "delivery_0001"
+revision = "delivery_0003"
+down_revision = "delivery_0002"
 branch_labels = None
 depends_on = "forge_0002"
 
