@@ -14,6 +14,9 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from conveyor.clusters import AgentKind, registrations
+from conveyor.clusters.flux import last_reports, parse_revision
+from conveyor.clusters.models import FluxReport
 from conveyor.core import ConveyorError, Settings, state_of, utcnow
 from conveyor.delivery import Environment, app_status, dora_for, load_environments
 from conveyor.delivery.models import ACTIVE_STATES, App, Promotion
@@ -79,7 +82,21 @@ def environments_at(repo_path: str, main: str) -> dict[str, Environment]:
     return load_environments(BareRepo(Path(repo_path)), main)
 
 
-def waits_for(session: Session, settings: Settings, p: Promotion, cluster: str) -> list[str]:
+def agent_kinds(session: Session) -> dict[str, str]:
+    """cluster -> the agent it runs (conveyor | flux), for the clusters registered with the server."""
+    return {r.name: r.agent for r in registrations(session)}
+
+
+def flux_report_for(session: Session, cluster: str, branch: str) -> FluxReport | None:
+    """What Flux last said about the Kustomization that syncs ``branch`` on ``cluster``."""
+    for r in last_reports(session, cluster):
+        parsed = parse_revision(r.revision)
+        if r.kind == "Kustomization" and parsed is not None and parsed[0] == branch:
+            return r
+    return None
+
+
+def waits_for(session: Session, settings: Settings, p: Promotion, cluster: str, agent: str = "") -> list[str]:
     """What stands between a pending promotion and verified, in the reviewers' words."""
     if p.state == "pending":
         return ["rendering manifests and opening the GitOps pull request"]
@@ -93,6 +110,8 @@ def waits_for(session: Session, settings: Settings, p: Promotion, cluster: str) 
             return [b.message for b in m.blockers]
         return ["merge (every rule is satisfied)"]
     if p.state == "merged":
+        if agent == AgentKind.FLUX:
+            return [f"apply by Flux on cluster '{cluster}' (its Kustomization's events)"]
         return [f"apply by the agent of cluster '{cluster}'"]
     if p.state == "applied":
         return ["verification of the running version"]
@@ -150,13 +169,17 @@ def board(name: str, request: Request, days: int = 30) -> Response:
         tips = git.branches()
         envs = environments_at(str(git.path), tips["main"]) if "main" in tips else {}
         columns = []
+        agents = agent_kinds(s)
         for es in statuses:
             env = envs.get(es.env)
             branch = env.branch if env else f"env/{es.env}"
+            agent = agents.get(es.cluster, "")
             columns.append({
                 "status": es,
                 "branch": branch,
-                "waits": waits_for(s, st.settings, es.pending, es.cluster) if es.pending else [],
+                "agent": agent,
+                "flux": flux_report_for(s, es.cluster, branch) if agent == AgentKind.FLUX else None,
+                "waits": waits_for(s, st.settings, es.pending, es.cluster, agent) if es.pending else [],
                 "deploys": deploy_statuses(s, repo, tips.get(branch)),
             })
         promotions = list(s.execute(select(Promotion).where(Promotion.app == name)

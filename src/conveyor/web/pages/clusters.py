@@ -15,7 +15,9 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.clusters import list_specs
+from conveyor.clusters import AgentKind, list_specs, registrations
+from conveyor.clusters.flux import last_reports
+from conveyor.clusters.models import FluxReport
 from conveyor.core import ConveyorError, Settings, state_of
 from conveyor.delivery.models import GitopsRepo
 from conveyor.forge import bare, combined_status, get_repo
@@ -52,6 +54,8 @@ class ClusterView:
     syncs: list[SyncRow] = field(default_factory=list)
     agent: dict[str, Any] | None = None
     agent_error: str = ""
+    agent_kind: str = ""  # conveyor | flux, when the cluster is registered with the server
+    flux: list[FluxReport] = field(default_factory=list)  # what Flux last reported, per object
 
 
 def agent_urls() -> dict[str, str]:
@@ -118,6 +122,11 @@ async def clusters(request: Request) -> Response:
         with st.db.session() as s:
             for row in deploy_rows(s, st.settings):
                 views.setdefault(row.cluster, ClusterView(row.cluster)).syncs.append(row)
+            for reg in registrations(s):
+                v = views.setdefault(reg.name, ClusterView(reg.name, phase="registered"))
+                v.agent_kind = reg.agent
+                if reg.agent == AgentKind.FLUX:
+                    v.flux = last_reports(s, reg.name)
         return views
 
     views = await asyncio.to_thread(collect)
