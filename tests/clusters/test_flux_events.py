@@ -77,12 +77,13 @@ def sign(key: str, body: bytes, algo: str = "sha256") -> str:
 
 
 def test_recorded_events_parse_and_map_to_states() -> None:
-    progressing, succeeded, failed = (parse(json.dumps(recorded(n)).encode()) for n in
-                                      ("progressing", "succeeded", "failed"))
+    progressing, health, succeeded, failed = (parse(json.dumps(recorded(n)).encode()) for n in
+                                              ("progressing", "health-passed", "succeeded", "failed"))
     assert progressing.kind == "Kustomization" and state_of(progressing) == DeployState.PENDING
+    assert state_of(health) == DeployState.PENDING  # "Health check passed": Ready is still Progressing
     assert state_of(succeeded) == DeployState.SUCCESS and succeeded.reason == "ReconciliationSucceeded"
     assert state_of(failed) == DeployState.FAILURE and failed.severity == "error"
-    for e in (progressing, succeeded, failed):
+    for e in (progressing, health, succeeded, failed):
         assert parse_revision(e.revision) is not None, e.metadata
         assert e.controller == "kustomize-controller"
     source = parse(json.dumps(recorded("source")).encode())
@@ -94,7 +95,8 @@ def test_both_senders_forms_normalize_alike() -> None:
     via_nc = as_notification_controller(direct, {"cluster": "c1"})
     a, b = parse(json.dumps(direct).encode()), parse(json.dumps(via_nc).encode())
     assert a.revision == b.revision and a.revision
-    assert a.sync == b.sync == a.name
+    assert a.sync == b.sync == direct["metadata"]["event.toolkit.fluxcd.io/sync"]
+    assert a.metadata["repo"] == b.metadata["repo"] and b.metadata["cluster"] == "c1"
     assert normalize({"kustomize.toolkit.fluxcd.io/revision": "x", "revision": "y"}, "kustomize.toolkit.fluxcd.io/v1")[
         "revision"] == "x"  # the object's own group wins, as in notification-controller
 

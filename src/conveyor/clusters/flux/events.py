@@ -126,7 +126,8 @@ def parse(body: bytes) -> FluxEvent:
     missing += [k for k in ("severity", "reason") if not isinstance(data.get(k), str) or not data.get(k)]
     if missing:
         raise InvalidInput(f"the Flux event lacks {', '.join(missing)}", rule="flux.event")
-    meta = data.get("metadata") or {}
+    meta = data.get("metadata")
+    meta = {} if meta is None else meta
     if not isinstance(meta, dict):
         raise InvalidInput("the Flux event's metadata must be an object", rule="flux.event")
     api_version = str(obj.get("apiVersion") or "")
