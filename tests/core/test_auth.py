@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from conveyor.core import Database, Forbidden, InvalidInput, Permission, Unauthorized
 from conveyor.core.auth import ANONYMOUS, NOBODY, hash_password, verify_password
-from conveyor.core.identities import authenticate_basic, authenticate_token, create_user
 from conveyor.core.errors import Conflict
+from conveyor.core.identities import authenticate_basic, authenticate_token, create_user
 from conveyor.core.models import ApiToken, User
 
 
