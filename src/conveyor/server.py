@@ -8,11 +8,15 @@ from typing import Protocol
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 import conveyor
 from conveyor.clusters.api import router as clusters_router
+from conveyor.clusters.flux import SyncTarget
+from conveyor.clusters.flux.api import STATE_KEY as FLUX_TARGETS
+from conveyor.clusters.flux.api import router as flux_router
 from conveyor.clusters.supervisor import ClusterSupervisor
-from conveyor.core import AppState, Database, OutboxWorker, Settings
+from conveyor.core import AppState, ConveyorError, Database, OutboxWorker, Settings
 from conveyor.core.api import router as core_router
 from conveyor.core.http import install_error_handlers
 from conveyor.delivery import lifecycle as delivery_lifecycle
@@ -36,6 +40,30 @@ class Background(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+def environments_on(session: Session, settings: Settings, cluster: str) -> list[SyncTarget]:
+    """Delivery's environments (on each GitOps repo's main) whose cluster is ``cluster``: what a Flux
+    cluster's manifests sync. Glue between delivery and clusters, which must not import each other."""
+    from conveyor.delivery import load_environments
+    from conveyor.forge import bare
+    from conveyor.forge.repos import list_repos
+
+    out: list[SyncTarget] = []
+    for repo in list_repos(session):
+        if repo.kind != "gitops":
+            continue
+        git = bare(settings, repo)
+        main = git.branch_tip("main")
+        if main is None:
+            continue
+        try:
+            envs = load_environments(git, main)
+        except ConveyorError:
+            continue  # an invalid main is reported by delivery's own checks
+        out += [SyncTarget(repo.name, e.name, e.branch) for e in sorted(envs.values(), key=lambda e: e.name)
+                if e.cluster == cluster]
+    return out
 
 
 def register_components(settings: Settings) -> None:
@@ -81,10 +109,12 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app = FastAPI(title="Conveyor", version=conveyor.__version__, lifespan=lifespan)
     app.state.conveyor = state
     app.state.registry = registry
+    setattr(app.state, FLUX_TARGETS, environments_on)
     install_error_handlers(app)
     app.include_router(core_router)
     app.include_router(forge_router)
     app.include_router(clusters_router)
+    app.include_router(flux_router)
     app.include_router(pipelines_router)
     app.include_router(runner_router)
     app.include_router(delivery_router)

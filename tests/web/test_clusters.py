@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -61,3 +62,25 @@ def test_clusters_page_shows_inventory_drift_and_events_from_agents(
     prod = html[html.index('id="cl-prod"'):]
     assert "agent status unavailable" in prod
     assert httpx.get(agent_status).status_code == 200  # the agent was up all along
+
+
+def test_clusters_page_says_which_agent_runs_and_what_flux_last_reported(
+    server_factory: Callable[..., ServerHandle], tmp_path: Path
+) -> None:
+    from tests.clusters.test_flux_events import Env
+
+    server = server_factory("sqlite")
+    fx = Env(server, tmp_path)
+    plain = server.api().post("/api/v1/clusters", json={"name": "plainagent"}).json()["name"]
+    page = signed_in(server, server.admin_token).get("/clusters").text
+    flux = page[page.index(f'id="cl-{fx.cluster}"'):]
+    assert "agent: Flux" in flux.split("</h2>")[0]
+    assert "Flux has sent no event yet" in flux and f"/api/v1/clusters/{fx.cluster}/flux/events" in flux
+    assert "Inventory and drift events are features of Conveyor" in flux
+    assert "agent: Conveyor" in page[page.index(f'id="cl-{plain}"'):].split("</h2>")[0]
+    sha = fx.commit("a: 1\n")
+    assert fx.post_signed(fx.event("failed", sha)).json()["posted"]
+    page = signed_in(server, server.admin_token).get("/clusters").text
+    flux = page[page.index(f'id="cl-{fx.cluster}"'):]
+    assert "What Flux last reported" in flux and "ReconciliationFailed" in flux and "Not_A_Valid_Name" in flux
+    assert "posted failure" in flux

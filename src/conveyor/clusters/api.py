@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from conveyor.clusters import registration
+from conveyor.clusters.flux import api as flux_api
 from conveyor.clusters.models import RegisteredCluster
-from conveyor.core import Permission, PrincipalDep, SessionDep, agent_name
+from conveyor.core import Permission, PrincipalDep, SessionDep, agent_name, state_of
 
 router = APIRouter(prefix="/api/v1/clusters", tags=["clusters"])
 
@@ -31,6 +32,7 @@ class ClusterOut(BaseModel):
 
 class ClusterRegistered(ClusterOut):
     agent_token: str
+    flux: flux_api.FluxBundle | None = None  # agent flux: events URL, HMAC key (shown once), manifests
 
 
 class AgentToken(BaseModel):
@@ -43,11 +45,17 @@ def _out(row: RegisteredCluster) -> ClusterOut:
 
 
 @router.post("", response_model=ClusterRegistered, status_code=201)
-def register_cluster(body: ClusterIn, session: SessionDep, principal: PrincipalDep) -> ClusterRegistered:
-    """Register a cluster and create its agent identity; the agent token is shown once."""
+def register_cluster(body: ClusterIn, request: Request, session: SessionDep,
+                     principal: PrincipalDep) -> ClusterRegistered:
+    """Register a cluster and create its agent identity; the agent token (and a Flux cluster's HMAC
+    key) is shown once."""
     principal.require(Permission.MANAGE_REPO)
     row, token = registration.register(session, principal, body.name, body.agent, body.kubernetes_version)
-    return ClusterRegistered(**_out(row).model_dump(), agent_token=token)
+    flux = None
+    if row.agent == registration.AgentKind.FLUX:
+        flux = flux_api.bundle(session, state_of(request).settings, principal, row, flux_api.targets_of(request),
+                               agent_token=token)
+    return ClusterRegistered(**_out(row).model_dump(), agent_token=token, flux=flux)
 
 
 @router.get("", response_model=list[ClusterOut])

@@ -40,6 +40,10 @@ def default_registry(data_dir: Path) -> str | None:
     return f"{parts.hostname}:{parts.port or 80}"
 
 
+AGENT_HELP = "Also register it with the server, with this agent: conveyor | flux"
+MANIFESTS_HELP = "Where a Flux cluster's manifests go (mode 0600; default ./flux-NAME.yaml)"
+
+
 @cluster_app.command("create")
 def create(
     name: str,
@@ -47,6 +51,9 @@ def create(
     registry: list[str] = typer.Option(
         [], "--registry", help="plain-HTTP registry host:port the node may pull from (default: this Conveyor)"
     ),
+    agent: str = typer.Option(None, "--agent", help=AGENT_HELP),
+    token_file: Path = typer.Option(None, "--token-file", help="Write the agent token here (mode 0600)"),
+    manifests: Path = typer.Option(None, "--manifests", help=MANIFESTS_HELP),
 ) -> None:
     """Create a local cluster (or resume a half-created one, or restart a stopped one)."""
     data_dir = _data_dir()
@@ -59,6 +66,8 @@ def create(
         fail(exc.detail)
     console.print(f"cluster {spec.name} ready: {spec.api_url}", highlight=False)
     console.print(f"kubeconfig: {Layout(data_dir, spec).kubeconfig}", highlight=False)
+    if agent is not None:
+        _register(name, agent, spec.version, token_file, manifests)
 
 
 @cluster_app.command("add")
@@ -66,13 +75,18 @@ def add(
     name: str,
     kubeconfig: Path = typer.Option(..., "--kubeconfig", help="kubeconfig of an existing cluster"),
     context: str = typer.Option(None, "--context", help="context to use (default: its current-context)"),
+    agent: str = typer.Option(None, "--agent", help=AGENT_HELP),
+    token_file: Path = typer.Option(None, "--token-file", help="Write the agent token here (mode 0600)"),
+    manifests: Path = typer.Option(None, "--manifests", help=MANIFESTS_HELP),
 ) -> None:
-    """Register an existing cluster by kubeconfig."""
+    """Add an existing cluster by kubeconfig (and, with --agent, register it with the server)."""
     try:
         spec = external.add(_data_dir(), name, kubeconfig, context)
     except ConveyorError as exc:
         fail(exc.detail)
     console.print(f"registered {spec.name} (context {spec.context})", highlight=False)
+    if agent is not None:
+        _register(name, agent, "", token_file, manifests)
 
 
 @cluster_app.command("list")
@@ -119,17 +133,78 @@ def register(
     kubernetes_version: str = typer.Option(None, "--kubernetes-version",
                                            help="Default: the local cluster's version, if it is local"),
     token_file: Path = typer.Option(None, "--token-file", help="Write the agent token here (mode 0600)"),
+    manifests: Path = typer.Option(None, "--manifests", help=MANIFESTS_HELP),
 ) -> None:
-    """Register a cluster with the server and create its agent identity (prints the agent token once)."""
+    """Register a cluster with the server and create its agent identity (prints the agent token once;
+    for Flux also its events URL, HMAC key and manifests)."""
     version = kubernetes_version
     if version is None:
         try:
             version = specs.load(_data_dir(), name).version
         except ConveyorError:
             version = ""
+    _register(name, agent, version or "", token_file, manifests)
+
+
+def _register(name: str, agent: str, version: str, token_file: Path | None, manifests: Path | None) -> None:
     out = client.request("POST", "/api/v1/clusters",
-                         json_body={"name": name, "agent": agent, "kubernetes_version": version or ""})
+                         json_body={"name": name, "agent": agent, "kubernetes_version": version})
     _emit_token(out["agent_token"], token_file, f"cluster {name} registered; agent identity {out['agent_user']}")
+    if out.get("flux"):
+        _emit_flux(name, out["flux"], manifests)
+
+
+def _emit_flux(name: str, flux: dict[str, object], manifests: Path | None) -> None:
+    """Where Flux sends events and with which key, and the manifests to apply (written, never printed:
+    they hold the read-only git token and the key)."""
+    from conveyor.core.bootstrap import write_secret
+
+    path = manifests or Path(f"flux-{name}.yaml")
+    write_secret(path, str(flux["manifests"]).rstrip("\n"))
+    say = client.say
+    say(f"events URL: {flux['events_url']}")
+    say(f"HMAC key: {flux['hmac_key']}")
+    say("  (the generic-hmac Provider's secret, shown once; `conveyor cluster flux-key` rotates it)")
+    if flux.get("events_addr"):
+        say(f"controllers' --events-addr: {flux['events_addr']}")
+    say(f"manifests: {path} (apply with kubectl; re-issue with `conveyor cluster flux-manifests {name}`)")
+    hooks = flux.get("webhooks") or []
+    assert isinstance(hooks, list)
+    for h in hooks:
+        say(f"push webhook for {h['env']}: conveyor hook add {h['repo']} https://<notification-controller "
+            f"receiver>{h['path']} --secret {h['secret']} --events push")
+
+
+@cluster_app.command("flux-manifests")
+def flux_manifests(
+    name: str = typer.Argument(..., help="Registered Flux cluster"),
+    manifests: Path = typer.Option(None, "--manifests", help=MANIFESTS_HELP),
+) -> None:
+    """Write the Flux manifests for every environment on the cluster (a new read-only git token)."""
+    out = client.request("POST", f"/api/v1/clusters/{name}/flux/manifests")
+    _emit_flux(name, out, manifests)
+
+
+@cluster_app.command("flux-key")
+def flux_key(name: str = typer.Argument(..., help="Registered Flux cluster")) -> None:
+    """Rotate the HMAC key Flux signs events with; put the new one in the Provider's secret."""
+    out = client.request("POST", f"/api/v1/clusters/{name}/flux/key")
+    client.say(out["hmac_key"])
+
+
+@cluster_app.command("flux-reports")
+def flux_reports(name: str = typer.Argument(..., help="Registered Flux cluster"),
+                 as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """What Flux last reported for each of its objects, and what Conveyor made of it."""
+    rows = client.request("GET", f"/api/v1/clusters/{name}/flux/reports")
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("object", "severity", "reason", "revision", "message", "Conveyor")
+    for r in rows:
+        table.add_row(f"{r['kind']}/{r['namespace']}/{r['name']}", r["severity"], r["reason"], r["revision"],
+                      r["message"][:120], r["outcome"])
+    console.print(table)
 
 
 @cluster_app.command("agent-token")

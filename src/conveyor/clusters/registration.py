@@ -7,6 +7,7 @@ nothing else — not even reads of the API. Rotating its token revokes the previ
 
 from __future__ import annotations
 
+import secrets
 from enum import StrEnum
 
 from sqlalchemy import select
@@ -14,8 +15,10 @@ from sqlalchemy.orm import Session
 
 from conveyor.clusters.models import RegisteredCluster
 from conveyor.clusters.spec import check_name
-from conveyor.core import Conflict, InvalidInput, Kind, NotFound, Principal, agent_name, record
+from conveyor.core import Conflict, InvalidInput, Kind, NotFound, Principal, Role, Scope, agent_name, record
 from conveyor.core.identities import ensure_identity, issue_token, list_tokens, revoke_token, set_disabled
+
+FLUX_GIT_TOKEN = "flux git read-only"
 
 
 class AgentKind(StrEnum):
@@ -51,7 +54,8 @@ def register(session: Session, principal: Principal, name: str, agent: str = "co
     if session.execute(select(RegisteredCluster.id).where(RegisteredCluster.name == name)).first() is not None:
         raise Conflict(f"cluster '{name}' is already registered", rule="cluster.unique-name")
     row = RegisteredCluster(name=name, agent=kind.value, kubernetes_version=kubernetes_version[:32],
-                            created_by=principal.name)
+                            created_by=principal.name,
+                            flux_hmac_key=new_hmac_key() if kind == AgentKind.FLUX else None)
     session.add(row)
     user = ensure_identity(session, agent_name(name), Kind.AGENT)
     set_disabled(session, user, False)
@@ -82,3 +86,47 @@ def unregister(session: Session, principal: Principal, name: str) -> None:
     set_disabled(session, user, True)
     session.delete(row)
     record(session, actor=principal.name, action="cluster.unregistered", target=name, payload={"cluster": name})
+
+
+def agent_principal(session: Session, name: str) -> Principal:
+    """The cluster's agent identity as a principal, for statuses the server posts on its behalf
+    (Flux's events): the same narrowed scope its own tokens carry, nothing more."""
+    get_registration(session, name)
+    user = ensure_identity(session, agent_name(name), Kind.AGENT)
+    return Principal(name=user.name, role=Role(user.role), user_id=user.id, kind=Kind.AGENT,
+                     scope=Scope(repo_kinds=("gitops",), cluster=name))
+
+
+def new_hmac_key() -> str:
+    return secrets.token_hex(32)
+
+
+def flux_registration(session: Session, name: str) -> RegisteredCluster:
+    row = get_registration(session, name)
+    if row.agent != AgentKind.FLUX:
+        raise Conflict(f"cluster '{name}' runs the {row.agent} agent, not Flux (register it with --agent flux)",
+                       rule="cluster.flux-agent")
+    return row
+
+
+def rotate_flux_key(session: Session, principal: Principal, name: str) -> str:
+    """A new HMAC key for the cluster's generic-hmac Provider; events signed with the old one are refused."""
+    row = flux_registration(session, name)
+    row.flux_hmac_key = new_hmac_key()
+    record(session, actor=principal.name, action="cluster.flux_key_rotated", target=name, payload={"cluster": name})
+    return row.flux_hmac_key
+
+
+def issue_flux_git_token(session: Session, principal: Principal, name: str) -> str:
+    """A read-only git credential of the agent identity for Flux's GitRepository (it cannot post
+    statuses: its scope names no cluster). Earlier ones are revoked, so the newest manifests are
+    the only ones that work."""
+    flux_registration(session, name)
+    user = ensure_identity(session, agent_name(name), Kind.AGENT)
+    for old in list_tokens(session, user):
+        if old.description == FLUX_GIT_TOKEN:
+            revoke_token(session, old, principal.name)
+    token = issue_token(session, user, FLUX_GIT_TOKEN, scope=Scope(repo_kinds=("gitops",)))
+    record(session, actor=principal.name, action="cluster.flux_git_token_issued", target=name,
+           payload={"cluster": name})
+    return token

@@ -130,7 +130,7 @@ def principal_of(row: ApiToken) -> Principal:
 def token_problem(row: ApiToken | None) -> str | None:
     """Why a token no longer works, or None when it does."""
     if row is None:
-        return "invalid API token"
+        return "invalid or revoked API token"
     if row.revoked_at is not None:
         return "this token was revoked"
     if row.expires_at is not None and row.expires_at <= utcnow():
@@ -144,7 +144,7 @@ def authenticate_token(session: Session, token: str) -> Principal:
     row = session.execute(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).scalar_one_or_none()
     problem = token_problem(row)
     if problem is not None or row is None:
-        raise Unauthorized(problem or "invalid API token", rule="auth.token-invalid")
+        raise Unauthorized(problem or "invalid or revoked API token", rule="auth.token-invalid")
     now = utcnow()
     if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
         row.last_used_at = now

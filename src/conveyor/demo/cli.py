@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from conveyor.demo.platform import Platform, stop_processes
+from conveyor.demo.platform import FLUX_CLUSTER, Platform, stop_processes
 from conveyor.demo.scenario import Scenario
 from conveyor.demo.view import Board, summary_table
 
@@ -23,6 +23,8 @@ def demo(
     data_dir: Path = typer.Option(None, "--data-dir", help="Where the demo keeps its state (default: a new temp dir)"),
     report: Path = typer.Option(None, "--report", help="Write what happened as JSON here"),
     stop: bool = typer.Option(False, "--stop", help="Stop and remove a demo left running with --keep"),
+    agent: str = typer.Option("conveyor", "--agent",
+                              help="conveyor, or flux: cluster nonprod (dev, qa) runs Flux v2's controllers"),
 ) -> None:
     """Run the whole GitOps workflow: PR -> PR pipeline -> CI -> dev -> qa -> prod, and a rollback."""
     console = Console()
@@ -34,7 +36,9 @@ def demo(
         return
     # Kubelet socket paths are length-limited: keep the data dir short.
     root = data_dir or Path(tempfile.mkdtemp(prefix="cvy-demo-", dir="/tmp"))
-    platform = Platform(root.resolve())
+    if agent not in ("conveyor", "flux"):
+        raise typer.BadParameter("--agent is conveyor or flux")
+    platform = Platform(root.resolve(), flux_clusters=(FLUX_CLUSTER,) if agent == "flux" else ())
     board = Board(f"Conveyor demo — {root}")
     scenario: Scenario | None = None
     ok = False
@@ -56,7 +60,11 @@ def demo(
                 step("base image debian-python:12 into the registry cache", platform.base_image, board.progress)
                 step("GitOps repo: main + env/dev, env/qa, env/prod", platform.init_gitops)
                 wc = step("application repo from examples/hello", platform.create_app_repo, root / "work")
-                step("an agent per cluster, told by webhooks", platform.start_agents)
+                if agent == "flux":
+                    step(f"Flux on {FLUX_CLUSTER} (events to Conveyor), Conveyor's agent on prod",
+                         platform.start_agents, board.progress)
+                else:
+                    step("an agent per cluster, told by webhooks", platform.start_agents)
                 scenario = Scenario(platform, board, wc)
                 scenario.first_release()
                 scenario.change()

@@ -23,6 +23,10 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 APP = "hello"
 GITOPS = "gitops"
 CLUSTERS = {"nonprod": ("dev", "qa"), "prod": ("prod",)}
+# `conveyor demo --agent flux`: this cluster runs Flux's controllers instead of Conveyor's agent, so dev
+# and qa (the rollback included) are deployed by Flux and prod by Conveyor's agent.
+FLUX_CLUSTER = "nonprod"
+NOTIFICATION_KINDS = {"Receiver", "Provider", "Alert"}  # need notification-controller, which is not built
 USERS = {"dana": "developer", "theo": "reviewer", "olga": "cluster-admin", "omar": "cluster-admin"}
 
 
@@ -56,6 +60,8 @@ class Platform:
     port: int = field(default_factory=free_port)
     tokens: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    flux_clusters: tuple[str, ...] = ()
+    events_addrs: dict[str, str] = field(default_factory=dict)
     state_file: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -135,11 +141,15 @@ class Platform:
 
         for name in CLUSTERS:
             spec = create(self.data_dir, name, registries=[self.registry], progress=progress)
+            kind = "flux" if name in self.flux_clusters else "conveyor"
             with self.api("olga") as api:
-                r = api.post("/api/v1/clusters", json={"name": name, "kubernetes_version": spec.version})
+                r = api.post("/api/v1/clusters", json={"name": name, "agent": kind,
+                                                       "kubernetes_version": spec.version})
                 if r.status_code != 201:
                     raise DemoError(f"registering cluster {name}: {r.text}")
                 self.tokens[f"agent-{name}"] = r.json()["agent_token"]
+                if r.json().get("flux"):
+                    self.events_addrs[name] = r.json()["flux"]["events_addr"]
         self.save_tokens()
 
     def kubeconfig(self, cluster: str) -> Path:
@@ -180,8 +190,11 @@ class Platform:
         return wc
 
     # --- agents ---------------------------------------------------------------------------------
-    def start_agents(self) -> None:
+    def start_agents(self, progress: Callable[[str], None] = lambda _: None) -> None:
         for cluster, envs in CLUSTERS.items():
+            if cluster in self.flux_clusters:
+                self.start_flux(cluster, progress)
+                continue
             agent_port = free_port()
             secret = f"demo-{cluster}-webhook-secret"
             user = f"agent-{cluster}"
@@ -216,6 +229,33 @@ class Platform:
                         "url": f"http://127.0.0.1:{agent_port}/hooks/{env}", "secret": secret, "events": ["push"]})
                     if r.status_code != 201:
                         raise DemoError(f"adding the {env} webhook: {r.text}")
+
+    def start_flux(self, cluster: str, progress: Callable[[str], None]) -> None:
+        """Flux's source- and kustomize-controller on the host against the cluster, with the manifests
+        `conveyor cluster flux-manifests` gives and their events sent straight to Conveyor."""
+        from conveyor.clusters.flux import ensure_controllers
+        from conveyor.clusters.flux import run as flux_run
+
+        controllers = ensure_controllers(progress=progress)  # built once, ~7 minutes on 2 cores
+        kubeconfig = self.kubeconfig(cluster)
+        flux_run.install(kubeconfig, controllers)
+        with self.api("olga") as api:
+            r = api.post(f"/api/v1/clusters/{cluster}/flux/manifests")
+            if r.status_code != 201:
+                raise DemoError(f"Flux manifests of {cluster}: {r.text}")
+        docs = [d for d in yaml.safe_load_all(r.json()["manifests"]) if d and d["kind"] not in NOTIFICATION_KINDS]
+        for d in docs:
+            if d["kind"] == "GitRepository":
+                d["spec"]["interval"] = "10s"  # no Receiver without notification-controller: poll often
+        flux_run.kubectl_run(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+        addr = self.events_addrs[cluster]
+        for cmd in flux_run.commands(controllers, kubeconfig, self.data_dir / "flux" / cluster, addr, addr):
+            self._spawn(f"flux-{cluster}-{cmd.name}", cmd.argv, cmd.env)
+
+            def ready(url: str = cmd.health_url) -> bool:
+                return httpx.get(url, timeout=2).status_code == 200
+
+            wait_until(f"Flux {cmd.name} on {cluster}", ready, 60, 0.3)
 
     # --- teardown -------------------------------------------------------------------------------
     def stop(self, remove: bool) -> None:

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 HOOK_EVENTS = ("push", "pull_request", "status")
 SIGNATURE_HEADER = "X-Conveyor-Signature-256"
+# The same signature under the header Flux's generic-hmac Receiver (and GitHub-style receivers) read.
+GENERIC_SIGNATURE_HEADER = "X-Signature"
 MAX_ATTEMPTS = 8
 LEASE = timedelta(seconds=60)
 
@@ -152,6 +154,7 @@ class WebhookSender(BackgroundLoop):
             "X-Conveyor-Event": event,
             "X-Conveyor-Delivery": guid,
             SIGNATURE_HEADER: sign(secret, body),
+            GENERIC_SIGNATURE_HEADER: sign(secret, body),
         }
         started = time.monotonic()
         code: int | None = None

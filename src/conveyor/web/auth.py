@@ -61,13 +61,14 @@ def sign_in(request: Request, token: str) -> tuple[Principal, str]:
     or its user disabled ends the session.
     """
     st = state_of(request)
+    ser = serializer(request)  # before the session: creating the key on first use is a write of its own
     with st.db.session() as s:
         principal = authenticate_token(s, token.strip())
         if principal.scope is not None or principal.kind != Kind.PERSON:
             raise Unauthorized("only people sign in to the dashboard", rule="auth.person-only")
         user = get_user(s, principal.name)
         session_row, _ = new_token(s, user, "dashboard session", expires_at=utcnow() + timedelta(seconds=MAX_AGE))
-        value = serializer(request).dumps({"tid": principal.token_id, "sid": session_row.id,
+        value = ser.dumps({"tid": principal.token_id, "sid": session_row.id,
                                            "csrf": secrets.token_urlsafe(24)})
     return principal, value
 

@@ -14,6 +14,9 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from conveyor.clusters import AgentKind, registrations
+from conveyor.clusters.flux import last_reports, parse_revision
+from conveyor.clusters.models import FluxReport
 from conveyor.core import state_of, utcnow
 from conveyor.delivery import (
     ACTIVE_STATES,
@@ -89,6 +92,20 @@ def environments_at(repo_path: str, main: str) -> dict[str, Environment]:
     return load_environments(BareRepo(Path(repo_path)), main)
 
 
+def agent_kinds(session: Session) -> dict[str, str]:
+    """cluster -> the agent it runs (conveyor | flux), for the clusters registered with the server."""
+    return {r.name: r.agent for r in registrations(session)}
+
+
+def flux_report_for(session: Session, cluster: str, branch: str) -> FluxReport | None:
+    """What Flux last said about the Kustomization that syncs ``branch`` on ``cluster``."""
+    for r in last_reports(session, cluster):
+        parsed = parse_revision(r.revision)
+        if r.kind == "Kustomization" and parsed is not None and parsed[0] == branch:
+            return r
+    return None
+
+
 def sync_of(st: StatusView) -> str:
     return {"success": "Ready", "pending": "Reconciling"}.get(st.state, "Stalled")
 
@@ -139,13 +156,21 @@ def board(name: str, request: Request, days: int = 30) -> Response:
         tips = git.branches()
         envs = environments_at(str(git.path), tips["main"]) if "main" in tips else {}
         columns = []
+        agents = agent_kinds(s)
         for es in statuses:
             env = envs.get(es.env)
             branch = env.branch if env else f"env/{es.env}"
+            agent = agents.get(es.cluster, "")
+            waits = waiting_on(s, st.settings, es.pending, es.cluster) if es.pending else []
+            if agent == AgentKind.FLUX:
+                waits = [w.replace(f"the agent of cluster '{es.cluster}'", f"Flux on cluster '{es.cluster}'")
+                         for w in waits]
             columns.append({
                 "status": es,
                 "branch": branch,
-                "waits": waiting_on(s, st.settings, es.pending, es.cluster) if es.pending else [],
+                "agent": agent,
+                "flux": flux_report_for(s, es.cluster, branch) if agent == AgentKind.FLUX else None,
+                "waits": waits,
                 "deploys": deploy_statuses(s, repo, tips.get(branch)),
             })
         promotions = list(s.execute(select(Promotion).where(Promotion.app == name)

@@ -14,7 +14,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from conveyor.clusters import list_specs
+from conveyor.clusters import AgentKind, list_specs, registrations
+from conveyor.clusters.flux import last_reports
+from conveyor.clusters.models import FluxReport
 from conveyor.core import ConveyorError, Settings, state_of
 from conveyor.delivery import gitops_repo_names
 from conveyor.forge import bare, combined_status, get_repo
@@ -51,6 +53,8 @@ class ClusterView:
     syncs: list[SyncRow] = field(default_factory=list)
     agent: dict[str, Any] | None = None
     agent_error: str = ""
+    agent_kind: str = ""  # conveyor | flux, when the cluster is registered with the server
+    flux: list[FluxReport] = field(default_factory=list)  # what Flux last reported, per object
 
 
 def agent_urls() -> dict[str, str]:
@@ -117,6 +121,11 @@ async def clusters(request: Request) -> Response:
         with st.db.session() as s:
             for row in deploy_rows(s, st.settings):
                 views.setdefault(row.cluster, ClusterView(row.cluster)).syncs.append(row)
+            for reg in registrations(s):
+                v = views.setdefault(reg.name, ClusterView(reg.name, phase="registered"))
+                v.agent_kind = reg.agent
+                if reg.agent == AgentKind.FLUX:
+                    v.flux = last_reports(s, reg.name)
         return views
 
     views = await asyncio.to_thread(collect)
