@@ -21,8 +21,10 @@ from tests.support.server import ServerHandle  # noqa: E402
 
 
 @contextmanager
-def conveyor_server(tmp: Path, database_url: str | None = None) -> Iterator[ServerHandle]:
-    handle = ServerHandle(data_dir=tmp / "conveyor-data", database_url=database_url).start()
+def conveyor_server(tmp: Path, database_url: str | None = None, remote: bool = False) -> Iterator[ServerHandle]:
+    """A server; ``remote``: without its own runner (runs wait for a separate ``conveyor runner``)."""
+    env = {"CONVEYOR_PIPELINE_WORKERS": "0"} if remote else {}
+    handle = ServerHandle(data_dir=tmp / "conveyor-data", database_url=database_url, extra_env=env).start()
     try:
         yield handle
     finally:

@@ -1,20 +1,23 @@
-"""Pipelines benchmark: event-to-first-step latency and the engine's own overhead per step.
+"""Pipelines benchmark: event-to-first-step latency and the runner's own overhead per step.
 
 Each of ``--runs`` pushes to the default branch of a repository whose ``ci`` pipeline is 20
-``run: true`` steps. Latency is measured from the end of the push (the event is recorded before
-the push's response ends) to the start of the first step, on one machine's clock. The overhead
-per step is the run's step time divided by 20, minus what starting ``sh -e -c true`` costs here.
-Targets: < 1 s scheduling latency, < 100 ms overhead per step.
+``run: true`` steps, each in a container of the tests' busybox shell image. Latency is measured from
+the end of the push (the event is recorded before the push's response ends) to the start of the
+first step, on one machine's clock, for the server's own runner and (``--remote``) for a separate
+``conveyor runner`` process that holds only the URL and a runner token, claiming over HTTP. The
+overhead per step is the run's step time divided by 20, minus what ``podman run ... true`` costs
+here on its own. Targets: < 1 s scheduling latency, < 100 ms overhead per step.
 
 With ``--image-builds N`` it also runs the sample app's CI N times and reports how long the
 ``image-build`` step takes, the first build against the later ones that reuse buildah's layer cache.
 
-Run: python benchmarks/pipeline_latency.py [--runs 10] [--image-builds 0] [--postgres]
+Run: python benchmarks/pipeline_latency.py [--runs 10] [--remote] [--image-builds 0] [--postgres]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -50,13 +53,29 @@ def wait_run(server: ServerHandle, repo: str, sha: str, limit: float = 900) -> d
     raise RuntimeError(f"run of {sha} did not finish")
 
 
-def spawn_baseline(n: int = 40) -> float:
+def spawn_baseline(server: ServerHandle, n: int = 10) -> float:
+    """What one bare ``podman run --rm IMAGE true`` costs here (the image already pulled)."""
+    from conveyor.core import containers
+
+    root = str(server.data_dir / "pipelines" / "containers")
+    image = f"127.0.0.1:{server.port}/cache/shell:1"
+    pull = containers.podman("pull", "--tls-verify=false", "--creds", f"admin:{server.admin_token}", image, root=root)
+    subprocess.run(pull, check=True, capture_output=True)
     samples = []
     for _ in range(n):
         start = time.perf_counter()
-        subprocess.run(["/bin/sh", "-e", "-c", "true"], check=True)
+        subprocess.run(containers.podman("run", "--rm", "--network", "none", image, "true", root=root), check=True,
+                       capture_output=True)
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+def remote_runner(server: ServerHandle, tmp: Path) -> subprocess.Popen[bytes]:
+    token = server.api().post("/api/v1/runners", json={"name": "bench-remote"}).json()["token"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    return subprocess.Popen([sys.executable, "-m", "conveyor", "runner", "--server", server.url, "--token", token,
+                             "--work-dir", str(tmp / "runner"), "--default-image", "cache/shell:1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def step_runs(server: ServerHandle, tmp: Path, n: int) -> tuple[list[float], list[float], list[float]]:
@@ -112,6 +131,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--image-builds", type=int, default=0)
+    ap.add_argument("--remote", action="store_true", help="a separate runner process over HTTP, not the server's")
     ap.add_argument("--postgres", action="store_true", help="use a throwaway PostgreSQL instead of SQLite")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipelines-"))
@@ -123,10 +143,19 @@ def main() -> None:
 
             pg = PostgresServer().start()
             url = pg.create_database()
-        baseline = spawn_baseline()
-        with conveyor_server(tmp, url) as server:
-            latencies, per_step, claim = step_runs(server, tmp, args.runs)
-            builds = image_builds(server, tmp, args.image_builds) if args.image_builds else []
+        with conveyor_server(tmp, url, remote=args.remote) as server:
+            from tests.support.images import ensure_shell_image
+
+            ensure_shell_image(server)
+            baseline = spawn_baseline(server)
+            runner = remote_runner(server, tmp) if args.remote else None
+            try:
+                latencies, per_step, claim = step_runs(server, tmp, args.runs)
+                builds = image_builds(server, tmp, args.image_builds) if args.image_builds else []
+            finally:
+                if runner is not None:
+                    runner.terminate()
+                    runner.wait(30)
         overhead = [max(0.0, s - baseline) for s in per_step]
         lat50, lat95 = percentile(latencies, 50), percentile(latencies, 95)
         ov50, ov95 = percentile(overhead, 50), percentile(overhead, 95)
@@ -136,7 +165,7 @@ def main() -> None:
             ("queued -> claimed, p50", f"{percentile(claim, 50) * 1000:.0f} ms", "-", "-"),
             ("engine overhead per step, p50", f"{ov50 * 1000:.0f} ms", "100 ms", f"{ov50 / 0.1:.2f}x"),
             ("engine overhead per step, p95", f"{ov95 * 1000:.0f} ms", "100 ms", f"{ov95 / 0.1:.2f}x"),
-            ("(sh -c true on this machine)", f"{baseline * 1000:.1f} ms", "-", "-"),
+            ("(podman run true on this machine)", f"{baseline * 1000:.1f} ms", "-", "-"),
         ]
         db = "PostgreSQL" if args.postgres else "SQLite"
         print_table(f"Pipelines ({db}): {args.runs} runs of {STEPS} `run: true` steps; anchor = target", rows)

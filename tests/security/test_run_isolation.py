@@ -22,7 +22,7 @@ PROBE = """\
 if [ -r {data}/admin.token ]; then echo "PROBE data-dir readable"; else echo "PROBE data-dir unreadable"; fi
 if cat {data}/admin.token {data}/pipelines.token 2>/dev/null | grep -q cvy_; then echo "PROBE service-token found"; \
 else echo "PROBE service-token absent"; fi
-if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 127.0.0.1 {port} 2>/dev/null | grep -q loopback-secret; then \
+if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 127.0.0.1 {port} 2>/dev/null | grep -q loopback-secret; then \
 echo "PROBE loopback reached"; else echo "PROBE loopback unreachable"; fi
 env | rev | sed 's/^/PROBE-ENV /'
 """

@@ -15,6 +15,19 @@ def local_name(ctx: TaskContext) -> str:
     return f"localhost/conveyor-run-{ctx.run_id}:build"
 
 
+def layer_cache(ctx: TaskContext, image: str, external: object) -> list[str]:
+    """Layers shared across runs and runners through the registry (``<app image>/buildcache``), besides
+    the runner's own storage: every run reads it; only deployable CI runs — whose token may push under
+    the app's repository — write it, so a pull request can never poison what the next build reuses."""
+    if external or not ctx.params.get("layer_cache", True):
+        return []
+    cache = f"{ctx.registry}/{image}/buildcache"
+    flags = ["--cache-from", cache]
+    if ctx.deployable and ctx.pipeline == "ci":
+        flags += ["--cache-to", cache]
+    return flags
+
+
 def main(ctx: TaskContext) -> None:
     app = ctx.need_app()
     dockerfile_rel = ctx.params.get("dockerfile") or app.dockerfile
@@ -47,6 +60,7 @@ def main(ctx: TaskContext) -> None:
     argv += ["--tls-verify=false", "--authfile", str(ctx.result_path.parent / "auth.json"), "--network", ctx.network]
     for key, value in (ctx.params.get("build_args") or {}).items():
         argv += ["--build-arg", f"{key}={ctx.expand(str(value))}"]
+    argv += layer_cache(ctx, app.image, external)
     argv.append(str(context_dir))
     code, tail = run_tool(argv)
     if code != 0:

@@ -44,9 +44,12 @@ def run_page(run_id: int, request: Request) -> Response:
         if run is None:
             raise NotFound(f"no pipeline run {run_id}", rule="run.exists")
         chunks = plogs.read_chunks(s, run_id, 0, LOG_PAGE)
+        by_step: dict[int, list[str]] = {}
+        for c in chunks:  # steps that ran at once (needs:) interleave in the log; here each stands apart
+            by_step.setdefault(c.step, []).append(c.text)
         return page(request, "run.html", ws, run=run, steps=list(run.steps),
                     log="".join(c.text for c in chunks), after=chunks[-1].seq if chunks else 0,
-                    finished=run.state in pm.FINISHED)
+                    finished=run.state in pm.FINISHED, step_logs={k: "".join(v) for k, v in by_step.items()})
 
 
 @router.get("/ui/runs/{run_id}/events")
