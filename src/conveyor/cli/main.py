@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 
 from conveyor.agent.cli import agent_app
-from conveyor.cli import client
 from conveyor.clusters.cli import cluster_app
+from conveyor.core import client
 from conveyor.core.cli import user_app
 from conveyor.delivery.cli import app_app, freeze_app, gitops_app, promote, promotion_app, rollback
 from conveyor.demo.cli import demo

@@ -9,11 +9,11 @@ from urllib.parse import urlsplit
 import typer
 from rich.table import Table
 
-from conveyor.cli import client
-from conveyor.cli.client import console, err_console, fail
 from conveyor.clusters import external, local
 from conveyor.clusters import spec as specs
 from conveyor.clusters.layout import Layout
+from conveyor.core import client
+from conveyor.core.client import console, err_console, fail
 from conveyor.core.errors import ConveyorError
 
 cluster_app = typer.Typer(help="Kubernetes clusters: local throwaway ones, or existing ones.", no_args_is_help=True)

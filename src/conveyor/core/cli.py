@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from conveyor.cli.client import console, request, say
+from conveyor.core.client import console, request, say
 
 user_app = typer.Typer(help="Users, roles and API tokens.", no_args_is_help=True)
 

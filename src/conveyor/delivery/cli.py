@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from conveyor.cli.client import console, request, say
+from conveyor.core.client import console, request, say
 
 gitops_app = typer.Typer(help="The GitOps repository.", no_args_is_help=True)
 app_app = typer.Typer(help="Delivered apps: where each version runs.", no_args_is_help=True)

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from conveyor.cli.client import console, request, say
+from conveyor.core.client import console, request, say
 
 repo_app = typer.Typer(help="Git repositories and branch protection.", no_args_is_help=True)
 pr_app = typer.Typer(help="Pull requests.", no_args_is_help=True)

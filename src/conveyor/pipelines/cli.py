@@ -11,8 +11,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from conveyor.cli import client
-from conveyor.cli.client import console, fail, request, say
+from conveyor.core import client
+from conveyor.core.client import console, fail, request, say
 
 run_app = typer.Typer(help="Pipeline runs: list, show, follow logs, cancel, retry, start.", no_args_is_help=True)
 secret_app = typer.Typer(help="Secrets handed to a repository's pipelines (masked in logs).", no_args_is_help=True)

@@ -6,8 +6,8 @@ import asyncio
 
 import typer
 
-from conveyor.cli import client
-from conveyor.cli.client import fail, request, say
+from conveyor.core import client
+from conveyor.core.client import fail, request, say
 from conveyor.registry.names import split_reference, valid_name, valid_tag
 
 registry_app = typer.Typer(help="The container registry (served at /v2 on the server's port).",
