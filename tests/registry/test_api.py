@@ -298,9 +298,9 @@ def test_delete_tags_manifests_and_blobs(reg: Registry) -> None:
 
 
 def test_pushes_and_deletes_reach_the_event_outbox(server: ServerHandle, reg: Registry) -> None:
-    repo = unique("events/app")
     user_token = server.create_user(unique("pusher"), "developer")
     user = server.api(user_token).get("/api/v1/user").json()["name"]
+    repo = unique(f"users/{user}/events")  # a developer writes their own namespace
     dev = Registry(server, user=user, token=user_token)
     img = make_image(layers=1)
     dev.push_image(repo, "v7", img)

@@ -204,6 +204,8 @@ class Registry:
         return ("token", principal.token_id) if principal.token_id is not None else ("user", principal.user_id or 0)
 
     def validity_cached(self, principal: Principal) -> bool:
+        if principal.anonymous:
+            return True
         now, epoch = time.monotonic(), auth_epoch()
         with self._auth_lock:
             hit = self._alive.get(self._alive_key(principal))
@@ -212,6 +214,8 @@ class Registry:
     def still_valid(self, principal: Principal) -> bool:
         """Whether the token (or the user) behind a registry bearer token still works: revocation
         and disabling reach already issued registry tokens too, within ``AUTH_CACHE_TTL`` at most."""
+        if principal.anonymous:
+            return True  # an anonymous reader's token names nobody whose access could be withdrawn
         key = self._alive_key(principal)
         now, epoch = time.monotonic(), auth_epoch()
         with self._auth_lock:
