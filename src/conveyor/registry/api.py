@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select
 
 import conveyor.registry as registry_api
 from conveyor.core import Conflict, InvalidInput, NotFound, Permission, PrincipalDep, SessionDep, after_commit, record
-from conveyor.registry import gc, policy
+from conveyor.registry import gc, lineage, policy, signing
 from conveyor.registry.models import (
     AnonymousPullPrefix,
     ImmutableTagRule,
@@ -262,3 +262,55 @@ def garbage_collect(body: GcIn, request: Request, principal: PrincipalDep) -> di
     principal.require(Permission.MANAGE_REPO)
     return gc.collect(_registry(request), dry_run=body.dry_run, grace=body.grace_seconds,
                       actor=principal.name).as_dict()
+
+
+# --- supply chain: signing keys, lineage, tag history ---------------------------------------------
+RUNNING_IMAGES = "registry_running_images"  # app.state: session -> {digest: ["app/env", ...]} (server.py)
+
+
+def _running(request: Request) -> Any:
+    fn = getattr(request.app.state, RUNNING_IMAGES, None)
+    return fn if fn is not None else (lambda _s: {})
+
+
+@router.get("/signing-keys")
+def list_signing_keys(request: Request, session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    """The installation's public keys (what agents and `cosign verify --key` trust), never a private key."""
+    if principal.scope is None or principal.scope.cluster is None:  # agents read them with their own token
+        principal.require(Permission.READ)
+    signing.active_key(session, _registry(request).settings)
+    return signing.list_keys(session)
+
+
+@router.post("/signing-keys/rotate", status_code=201)
+def rotate_signing_key(request: Request, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    principal.require(Permission.MANAGE_USERS)
+    key = signing.rotate(session, _registry(request).settings, principal.name)
+    return {"key_id": key.key_id, "public_key": key.public_pem, "state": key.state}
+
+
+@router.post("/signing-keys/{key_id}/revoke")
+def revoke_signing_key(key_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    principal.require(Permission.MANAGE_USERS)
+    key = signing.revoke(session, key_id, principal.name)
+    return {"key_id": key.key_id, "state": key.state}
+
+
+@router.get("/lineage")
+def get_lineage(image: str, request: Request, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    """What IMAGE (``repo``, ``repo:tag`` or ``repo@digest``) was built on, what was built on it, and
+    which environments run images whose base has a newer digest now."""
+    principal.require(Permission.READ)
+    repo, sep, digest = image.partition("@")
+    ref: str | None = digest if sep else None
+    if not sep:
+        head, colon, tag = image.rpartition(":")
+        if colon and "/" not in tag:
+            repo, ref = head, tag
+    return lineage.lineage(session, _check_repo_name(repo), ref, _running(request))
+
+
+@router.get("/tag-history")
+def tag_history(repository: str, tag: str, session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    principal.require(Permission.READ)
+    return lineage.history(session, _check_repo_name(repository), tag)
