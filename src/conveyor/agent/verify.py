@@ -225,10 +225,14 @@ class KeyRing:
                 for k in rows if k.get("state") in ("active", "retired")]
 
 
+class Keys(Protocol):
+    def keys(self, refresh: bool = False) -> list[imagesig.TrustedKey]: ...
+
+
 class Verifier:
     """Checks a revision's images; results of verified digests are remembered for ``RESULT_TTL``."""
 
-    def __init__(self, source: ImageSource, keyring: KeyRing, registries: set[str]) -> None:
+    def __init__(self, source: ImageSource, keyring: Keys, registries: set[str]) -> None:
         self.source, self.keyring, self.registries = source, keyring, registries
         self._verified: dict[tuple[str, str, str], tuple[float, tuple[str, ...], ImageResult]] = {}
 

@@ -81,6 +81,13 @@ def sign_image(reg: Any, repository: str, digest: str, reference_host: str, clai
     return _sign(reg, repository, digest, reference_host, claims)
 
 
+def verify_images(db: Any, settings: Settings, objects: list[dict[str, Any]]) -> list[Any]:
+    """The signature verdicts the agent would reach for the images of ``objects`` (``agent.verify``)."""
+    from conveyor.registry.verification import verify_images as _verify
+
+    return _verify(db, settings, objects)
+
+
 def unlock_tag(session: Session, repository: str, tag: str, actor: str) -> None:
     t = _policy.set_lock(session, repository, tag, actor, False)
     record(session, actor=actor, action="registry.tag.unlocked", target=f"{repository}:{tag}",
@@ -100,4 +107,5 @@ __all__ = [
     "unlock_tag",
     "valid_name",
     "valid_tag",
+    "verify_images",
 ]

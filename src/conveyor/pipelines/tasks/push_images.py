@@ -78,19 +78,19 @@ def main(ctx: TaskContext) -> None:
         say(f"pushed {repository}:{tag} -> {digest}")
     sbom_digest = _attach_sbom(ctx, image, repository, digest, tls)
     ctx.result = {"outputs": {"image": {**image, "tags": tags, "digest": digest, "pushed": True,
-                                        "sbom": sbom_digest, "base": _base_of(ctx, str(image["id"]))}}}
+                                        "sbom": sbom_digest, "base": _base_of(repository, digest, creds, tls)}}}
 
 
-def _base_of(ctx: TaskContext, image_id: str) -> dict[str, str] | None:
-    """The base image buildah recorded in the image's annotations (lineage)."""
-    p = subprocess.run(buildah("inspect", "--type", "image", "--format", "{{json .ImageAnnotations}}", image_id,
-                               root=ctx.storage_root), capture_output=True, text=True, timeout=120)
+def _base_of(repository: str, digest: str, creds: str, tls: bool) -> dict[str, str] | None:
+    """The base image buildah recorded in the pushed manifest's annotations (its lineage)."""
+    p = subprocess.run(skopeo("inspect", "--raw", f"--tls-verify={'true' if tls else 'false'}", "--creds", creds,
+                              f"docker://{repository}@{digest}"), capture_output=True, text=True, timeout=300)
     try:
-        notes = json.loads(p.stdout) if p.returncode == 0 else {}
+        notes = (json.loads(p.stdout).get("annotations") or {}) if p.returncode == 0 else {}
     except ValueError:
         notes = {}
-    name, digest = (notes or {}).get(BASE_NAME), (notes or {}).get(BASE_DIGEST)
-    return {"name": name, "digest": digest} if name and digest else None
+    name, base = notes.get(BASE_NAME), notes.get(BASE_DIGEST)
+    return {"name": name, "digest": base} if name and base else None
 
 
 def _attach_sbom(ctx: TaskContext, image: dict[str, object], repository: str, digest: str, tls: bool) -> str | None:
