@@ -57,8 +57,19 @@ def record_image(session: Session, repository: str, digest: str, annotations: di
     if session.execute(select(Lineage.id).where(Lineage.repository == repository, Lineage.digest == digest)).first():
         return
     base_repo, base_tag = split_base(annotations[BASE_NAME])
+    base_digest = annotations[BASE_DIGEST][:160]
+    if base_repo is not None and not _has_manifest(session, base_repo, base_digest):
+        # Measured in tests/registry/test_supply_chain.py: for a base pushed by skopeo from an OCI archive,
+        # buildah 1.28 recorded a digest this registry never held (cause not established). The digest the
+        # base's tag has now, as the image is pushed right after its build, is what the build pulled.
+        base_digest = current_digest(session, base_repo, base_tag) or base_digest
     session.add(Lineage(repository=repository, digest=digest, base_name=annotations[BASE_NAME][:500],
-                        base_digest=annotations[BASE_DIGEST][:160], base_repository=base_repo, base_tag=base_tag))
+                        base_digest=base_digest, base_repository=base_repo, base_tag=base_tag))
+
+
+def _has_manifest(session: Session, repository: str, digest: str) -> bool:
+    return session.execute(select(Manifest.id).join(RegistryRepository, RegistryRepository.id == Manifest.repo_id)
+                           .where(RegistryRepository.name == repository, Manifest.digest == digest)).first() is not None
 
 
 def newest_per_repository(session: Session, base_repo: str, base_tag: str | None = None) -> list[Lineage]:
