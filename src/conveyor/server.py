@@ -29,8 +29,10 @@ from conveyor.pipelines import lifecycle as pipelines_lifecycle
 from conveyor.pipelines.api import router as pipelines_router
 from conveyor.pipelines.runner_api import router as runner_router
 from conveyor.registry import lifecycle as registry_lifecycle
+from conveyor.registry.api import RUNNING_IMAGES
 from conveyor.registry.api import router as registry_router
 from conveyor.registry.app import RegistryDispatch
+from conveyor.registry.refresh import CacheRefresher
 from conveyor.web import install as install_web
 
 
@@ -66,6 +68,23 @@ def environments_on(session: Session, settings: Settings, cluster: str) -> list[
     return out
 
 
+def images_running(session: Session) -> dict[str, list[str]]:
+    """digest -> ["app/env", ...] that runs it now (delivery's records), for the registry's lineage view."""
+    from sqlalchemy import select
+
+    from conveyor.delivery import Promotion, running_version
+
+    rows: dict[tuple[str, str], list[Promotion]] = {}
+    for p in session.execute(select(Promotion).order_by(Promotion.id.desc())).scalars():
+        rows.setdefault((p.app, p.env), []).append(p)
+    out: dict[str, list[str]] = {}
+    for (app, env), ps in sorted(rows.items()):
+        running = running_version(ps)
+        if running is not None:
+            out.setdefault(running.image_digest, []).append(f"{app}/{env}")
+    return out
+
+
 def register_components(settings: Settings) -> None:
     forge_lifecycle.register()
     pipelines_lifecycle.register(settings)
@@ -89,6 +108,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
                 OutboxWorker(db),
                 WebhookSender(db),
                 registry_lifecycle.UploadJanitor(registry),
+                CacheRefresher(registry),
                 # local clusters outlive server restarts; restart their processes that died
                 ClusterSupervisor(settings.data_dir),
                 delivery_lifecycle.engine(db, settings),
@@ -110,6 +130,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.state.conveyor = state
     app.state.registry = registry
     setattr(app.state, FLUX_TARGETS, environments_on)
+    setattr(app.state, RUNNING_IMAGES, images_running)
     install_error_handlers(app)
     app.include_router(core_router)
     app.include_router(forge_router)

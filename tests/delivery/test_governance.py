@@ -304,6 +304,25 @@ def test_a_security_trailer_marks_a_change_risky(tmp_path: Path) -> None:
     assert world.get(plain).risk == [] and world.get(plain).extra_approvals == 0
 
 
+def test_a_security_update_rebuild_is_a_risky_change_in_every_environment(tmp_path: Path) -> None:
+    """A release CI rebuilt because its base image moved carries the label from the CI event into every
+    environment it is promoted to; where `risk` is configured it needs the extra approval."""
+    envs = standard_envs()
+    envs["dev"] = replace(envs["dev"], risk=Risk(extra_approvals=1, sensitive_kinds=()))
+    world = World(tmp_path, envs)
+    why = "base image cache/debian-python:12 changed to sha256:0123456789ab"
+    pid = world.start("1.0.3-4", security_update=why)
+    world.step(pid)
+    p = world.get(pid)
+    assert p.risk == [{"rule": "risk.security-change", "reason": f"the release is a security update ({why})"}]
+    assert p.extra_approvals == 1 and p.security_update == why
+    deploy(world, pid)
+    assert world.get(pid).state == S.PR_OPEN  # dev auto-merges, but not a security update without approval
+    with world.db.session() as s:
+        qa = start.create_promotion(s, start.release_of(world.get(pid)), envs["qa"], World.GITOPS)
+        assert qa.security_update == why  # carried to the next environment
+
+
 def test_risk_rules_only_where_configured() -> None:
     env = standard_envs()["prod"]
     assert governance.assess_risk(env, "kind: Secret\nmetadata: {name: s}\n", None, {"Security": "yes"}) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,23 @@ class ForgeConfig(BaseModel):
         return self.token
 
 
+class Policy(StrEnum):
+    """What a failed image signature does to a revision."""
+
+    ENFORCE = "enforce"  # refuse the whole revision, naming the image
+    WARN = "warn"  # apply it, record the failure
+    OFF = "off"  # do not check
+
+
+class SignaturesConfig(BaseModel):
+    """Image signature verification (``verify.py``): which registries' ``apps/`` images are Conveyor-built
+    (default: the forge's host) and, optionally, pinned public keys instead of the forge's key list."""
+
+    registries: list[str] = Field(default_factory=list)
+    keys_file: Path | None = None
+    insecure_registries: list[str] = Field(default_factory=list)  # plain HTTP (the forge's own when http://)
+
+
 class SyncConfig(BaseModel):
     name: str
     url: str
@@ -71,6 +89,7 @@ class SyncConfig(BaseModel):
     webhook_secret: str | None = None
     webhook_secret_env: str | None = None
     repo: str | None = None  # forge repository for statuses; default: derived from url (.../git/{repo}.git)
+    verify: Policy = Policy.ENFORCE  # signatures of Conveyor-built images (verify.py)
 
     @field_validator("name")
     @classmethod
@@ -114,6 +133,7 @@ class AgentConfig(BaseModel):
     state_dir: Path = Path(os.environ.get("CONVEYOR_AGENT_STATE", "~/.local/state/conveyor-agent")).expanduser()
     inventory_namespace: str = "conveyor-system"
     public_url: str | None = None  # target_url of commit statuses; default http://{listen}/status
+    signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
 
     @model_validator(mode="after")
     def _references(self) -> AgentConfig:
@@ -133,6 +153,18 @@ class AgentConfig(BaseModel):
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
         return host or "127.0.0.1", int(port)
+
+    def conveyor_registries(self) -> tuple[set[str], set[str]]:
+        """(registries whose apps/ images Conveyor builds, those spoken to over plain HTTP)."""
+        regs, insecure = set(self.signatures.registries), set(self.signatures.insecure_registries)
+        if self.forge is not None:
+            scheme, _, rest = self.forge.server.partition("://")
+            host = rest.split("/", 1)[0]
+            if not self.signatures.registries:
+                regs.add(host)
+            if scheme == "http":
+                insecure.add(host)
+        return regs, insecure
 
     def sync(self, name: str) -> SyncConfig | None:
         return next((s for s in self.syncs if s.name == name), None)

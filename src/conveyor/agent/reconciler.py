@@ -28,6 +28,7 @@ from conveyor.agent.objects import ObjectId
 from conveyor.agent.reporter import ERROR, FAILURE, PENDING, SUCCESS, Reporter
 from conveyor.agent.source import GitSource, SourceError, redact
 from conveyor.agent.status import READY, RECONCILING, STALLED, SUSPENDED, StatusBoard
+from conveyor.agent.verify import Policy, Verifier, as_dicts
 
 log = logging.getLogger("conveyor.agent")
 
@@ -48,8 +49,9 @@ class Superseded(Exception):
 
 class SyncReconciler:
     def __init__(self, config: AgentConfig, sync: SyncConfig, kube: Kube, board: StatusBoard, metrics: Metrics,
-                 reporter: Reporter) -> None:
+                 reporter: Reporter, verifier: Verifier | None = None) -> None:
         self.config, self.sync, self.kube = config, sync, kube
+        self.verifier = verifier
         self.board, self.metrics, self.reporter = board, metrics, reporter
         self.source = GitSource(sync.url, sync.branch, config.state_dir / "sources" / sync.name,
                                 token=sync.git_token(config.forge))
@@ -130,6 +132,7 @@ class SyncReconciler:
         except BuildError as exc:
             self._report(revision, FAILURE, f"build failed: {exc}")
             raise Failure("BuildFailed", str(exc)) from exc
+        self._verify(objects, revision)
         if new_revision:
             self._report(revision, PENDING, f"applying {revision[:12]} to {self.config.cluster.name}")
         if self.on_apply_start:
@@ -180,6 +183,24 @@ class SyncReconciler:
                           last_error=None, last_success_at=time.time(),
                           **({} if written and not new_revision else {"drifted": []}))
         self._report(revision, SUCCESS, f"{revision[:12]} applied and healthy on {self.config.cluster.name}")
+
+    def _verify(self, objects: list[dict[str, Any]], revision: str) -> None:
+        """Signatures of the revision's Conveyor-built images, before anything of it is applied."""
+        if self.verifier is None or self.sync.verify == Policy.OFF:
+            return
+        results = self.verifier.check(objects)
+        self.board.update(self.sync.name, signatures=as_dicts(results))
+        failed = [r for r in results if r.failed]
+        if not failed:
+            return
+        what = "; ".join(r.message for r in failed)
+        if self.sync.verify == Policy.WARN:
+            self._event("SignatureWarning", f"{revision[:12]}: applied anyway (verify: warn): {what}")
+            return
+        first = failed[0]
+        self._report(revision, FAILURE, f"refused: image {first.image} failed signature verification "
+                                        f"({first.result}): {first.message}")
+        raise Failure("VerificationFailed", f"revision {revision[:12]} refused, nothing applied: {what}")
 
     def _apply(self, objects: list[dict[str, Any]], revision: str) -> tuple[Outcome, list[ObjectId]]:
         ensure_namespace(self.kube, self.config.inventory_namespace)

@@ -14,6 +14,7 @@ from conveyor.agent.reconciler import SyncReconciler, state_path
 from conveyor.agent.reporter import Reporter
 from conveyor.agent.server import AgentServer
 from conveyor.agent.status import StatusBoard
+from conveyor.agent.verify import HttpSource, KeyRing, Verifier
 
 log = logging.getLogger("conveyor.agent")
 
@@ -40,6 +41,16 @@ def dependency_order(config: AgentConfig) -> list[str]:
     return order
 
 
+def verifier_for(config: AgentConfig, token: str | None) -> tuple[Verifier, HttpSource]:
+    registries, insecure = config.conveyor_registries()
+    forge = config.forge.server.rstrip("/") if config.forge else None
+    forge_host = forge.split("://", 1)[1].split("/", 1)[0] if forge else None
+    tokens = {forge_host: token} if forge_host and token else {}
+    keyring = KeyRing(forge, token, config.signatures.keys_file, config.state_dir / "signing-keys.json")
+    source = HttpSource(tokens, insecure)
+    return Verifier(source, keyring, registries), source
+
+
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
@@ -52,8 +63,9 @@ class Agent:
         self.server = AgentServer(config, self.board, self.metrics, self.trigger)
         target = config.public_url or f"{self.server.url}/status"
         self.reporter = Reporter(config.forge.server if config.forge else None, token, config.cluster.name, target)
+        self.verifier, self._registry_http = verifier_for(config, token)
         self.reconcilers = {
-            s.name: SyncReconciler(config, s, self.kube, self.board, self.metrics, self.reporter)
+            s.name: SyncReconciler(config, s, self.kube, self.board, self.metrics, self.reporter, self.verifier)
             for s in config.syncs
         }
         self.stop_event = threading.Event()
@@ -95,4 +107,5 @@ class Agent:
     def close(self) -> None:
         self.server.stop()
         self.reporter.close()
+        self._registry_http.close()
         self.kube.close()

@@ -32,6 +32,7 @@ class SyncStatus:
     last_error: str | None = None
     inventory: list[str] = field(default_factory=list)
     drifted: list[str] = field(default_factory=list)
+    signatures: list[dict[str, Any]] = field(default_factory=list)  # the last revision's image verification
     last_transition_at: float = field(default_factory=time.time)
     last_reconcile_at: float | None = None
     last_success_at: float | None = None

@@ -30,6 +30,8 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
                  "PR heads queue `pr` runs; default-branch pushes queue (or batch) `ci` runs"),
     Subscription("pipelines.statuses", ("pipeline.run.",),
                  "`conveyor/pr` and `conveyor/ci` follow each run's state"),
+    Subscription("pipelines.rebuilds", ("registry.base.updated",),
+                 "a base image's new digest starts CI of each app built on it (a security update)"),
     Subscription("delivery.ci", ("pipeline.ci.succeeded",),
                  "a deployable CI run's release starts its promotions"),
     Subscription("delivery.gitops-checks", ("pull_request.opened", "pull_request.synchronize"),

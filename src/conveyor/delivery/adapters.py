@@ -154,11 +154,11 @@ class ProbeAdapter:
 
 
 class LiveDiffAdapter:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, db: Database | None = None) -> None:
+        self.settings, self.db = settings, db
 
     def diff(self, cluster: str, rendered: str, previous: str | None) -> LiveDiff:
-        return live_diff(self.settings, cluster, rendered, previous)
+        return live_diff(self.settings, cluster, rendered, previous, self.db)
 
 
 def cluster_version(settings: Settings, cluster: str) -> str:
@@ -221,5 +221,5 @@ class OtherPullRequests:
 def real_ports(db: Database, settings: Settings) -> Ports:
     return Ports(environments=GitopsEnvironments(settings), forge=ForgeAdapter(db, settings),
                  agents=AgentStatusesAdapter(settings), probe=ProbeAdapter(settings),
-                 live_diff=LiveDiffAdapter(settings), renderer=TemplatesRenderer(settings),
+                 live_diff=LiveDiffAdapter(settings, db), renderer=TemplatesRenderer(settings),
                  base_url=settings.base_url, gates=OtherPullRequests(settings))

@@ -37,6 +37,7 @@ def promotion_out(p: Promotion, with_events: bool = False) -> PromotionOut:
         is_rollback=p.is_rollback, failure_reason=p.failure_reason, created_at=p.created_at,
         finished_at=p.finished_at, started_by=p.started_by, override_by=p.override_by,
         override_reason=p.override_reason, risk=list(p.risk or []), extra_approvals=p.extra_approvals or 0,
+        security_update=p.security_update,
         events=[EventOut(at=e.at, kind=e.kind, message=e.message, detail=e.detail) for e in p.events]
         if with_events else [],
     )

@@ -154,14 +154,18 @@ def security_marked(trailers: dict[str, str], key: str) -> str | None:
     return value.strip()
 
 
-def assess_risk(env: Environment, rendered: str, previous: str | None, trailers: dict[str, str]
-                ) -> list[dict[str, str]]:
-    """The risk rules of ``env`` that this change trips, each with its reason."""
+def assess_risk(env: Environment, rendered: str, previous: str | None, trailers: dict[str, str],
+                security_update: str | None = None) -> list[dict[str, str]]:
+    """The risk rules of ``env`` that this change trips, each with its reason. A release CI rebuilt for a
+    security update (a base image's new digest) is a security-related change like a marked commit."""
     if env.risk is None:
         return []
     found = []
     marked = security_marked(trailers, env.risk.trailer)
-    if marked is not None:
+    if security_update:
+        found.append({"rule": "risk.security-change",
+                      "reason": f"the release is a security update ({security_update})"})
+    elif marked is not None:
         found.append({"rule": "risk.security-change",
                       "reason": f"the commit is marked security-related ({env.risk.trailer}: {marked})"})
     touched = sensitive_changes(rendered, previous, env.risk.sensitive_kinds)

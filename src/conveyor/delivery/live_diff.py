@@ -12,8 +12,9 @@ import yaml
 
 from conveyor.agent import RevisionInvalid, preview_revision
 from conveyor.clusters import Layout, load
-from conveyor.core import Settings
+from conveyor.core import Database, Settings
 from conveyor.delivery.ports import LiveDiff
+from conveyor.registry import verify_images
 
 MAX_DIFF_LINES = 400
 
@@ -22,8 +23,34 @@ def _objects(text: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
 
 
-def live_diff(settings: Settings, cluster: str, rendered: str, previous: str | None) -> LiveDiff:
+def signatures(db: Database | None, settings: Settings, objects: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """Markdown of the images' signature verdicts (what the cluster's agent will decide) and the failures."""
+    if db is None:
+        return "", []
+    try:
+        results = verify_images(db, settings, objects)
+    except Exception as exc:  # the check reports; it never breaks the diff
+        return f"_Image signatures not checked: {type(exc).__name__}: {exc}_\n", []
+    if not results:
+        return "", []
+    lines = [f"- `{r.image}`: **{r.result}**" + (f" ({r.message})" if r.failed else "") for r in results]
+    failed = [f"{r.image} ({r.result})" for r in results if r.failed]
+    return "**Image signatures** (the agent refuses a revision whose Conveyor-built image fails):\n" + \
+        "\n".join(lines) + "\n", failed
+
+
+def live_diff(settings: Settings, cluster: str, rendered: str, previous: str | None,
+              db: Database | None = None) -> LiveDiff:
     objects = _objects(rendered)
+    sig_md, sig_failed = signatures(db, settings, objects)
+    diff = _live_diff(settings, cluster, objects, previous)
+    if not sig_failed:
+        return LiveDiff(diff.state, diff.summary, diff.markdown + ("\n" + sig_md if sig_md else ""))
+    return LiveDiff("failure", f"signature verification failed: {', '.join(sig_failed)}"[:900],
+                    diff.markdown + "\n" + sig_md)
+
+
+def _live_diff(settings: Settings, cluster: str, objects: list[dict[str, Any]], previous: str | None) -> LiveDiff:
     before = _objects(previous) if previous else []
     try:
         spec = load(settings.data_dir, cluster)

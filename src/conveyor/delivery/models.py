@@ -82,6 +82,8 @@ class Promotion(Base):
     risk: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     extra_approvals: Mapped[int] = mapped_column(Integer, default=0)
     soak_restarts: Mapped[int | None] = mapped_column(Integer, nullable=True)  # restarts when the soak began
+    # The release is a rebuild for a security update (its CI run's ``security_update``): why.
+    security_update: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     events: Mapped[list[PromotionEvent]] = relationship(
         back_populates="promotion", order_by="PromotionEvent.id", cascade="all, delete-orphan"

@@ -89,6 +89,7 @@ class PromotionOut(BaseModel):
     override_by: str | None = None
     override_reason: str | None = None
     risk: list[dict[str, str]] = []
+    security_update: str | None = None  # a rebuild because its base image changed
     extra_approvals: int = 0
     created_at: datetime
     finished_at: datetime | None

@@ -41,6 +41,9 @@ class Release:
     image_tag: str
     image_digest: str
     templates_artifact: str
+    # Set when CI rebuilt the app because its base image changed (the CI event's ``security_update``):
+    # the risk rule treats it as a security-related change.
+    security_update: str | None = None
 
 
 def _templates_meta(settings: Settings, session: Session, digest: str) -> dict[str, Any]:
@@ -91,6 +94,7 @@ def release_from_ci_event(session: Session, settings: Settings, p: dict[str, Any
         image_tag=tags[0] if tags else sha,
         image_digest=str(image["digest"]),
         templates_artifact=str(templates["digest"]),
+        security_update=(p.get("security_update") or {}).get("reason"),
     )
 
 
@@ -113,7 +117,7 @@ def create_promotion(
         source_commit=release.source_commit, source_committed_at=release.committed_at, author=release.author,
         ci_run=release.ci_run, image=release.image, image_digest=release.image_digest,
         image_tag=release.image_tag, templates_artifact=release.templates_artifact, gitops_repo=gitops_repo,
-        promoted_from=promoted_from, state=S.PENDING,
+        promoted_from=promoted_from, state=S.PENDING, security_update=release.security_update,
     )
     session.add(p)
     session.flush()
@@ -127,6 +131,7 @@ def release_of(p: Promotion) -> Release:
         app=p.app, version=p.version, source_repo=p.source_repo, source_commit=p.source_commit,
         committed_at=p.source_committed_at, author=p.author, ci_run=p.ci_run, image=p.image,
         image_tag=p.image_tag, image_digest=p.image_digest, templates_artifact=p.templates_artifact or "",
+        security_update=p.security_update,
     )
 
 

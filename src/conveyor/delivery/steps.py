@@ -106,7 +106,7 @@ def on_pending(ctx: Step) -> None:
     raw = forge.read_file(ctx.s, p.gitops_repo, base, rendered_path(p)) if base else None
     previous = raw.decode() if raw else None
     p.risk = governance.assess_risk(env, rendered.manifests, previous,
-                                    forge.trailers(ctx.s, p.source_repo, p.source_commit))
+                                    forge.trailers(ctx.s, p.source_repo, p.source_commit), p.security_update)
     p.extra_approvals = env.risk.extra_approvals if p.risk and env.risk else 0
     diff = ctx.ports.live_diff.diff(env.cluster, rendered.manifests, previous)
     forge.post_status(ctx.s, p.gitops_repo, head, state=diff.state, context=DIFF_CHECK,
@@ -157,7 +157,8 @@ def pr_body(p: Promotion, base_url: str, files: list[tuple[str, int | None, int 
         f"Deploy **{p.app} {p.version}** to **{p.env}**.\n\n"
         f"- image: `{p.image}:{p.image_tag}@{p.image_digest}`\n"
         f"- source: `{p.source_repo}` commit `{p.source_commit}` by {p.author}\n"
-        f"- CI run: {base_url}/api/v1/runs/{p.ci_run}\n\n"
+        f"- CI run: {base_url}/api/v1/runs/{p.ci_run}\n"
+        + (f"- **security update**: {p.security_update}\n" if p.security_update else "") + "\n"
         f"Rendered changes:\n{stat or '- (none)'}\n"
     )
 

@@ -25,6 +25,9 @@ def demo(
     stop: bool = typer.Option(False, "--stop", help="Stop and remove a demo left running with --keep"),
     agent: str = typer.Option("conveyor", "--agent",
                               help="conveyor, or flux: cluster nonprod (dev, qa) runs Flux v2's controllers"),
+    base_refresh: bool = typer.Option(False, "--base-refresh",
+                                      help="after the good change: refresh the base image; hello is rebuilt "
+                                           "as a security update through dev and qa (extra approval)"),
 ) -> None:
     """Run the whole GitOps workflow: PR -> PR pipeline -> CI -> dev -> qa -> prod, and a rollback."""
     console = Console()
@@ -68,6 +71,8 @@ def demo(
                 scenario = Scenario(platform, board, wc)
                 scenario.first_release()
                 scenario.change()
+                if base_refresh:
+                    scenario.security_update()
                 scenario.broken_change()
             finally:
                 ticker.stop()

@@ -164,8 +164,13 @@ class Platform:
         return build_and_import(self.registry, "admin", self.tokens["admin"], log=log)
 
     def init_gitops(self) -> None:
+        from conveyor.delivery import DEFAULT_ENVIRONMENTS
+
+        envs = {name: dict(spec) for name, spec in DEFAULT_ENVIRONMENTS.items()}
+        # Security-related changes (a `Security:` trailer, a base-image rebuild) need one more approval in qa.
+        envs["qa"]["risk"] = {"extra_approvals": 1, "sensitive_kinds": []}
         with self.api("olga") as api:
-            r = api.post("/api/v1/gitops", json={"repo": GITOPS})
+            r = api.post("/api/v1/gitops", json={"repo": GITOPS, "environments": envs})
             if r.status_code != 201:
                 raise DemoError(f"gitops init: {r.text}")
 

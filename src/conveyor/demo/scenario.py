@@ -225,6 +225,55 @@ class Scenario:
         if not got.startswith(self.outcome.versions.get("good", "1.1.0")):
             raise DemoError(f"after the rollback dev answers {got}")
 
+    def security_update(self) -> None:
+        """A base-image refresh (`conveyor image base --refresh`: debootstrap again, same tag, new digest)
+        rebuilds hello on its default branch tip; the release carries the security-update label to dev
+        (auto-merged) and qa, where `risk` asks for one more approval; the agents verify its signature."""
+        merge = self.board.run("the admin refreshes the Debian base image (same tag, new digest)",
+                               lambda: self.p.cli("image", "base", "--refresh").strip())
+        self.outcome.versions["base"] = merge
+
+        def rebuild() -> dict[str, Any] | None:
+            with self.p.api() as api:
+                found = [r for r in api.get("/api/v1/runs", params={"repo": APP}).json()
+                         if r["trigger"] == "base-image"]
+            return found[0] if found and found[0]["state"] in ("success", "failure", "error") else None
+
+        run = self.board.run("CI rebuilds hello on the new base (security update)", wait_until,
+                             "the security rebuild of hello", rebuild, PIPELINE_TIMEOUT, 3)
+        if run["state"] != "success":
+            raise DemoError(f"the security rebuild failed: {run['message']}")
+        version = f"{self.app_version_at_main()}-{run['number']}"
+        dev = self.board.run(f"dev: {version} (security update) deployed, signature verified",
+                             self.wait_promotion_exact, "dev", version, {PromotionState.VERIFIED})
+        qa = self.board.run("qa: the security update needs one more approval", self.wait_promotion_exact, "qa",
+                            version, {PromotionState.PR_OPEN})
+        detail = self.p.api().get(f"/api/v1/promotions/{qa['id']}").json()
+        if not detail.get("security_update") or detail.get("extra_approvals") != 1:
+            raise DemoError(f"qa's promotion of the rebuild is not marked a security update: {detail}")
+        for user in ("theo", "olga"):
+            code, body = self.review(GITOPS, qa["pr_number"], user)
+            if code != 201:
+                raise DemoError(f"{user}'s approval was refused: {body}")
+        self.board.run("qa: Theo and Olga approved; verified", self.wait_promotion_exact, "qa", version,
+                       {PromotionState.VERIFIED})
+        self.outcome.versions["security_update"] = version
+        self.outcome.verified["security_update_dev"] = dev["state"] == PromotionState.VERIFIED
+
+    def app_version_at_main(self) -> str:
+        git(self.wc, "fetch", "-q", "origin")
+        return str(yaml.safe_load(git(self.wc, "show", "origin/main:.conveyor/app.yaml"))["version"])
+
+    def wait_promotion_exact(self, env: str, version: str, states: set[PromotionState]) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            with self.p.api() as api:
+                rows = api.get("/api/v1/promotions", params={"app": APP, "env": env}).json()
+            row = next((r for r in rows if r["version"] == version and not r["is_rollback"]), None)
+            return dict(row) if row and row["state"] in states else None
+
+        found: dict[str, Any] = wait_until(f"{APP} {version} in {env}", reached, DEPLOY_TIMEOUT, 2)
+        return found
+
     def promotion_source_commit(self, number: int) -> str:
         with self.p.api() as api:
             return str(api.get(f"/api/v1/repos/{APP}/pulls/{number}").json()["merge_commit_sha"])

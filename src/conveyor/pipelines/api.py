@@ -53,6 +53,7 @@ def _settings(request: Request) -> Settings:
 def _run_out(settings: Settings, r: Run) -> dict[str, Any]:
     return dict(id=r.id, repo=r.repo_name, number=r.number, pipeline=r.pipeline, sha=r.sha, ref=r.ref,
                 deployable=r.deployable, runner=r.runner, labels=list(r.labels or []), commits=list(r.commits or []),
+                security_update=r.security_update,
                 pr_number=r.pr_number, trigger=r.trigger, retry_of=r.retry_of, state=r.state,
                 failed_step=r.failed_step, message=r.message, attempt=r.attempt, cancel_requested=r.cancel_requested,
                 queued_at=r.queued_at, started_at=r.started_at, finished_at=r.finished_at, created_by=r.created_by,
@@ -177,6 +178,7 @@ def retry_run(run_id: int, request: Request, session: SessionDep, principal: Pri
     run = queue.enqueue(session, repo_id=old.repo_id, repo_name=old.repo_name, pipeline=old.pipeline, sha=old.sha,
                         ref=old.ref, trigger="retry", actor=old.created_by, pr_number=old.pr_number, retry_of=old.id,
                         labels=tuple(old.labels or ()), commits=list(old.commits or []),
+                        security_update=old.security_update,
                         deployable=is_deployable(session, _settings(request), old.repo_name, old.pipeline, old.sha))
     assert run is not None
     return _run_out(_settings(request), run)

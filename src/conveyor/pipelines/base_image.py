@@ -65,10 +65,15 @@ def rootfs_tarball(
     packages: tuple[str, ...] = DEFAULT_PACKAGES,
     mirror: str | None = None,
     log: Callable[[str], None] = print,
+    refresh: bool = False,
 ) -> Path:
-    """The cached root filesystem tarball, made with debootstrap on first use."""
+    """The cached root filesystem tarball, made with debootstrap on first use (and again on ``refresh``:
+    the mirror's current packages, security fixes included)."""
     key = hashlib.sha256(f"{suite}|{','.join(sorted(packages))}".encode()).hexdigest()[:12]
     out = cache_dir() / f"debian-{suite}-{key}.tar"
+    if refresh:
+        out.unlink(missing_ok=True)
+        out.with_name(out.stem + ".oci.tar").unlink(missing_ok=True)
     if out.exists():
         log(f"using cached root filesystem {out}")
         return out
@@ -107,12 +112,15 @@ def build_and_import(
     packages: tuple[str, ...] = DEFAULT_PACKAGES,
     mirror: str | None = None,
     log: Callable[[str], None] = print,
+    refresh: bool = False,
 ) -> str:
     """Make (or reuse) the root filesystem, build a one-layer image, copy it to the registry.
 
-    Returns the digest of the manifest in the registry.
+    With ``refresh`` the root filesystem is made again from the mirror's current packages and pushed
+    under the same tag: a new digest, so the registry records ``registry.base.updated`` and every app
+    built on the tag is rebuilt (``pipelines/rebuilds.py``). Returns the digest in the registry.
     """
-    tarball = rootfs_tarball(suite, packages, mirror, log)
+    tarball = rootfs_tarball(suite, packages, mirror, log, refresh=refresh)
     archive = tarball.with_name(tarball.stem + ".oci.tar")
     if not archive.exists():
         ctr = _run(buildah("from", "--name", f"conveyor-base-{os.getpid()}", "scratch"), log).strip()

@@ -51,8 +51,10 @@ def start_due(db: Database, settings: Settings) -> int:
             queue.enqueue(s, repo_id=repo.id, repo_name=repo.name, pipeline="ci", sha=tip, ref=state.pending_ref,
                           trigger="batch" if spec.batch_window else "schedule", actor=state.pending_actor or "system",
                           trigger_key=f"batch:{repo.id}:{tip}", labels=spec.runs_on, commits=commits,
-                          deployable=is_deployable(s, settings, repo.name, "ci", tip))
+                          deployable=is_deployable(s, settings, repo.name, "ci", tip),
+                          security_update=state.pending_security)
             state.last_built, state.pending_tip, state.pending_since = tip, None, None
+            state.pending_security = None
             state.checked_at = utcnow()
             started += 1
     return started

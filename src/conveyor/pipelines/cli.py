@@ -145,6 +145,8 @@ def base_image(
     packages: str = typer.Option("python3", "--packages", help="Comma-separated Debian packages"),
     mirror: str = typer.Option(None, "--mirror", help="Debian mirror (default: the one apt uses here)"),
     user: str = typer.Option("admin", "--user", help="Registry user the token belongs to"),
+    refresh: bool = typer.Option(False, "--refresh", help="debootstrap again (current packages, security fixes) "
+                                 "and push under the same tag; apps built on it are rebuilt"),
 ) -> None:
     """Make a minimal Debian image with debootstrap and import it into the registry."""
     from urllib.parse import urlsplit
@@ -158,7 +160,7 @@ def base_image(
     try:
         digest = build_and_import(host, user, token, tag=tag, suite=suite,
                                   packages=tuple(p for p in packages.split(",") if p), mirror=mirror,
-                                  log=lambda m: print(m, file=sys.stderr))
+                                  log=lambda m: print(m, file=sys.stderr), refresh=refresh)
     except BaseImageError as exc:
         fail(str(exc))
     say(f"{tag}@{digest}")

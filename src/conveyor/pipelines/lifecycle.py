@@ -8,7 +8,7 @@ import time
 
 from conveyor.core import Database, Settings, bind
 from conveyor.core.background import BackgroundLoop
-from conveyor.pipelines import artifacts, cadence_runs, queue, statuses, triggers
+from conveyor.pipelines import artifacts, cadence_runs, queue, rebuilds, statuses, triggers
 from conveyor.pipelines.config import EngineConfig, containers_root, workspaces_dir
 from conveyor.pipelines.identity import ensure_service_user
 from conveyor.pipelines.runner.main import Runner
@@ -22,6 +22,7 @@ PRUNE_EVERY = 3600.0
 def register(settings: Settings) -> None:
     bind("pipelines.triggers", triggers.make_handler(settings), triggers.make_give_up(settings))
     bind("pipelines.statuses", statuses.make_handler(settings))
+    bind("pipelines.rebuilds", rebuilds.make_handler(settings))
 
 
 def recover(db: Database, settings: Settings) -> None:

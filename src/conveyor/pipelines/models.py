@@ -74,6 +74,8 @@ class Run(Base):
     runner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # The commits a batched CI run includes (oldest first); just `sha` for per-commit runs.
     commits: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # A rebuild for a security update (a base image got a new digest): {base, from, to, reason}.
+    security_update: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     steps: Mapped[list[Step]] = relationship(
         back_populates="run", cascade="all, delete-orphan", order_by="Step.index"
@@ -175,3 +177,4 @@ class CadenceState(Base):
     pending_actor: Mapped[str] = mapped_column(String(64), default="")
     last_built: Mapped[str | None] = mapped_column(String(40), nullable=True)  # tip of the last batched run
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # schedule clock
+    pending_security: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # a base-image update

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -49,7 +50,7 @@ def run_payload(run: Run, **extra: object) -> dict[str, object]:
         "run_id": run.id, "repo": run.repo_name, "number": run.number, "pipeline": run.pipeline, "sha": run.sha,
         "ref": run.ref, "pr_number": run.pr_number, "state": run.state, "attempt": run.attempt,
         "trigger": run.trigger, "created_by": run.created_by, "deployable": run.deployable,
-        "commits": list(run.commits or [run.sha]), **extra,
+        "commits": list(run.commits or [run.sha]), "security_update": run.security_update, **extra,
     }
 
 
@@ -69,6 +70,7 @@ def enqueue(
     deployable: bool = False,
     labels: tuple[str, ...] = (),
     commits: list[str] | None = None,
+    security_update: dict[str, Any] | None = None,
 ) -> Run | None:
     """Queue a run; returns None when ``trigger_key`` was queued already (redelivered event)."""
     if trigger_key is not None:
@@ -79,7 +81,7 @@ def enqueue(
     run = Run(repo_id=repo_id, repo_name=repo_name, number=number, pipeline=pipeline, sha=sha, ref=ref,
               pr_number=pr_number, trigger=trigger, trigger_key=trigger_key, retry_of=retry_of, created_by=actor,
               state="queued", queued_at=utcnow(), outputs={}, deployable=deployable, labels=sorted(labels),
-              commits=list(commits or [sha]))
+              commits=list(commits or [sha]), security_update=security_update)
     session.add(run)
     session.flush()
     record(session, actor=actor, action="pipeline.run.queued", target=f"{repo_name}#run-{run.number}",

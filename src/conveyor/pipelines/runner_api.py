@@ -34,6 +34,7 @@ from conveyor.core.http import principal_from_header
 from conveyor.pipelines import artifacts, queue, runners, runs
 from conveyor.pipelines.config import EngineConfig
 from conveyor.pipelines.models import Run
+from conveyor.registry import registry_host, sign_image
 
 router = APIRouter(prefix="/api/v1", tags=["runners"])
 MAX_WAIT = 25.0
@@ -97,6 +98,11 @@ class FinishIn(Hello):
     failed_step: str | None = Field(default=None, max_length=200)
     message: str = Field(default="", max_length=4000)
     outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class SignIn(Hello):
+    repository: str = Field(max_length=255)
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
 
 
 class ReleaseIn(Hello):
@@ -272,6 +278,18 @@ def finish(run_id: int, body: FinishIn, request: Request, session: SessionDep, p
     run = _leased(session, principal, run_id, body.instance)
     runs.finish(session, state_of(request).settings, run, body.state, body.failed_step, body.message, body.outputs)
     return Response(status_code=204)
+
+
+@router.post("/runner/runs/{run_id}/sign")
+def sign(run_id: int, body: SignIn, request: Request) -> dict[str, str]:
+    """Sign the image this run pushed (the runner asks; the key never leaves the server)."""
+    st = state_of(request)
+    with st.db.session() as s:
+        principal = principal_from_header(s, request.headers.get("authorization"), False)
+        run = _leased(s, principal, run_id, body.instance)
+        claims = runs.signing_claims(s, st.settings, run, body.repository, body.digest)
+    key = sign_image(request.app.state.registry, body.repository, body.digest, registry_host(st.settings), claims)
+    return {"repository": body.repository, "digest": body.digest, "key_id": key}
 
 
 @router.post("/runner/runs/{run_id}/release", status_code=204)

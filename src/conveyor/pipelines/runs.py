@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from conveyor.core import Settings, record, utcnow
+from conveyor.core import Conflict, Forbidden, Settings, record, utcnow
 from conveyor.core.shared import get_setting, put_setting
 from conveyor.forge import bare, get_repo
 from conveyor.pipelines import artifacts, secrets
@@ -27,7 +27,7 @@ from conveyor.pipelines.identity import SERVICE_USER, issue_run_token, revoke_ru
 from conveyor.pipelines.models import Artifact, LogChunk, Run, Step
 from conveyor.pipelines.queue import run_payload
 from conveyor.pipelines.spec import APP_FILE, SpecError, parse_app
-from conveyor.registry import bind_app
+from conveyor.registry import bind_app, list_tags, resolve_tag
 
 HOST_EXECUTION_KEY = "pipelines.host-execution-repos"
 STEP_STATES = ("pending", "running", "success", "failure", "cancelled", "skipped")
@@ -74,6 +74,21 @@ def push_scope(session: Session, settings: Settings, run: Run) -> tuple[str, ...
         run.message = f"{image} belongs to {owner}'s CI; this run may not push it (rule registry.app-owner)"
         return ()
     return (image,)
+
+
+def signing_claims(session: Session, settings: Settings, run: Run, repository: str, digest: str) -> dict[str, str]:
+    """What a signature of ``repository@digest`` by this run says, once it is sure the run built it: a
+    deployable CI run, its app's repository, and the image tagged with the run's own build number
+    (``<version>-<number>``; release tags never move, so no other run can have pushed that tag)."""
+    if not run.deployable or run.pipeline != "ci":
+        raise Forbidden("only deployable CI runs get their images signed", rule="sign.not-deployable")
+    if repository not in push_scope(session, settings, run):
+        raise Forbidden(f"run {run.id} does not push {repository}", rule="sign.scope")
+    tags = [t for t in list_tags(session, repository) if t.endswith(f"-{run.number}")]
+    if not any(resolve_tag(session, repository, t) == digest for t in tags):
+        raise Conflict(f"{repository}@{digest} is not tagged with build {run.number}", rule="sign.not-built-by-run")
+    return {"run": str(run.id), "build": str(run.number), "source_repo": run.repo_name, "commit": run.sha,
+            "ref": run.ref, "trigger": run.trigger}
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ class RunOut(BaseModel):
     runner: str | None = None
     labels: list[str] = []
     commits: list[str] = []
+    security_update: dict[str, Any] | None = None  # a rebuild because a base image got a new digest
 
 
 class RunDetailOut(RunOut):

@@ -22,7 +22,14 @@ def context_of(run: Run) -> str:
 
 
 def describe(run: Run) -> tuple[str, str]:
-    """(status state, description) for a run."""
+    """(status state, description) for a run; a rebuild for a base image's new digest says so."""
+    state, text = _describe(run)
+    if run.security_update:
+        text = f"security update ({run.security_update.get('base')}): {text}"
+    return state, text
+
+
+def _describe(run: Run) -> tuple[str, str]:
     if run.state == "queued":
         return "pending", f"run #{run.number} queued"
     if run.state == "running":

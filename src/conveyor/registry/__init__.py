@@ -6,6 +6,7 @@ session, so they join its unit of work.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
@@ -73,6 +74,20 @@ def lock_tag(session: Session, repository: str, tag: str, actor: str) -> str:
     return t.manifest.digest
 
 
+def sign_image(reg: Any, repository: str, digest: str, reference_host: str, claims: dict[str, str]) -> str:
+    """Sign ``repository@digest`` with the installation's active key (stored in cosign's format)."""
+    from conveyor.registry.signing import sign_image as _sign
+
+    return _sign(reg, repository, digest, reference_host, claims)
+
+
+def verify_images(db: Any, settings: Settings, objects: list[dict[str, Any]]) -> list[Any]:
+    """The signature verdicts the agent would reach for the images of ``objects`` (``agent.verify``)."""
+    from conveyor.registry.verification import verify_images as _verify
+
+    return _verify(db, settings, objects)
+
+
 def unlock_tag(session: Session, repository: str, tag: str, actor: str) -> None:
     t = _policy.set_lock(session, repository, tag, actor, False)
     record(session, actor=actor, action="registry.tag.unlocked", target=f"{repository}:{tag}",
@@ -87,8 +102,10 @@ __all__ = [
     "manifest_exists",
     "registry_host",
     "resolve_tag",
+    "sign_image",
     "split_reference",
     "unlock_tag",
     "valid_name",
     "valid_tag",
+    "verify_images",
 ]

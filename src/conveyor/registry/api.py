@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -11,11 +11,12 @@ from sqlalchemy import delete, func, select
 
 import conveyor.registry as registry_api
 from conveyor.core import Conflict, InvalidInput, NotFound, Permission, PrincipalDep, SessionDep, after_commit, record
-from conveyor.registry import gc, policy
+from conveyor.registry import gc, lineage, policy, refresh, signing
 from conveyor.registry.models import (
     AnonymousPullPrefix,
     ImmutableTagRule,
     Manifest,
+    RefreshPolicy,
     RegistryRepository,
     Tag,
     Upstream,
@@ -262,3 +263,128 @@ def garbage_collect(body: GcIn, request: Request, principal: PrincipalDep) -> di
     principal.require(Permission.MANAGE_REPO)
     return gc.collect(_registry(request), dry_run=body.dry_run, grace=body.grace_seconds,
                       actor=principal.name).as_dict()
+
+
+# --- supply chain: signing keys, lineage, tag history ---------------------------------------------
+RUNNING_IMAGES = "registry_running_images"  # app.state: session -> {digest: ["app/env", ...]} (server.py)
+
+
+def _running(request: Request) -> Any:
+    fn = getattr(request.app.state, RUNNING_IMAGES, None)
+    return fn if fn is not None else (lambda _s: {})
+
+
+@router.get("/signing-keys")
+def list_signing_keys(request: Request, session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    """The installation's public keys (what agents and `cosign verify --key` trust), never a private key."""
+    if principal.scope is None or principal.scope.cluster is None:  # agents read them with their own token
+        principal.require(Permission.READ)
+    signing.active_key(session, _registry(request).settings)
+    return signing.list_keys(session)
+
+
+@router.post("/signing-keys/rotate", status_code=201)
+def rotate_signing_key(request: Request, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    principal.require(Permission.MANAGE_USERS)
+    key = signing.rotate(session, _registry(request).settings, principal.name)
+    return {"key_id": key.key_id, "public_key": key.public_pem, "state": key.state}
+
+
+@router.post("/signing-keys/{key_id}/revoke")
+def revoke_signing_key(key_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    principal.require(Permission.MANAGE_USERS)
+    key = signing.revoke(session, key_id, principal.name)
+    return {"key_id": key.key_id, "state": key.state}
+
+
+@router.get("/lineage")
+def get_lineage(image: str, request: Request, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    """What IMAGE (``repo``, ``repo:tag`` or ``repo@digest``) was built on, what was built on it, and
+    which environments run images whose base has a newer digest now."""
+    principal.require(Permission.READ)
+    repo, sep, digest = image.partition("@")
+    ref: str | None = digest if sep else None
+    if not sep:
+        head, colon, tag = image.rpartition(":")
+        if colon and "/" not in tag:
+            repo, ref = head, tag
+    return lineage.lineage(session, _check_repo_name(repo), ref, _running(request))
+
+
+@router.get("/tag-history")
+def tag_history(repository: str, tag: str, session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    principal.require(Permission.READ)
+    return lineage.history(session, _check_repo_name(repository), tag)
+
+
+class RefreshIn(BaseModel):
+    kind: Literal["upstream", "import"]
+    target: str = Field(description="the pull-through prefix, or the imported repository")
+    source: str | None = Field(default=None, max_length=2000, description="import: docker://HOST/REPO")
+    username: str | None = None
+    password: str | None = None
+    insecure: bool = False
+    interval_seconds: int = Field(ge=60, le=30 * 86400)
+    tags: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=50)
+
+
+def _policy_out(p: RefreshPolicy) -> dict[str, Any]:
+    def when(at: datetime | None) -> str | None:
+        return at.isoformat() if at else None
+
+    return {"id": p.id, "kind": p.kind, "target": p.target, "source": p.source, "username": p.username,
+            "insecure": p.insecure, "interval_seconds": p.interval_seconds, "tags": list(p.tags or []),
+            "created_by": p.created_by, "last_run_at": when(p.last_run_at), "last_ok_at": when(p.last_ok_at),
+            "failing_since": when(p.failing_since), "last_error": p.last_error}
+
+
+@router.get("/refresh-policies")
+def list_refresh_policies(session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    principal.require(Permission.READ)
+    return [_policy_out(p) for p in session.execute(select(RefreshPolicy).order_by(RefreshPolicy.id)).scalars()]
+
+
+@router.post("/refresh-policies", status_code=201)
+def add_refresh_policy(body: RefreshIn, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Keep a cached third-party repository current: every interval, its matching tags are resolved upstream."""
+    principal.require(Permission.MANAGE_REPO)
+    target = _check_prefix(body.target)
+    if body.kind == "upstream":
+        if session.execute(select(Upstream).where(Upstream.prefix == target)).scalar_one_or_none() is None:
+            raise NotFound(f"'{target}' is not a pull-through prefix", rule="registry.refresh-target")
+    elif not (body.source or "").startswith("docker://"):
+        raise InvalidInput("an import's refresh source is docker://HOST/REPO", rule="registry.refresh-source")
+    for pattern in body.tags:
+        if not valid_tag(pattern.replace("*", "a").replace("?", "a").replace("[", "").replace("]", "")):
+            raise InvalidInput(f"'{pattern}' can never match a tag", rule="registry.tag-pattern")
+    if session.execute(select(RefreshPolicy).where(RefreshPolicy.target == target)).scalar_one_or_none():
+        raise Conflict(f"'{target}' already has a refresh policy", rule="registry.refresh-unique")
+    row = RefreshPolicy(kind=body.kind, target=target, source=body.source, username=body.username,
+                        password=body.password, insecure=body.insecure, interval_seconds=body.interval_seconds,
+                        tags=list(body.tags), created_by=principal.name)
+    session.add(row)
+    session.flush()
+    record(session, actor=principal.name, action="registry.refresh_policy.added", target=target,
+           payload={"kind": body.kind, "target": target, "interval_seconds": body.interval_seconds,
+                    "tags": body.tags})
+    return _policy_out(row)
+
+
+@router.delete("/refresh-policies/{policy_id}", status_code=204)
+def remove_refresh_policy(policy_id: int, session: SessionDep, principal: PrincipalDep) -> None:
+    principal.require(Permission.MANAGE_REPO)
+    row = session.get(RefreshPolicy, policy_id)
+    if row is None:
+        raise NotFound(f"no refresh policy {policy_id}", rule="registry.refresh-unknown")
+    session.delete(row)
+    record(session, actor=principal.name, action="registry.refresh_policy.removed", target=row.target)
+
+
+@router.post("/refresh-policies/{policy_id}/run")
+def run_refresh_policy(policy_id: int, request: Request, principal: PrincipalDep) -> dict[str, Any]:
+    """Refresh now (the background refresher does it every interval)."""
+    principal.require(Permission.MANAGE_REPO)
+    report = refresh.run_policy(_registry(request), policy_id)
+    if report.target == "?":
+        raise NotFound(f"no refresh policy {policy_id}", rule="registry.refresh-unknown")
+    return report.as_dict()

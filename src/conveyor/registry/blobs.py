@@ -92,3 +92,36 @@ def unlink(session: Session, repo: str, digest: str) -> bool:
         delete(RepositoryBlob).where(RepositoryBlob.repo_id == r.id, RepositoryBlob.digest == digest)
     )
     return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+def store_bytes(reg: Registry, repo: str, user: str, data: bytes) -> str:
+    """Store a small blob written by the server itself (signatures, their configs) in ``repo``."""
+    import hashlib
+    import os
+    import uuid
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    if reg.store.has(digest) and mount(reg, repo, user, digest, None):
+        return digest
+    reg.store.ensure()
+    tmp = reg.store.tmp_dir / f"{uuid.uuid4().hex}.part"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        commit_blob(reg, repo, user, digest, len(data), publish_file(reg, tmp, digest))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest
+
+
+def read_bytes(reg: Registry, session: Session, repo: str, digest: str, limit: int) -> bytes | None:
+    """A blob ``repo`` may serve, if it is at most ``limit`` bytes."""
+    size = blob_size(session, repo, digest)
+    if size is None or size > limit:
+        return None
+    try:
+        return reg.store.path(digest).read_bytes()
+    except FileNotFoundError:
+        return None

@@ -166,6 +166,8 @@ def import_image(
     dest: str = typer.Argument(..., help="REPOSITORY[:TAG] in Conveyor"),
     src_creds: str = typer.Option(None, "--src-creds", help="USER:PASSWORD for a docker:// source"),
     src_insecure: bool = typer.Option(False, "--src-insecure", help="plain HTTP for a docker:// source"),
+    refresh_every: str = typer.Option(None, "--refresh-every", help="docker:// only: re-import the tag every "
+                                                                     "interval (e.g. 1d), keeping the old digest"),
 ) -> None:
     """Copy an image from another registry or an OCI layout/archive into Conveyor."""
     from conveyor.registry import importer
@@ -194,3 +196,136 @@ def import_image(
     except OSError as exc:
         fail(f"import failed: {exc}")
     say(f"imported {source} as {repo}:{tag} ({digest})")
+    if refresh_every:
+        if not source.startswith("docker://"):
+            fail("--refresh-every needs a docker:// source")
+        src_repo = source.rsplit("@", 1)[0]
+        if ":" in src_repo.rsplit("/", 1)[-1]:
+            src_repo = src_repo.rsplit(":", 1)[0]
+        refresh_import(repo, src_repo, every=refresh_every, tags=tag, src_creds=src_creds, src_insecure=src_insecure)
+
+
+keys_app = typer.Typer(help="The installation's image signing keys (CI signs every image it pushes).",
+                       no_args_is_help=True)
+refresh_app = typer.Typer(help="Keep cached third-party repositories current.", no_args_is_help=True)
+registry_app.add_typer(keys_app, name="signing-key")
+registry_app.add_typer(refresh_app, name="refresh")
+
+
+def _seconds(value: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return int(float(value[:-1]) * units[value[-1]]) if value[-1] in units else int(value)
+    except (ValueError, IndexError):
+        fail(f"'{value}' is not a duration (e.g. 30m, 6h, 1d)")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Public keys: `conveyor registry signing-key list --pem > cosign.pub` for `cosign verify --key`."""
+    for k in request("GET", "/api/v1/registry/signing-keys"):
+        say(f"{k['key_id']}\t{k['state']}\tcreated {k['created_at']}")
+
+
+@keys_app.command("public")
+def keys_public() -> None:
+    """The active public key as PEM (what `cosign verify --key` takes)."""
+    for k in request("GET", "/api/v1/registry/signing-keys"):
+        if k["state"] == "active":
+            say(k["public_key"].rstrip())
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """A new active key; the old one is retired (still trusted for what it signed)."""
+    out = request("POST", "/api/v1/registry/signing-keys/rotate")
+    say(f"active signing key now {out['key_id']}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Distrust a retired key: images only it signed fail verification from now on."""
+    out = request("POST", f"/api/v1/registry/signing-keys/{key_id}/revoke")
+    say(f"revoked {out['key_id']}")
+
+
+@registry_app.command("lineage")
+def lineage(image: str = typer.Argument(..., metavar="IMAGE", help="REPO, REPO:TAG or REPO@DIGEST")) -> None:
+    """What IMAGE was built on, what was built on it, and which environments run an outdated base."""
+    out = request("GET", "/api/v1/registry/lineage", params={"image": image})
+    for e in out["built_on"]:
+        b = e["base"]
+        state = f"outdated: {b['name']} is now {b['current_digest']}" if b["outdated"] else "current"
+        runs = f"\truns in {', '.join(e['running_in'])}" if e["running_in"] else ""
+        say(f"{e['repository']}@{e['digest']} ({', '.join(e['tags']) or 'untagged'}) built on "
+            f"{b['name']}@{b['digest']} [{state}]{runs}")
+    for e in out["built_from_it"]:
+        b = e["base"]
+        runs = f"\truns in {', '.join(e['running_in'])}" if e["running_in"] else ""
+        say(f"  <- {e['repository']}@{e['digest']} ({', '.join(e['tags']) or 'untagged'}) built on "
+            f"{b['digest']}{' [outdated]' if b['outdated'] else ''}{runs}")
+    if not out["built_on"] and not out["built_from_it"]:
+        say(f"no lineage recorded for {image}")
+    for o in out["outdated_running"]:
+        say(f"OUTDATED: {o['where']} runs {o['repository']}@{o['digest']}, built on {o['base']}@{o['base_digest']} "
+            f"(now {o['current_base_digest']})")
+
+
+@registry_app.command("history")
+def history(reference: str = typer.Argument(..., metavar="REPOSITORY:TAG")) -> None:
+    """Where a tag pointed before (a refreshed cache keeps the old digest pullable)."""
+    repo, tag = _repo_tag(reference)
+    for h in request("GET", "/api/v1/registry/tag-history", params={"repository": repo, "tag": tag}):
+        say(f"{h['digest']}\treplaced by {h['replaced_by']}\tat {h['replaced_at']} ({h['actor']})")
+
+
+def _add_refresh(body: dict[str, object]) -> None:
+    out = request("POST", "/api/v1/registry/refresh-policies", json_body=body)
+    say(f"refresh policy {out['id']}: {out['kind']} {out['target']} every {out['interval_seconds']}s, "
+        f"tags {','.join(out['tags'])}")
+
+
+@refresh_app.command("upstream")
+def refresh_upstream(prefix: str, every: str = typer.Option("6h", "--every"),
+                     tags: str = typer.Option("*", "--tags", help="comma-separated tag globs")) -> None:
+    """Refresh the tags cached under the pull-through PREFIX every interval."""
+    _add_refresh({"kind": "upstream", "target": prefix, "interval_seconds": _seconds(every),
+                  "tags": [t for t in tags.split(",") if t]})
+
+
+@refresh_app.command("import")
+def refresh_import(repository: str, source: str = typer.Argument(..., help="docker://HOST/REPO"),
+                   every: str = typer.Option("1d", "--every"),
+                   tags: str = typer.Option("latest", "--tags", help="comma-separated tags or globs"),
+                   src_creds: str = typer.Option(None, "--src-creds"),
+                   src_insecure: bool = typer.Option(False, "--src-insecure")) -> None:
+    """Re-import REPOSITORY's tags from SOURCE every interval."""
+    user, _, password = (src_creds or "").partition(":")
+    _add_refresh({"kind": "import", "target": repository, "source": source, "interval_seconds": _seconds(every),
+                  "tags": [t for t in tags.split(",") if t], "username": user or None, "password": password or None,
+                  "insecure": src_insecure})
+
+
+@refresh_app.command("list")
+def refresh_list() -> None:
+    for p in request("GET", "/api/v1/registry/refresh-policies"):
+        health = f"FAILING since {p['failing_since']}: {p['last_error']}" if p["failing_since"] else \
+            f"ok at {p['last_ok_at'] or 'never yet'}"
+        say(f"{p['id']}\t{p['kind']}\t{p['target']}\tevery {p['interval_seconds']}s\t{health}")
+
+
+@refresh_app.command("run")
+def refresh_run(policy_id: int) -> None:
+    """Refresh now."""
+    out = request("POST", f"/api/v1/registry/refresh-policies/{policy_id}/run")
+    for m in out["moved"]:
+        say(f"{m['repository']}:{m['tag']} {m['old_digest'] or '(new)'} -> {m['new_digest']}")
+    say(f"checked {len(out['checked'])} tag(s), moved {len(out['moved'])}")
+    if out["error"]:
+        fail(f"refresh failed (cached digests keep serving): {out['error']}")
+
+
+@refresh_app.command("remove")
+def refresh_remove(policy_id: int) -> None:
+    request("DELETE", f"/api/v1/registry/refresh-policies/{policy_id}")
+    say(f"removed refresh policy {policy_id}")

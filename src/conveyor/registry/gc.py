@@ -7,7 +7,8 @@ transaction (row lock on PostgreSQL, the single writer lock on SQLite). So a pus
 with the collector either finds its blob gone and is refused cleanly (MANIFEST_BLOB_UNKNOWN),
 or keeps it.
 
-A manifest is live when it is tagged, used within the grace period, referenced by a live
+A manifest is live when it is tagged, one of the last ``lineage.KEEP_PREVIOUS`` digests a tag had,
+used within the grace period, referenced by a live
 index, or refers (``subject``) to a live manifest.
 """
 
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from conveyor.core import record, utcnow
 from conveyor.registry.lifecycle import purge_abandoned_uploads, upload_ttl
+from conveyor.registry.lineage import kept_previous
 from conveyor.registry.models import (
     Manifest,
     ManifestReference,
@@ -78,6 +80,7 @@ class _M:
 
 def _load_manifests(session: Session, cutoff: datetime) -> list[_M]:
     tagged = set(session.execute(select(Tag.manifest_id)).scalars())
+    kept = kept_previous(session)  # a tag's previous digests (a refreshed cache keeps the old one)
     children: dict[int, list[str]] = {}
     for mid, dig in session.execute(
         select(ManifestReference.manifest_id, ManifestReference.digest).where(ManifestReference.kind == "manifest")
@@ -90,7 +93,7 @@ def _load_manifests(session: Session, cutoff: datetime) -> list[_M]:
     ).all()
     return [
         _M(id=r[0], repo_id=r[1], repo=r[2], digest=r[3], size=r[4], subject=r[5], recent=r[6] >= cutoff,
-           children=children.get(r[0], []), tagged=r[0] in tagged)
+           children=children.get(r[0], []), tagged=r[0] in tagged or (r[2], r[3]) in kept)
         for r in rows
     ]
 

@@ -32,6 +32,11 @@ class Source(Protocol):
     async def close(self) -> None: ...
 
 
+class Destination(Protocol):
+    async def push_blob(self, repo: str, digest: str, size: int, chunks: AsyncIterator[bytes]) -> None: ...
+    async def put_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str: ...
+
+
 @dataclass
 class RegistrySource:
     client: RegistryClient
@@ -143,7 +148,7 @@ def open_source(spec: str, username: str | None = None, password: str | None = N
     raise ImportError_(f"unknown source '{spec}': use docker://, oci: or oci-archive:")
 
 
-async def copy(source: Source, ref: str | None, dest: RegistryClient, dest_repo: str, dest_tag: str) -> str:
+async def copy(source: Source, ref: str | None, dest: Destination, dest_repo: str, dest_tag: str) -> str:
     """Copy ``ref`` from ``source`` to ``dest_repo:dest_tag``; returns the manifest digest."""
     top = await source.manifest(ref or "")
     await _copy_children(source, top, dest, dest_repo, depth=0)
@@ -153,7 +158,7 @@ async def copy(source: Source, ref: str | None, dest: RegistryClient, dest_repo:
     return top.digest
 
 
-async def _copy_children(source: Source, m: FetchedManifest, dest: RegistryClient, repo: str, depth: int) -> None:
+async def _copy_children(source: Source, m: FetchedManifest, dest: Destination, repo: str, depth: int) -> None:
     if depth > 8:
         raise ImportError_("manifest nesting is too deep")
     parsed = mediatypes.parse(m.body, m.media_type)

@@ -10,7 +10,7 @@ from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from conveyor.core import record, utcnow
-from conveyor.registry import mediatypes
+from conveyor.registry import lineage, mediatypes
 from conveyor.registry.errors import RegistryError, manifest_unknown, name_unknown
 from conveyor.registry.models import (
     Manifest,
@@ -142,8 +142,8 @@ def _event(session: Session, action: str, actor: str, repo: str, tag: str | None
     record(session, actor=actor, action=action, target=target, payload=payload)
 
 
-def _set_tag(session: Session, repo: str, repo_id: int, tag: str, manifest_id: int, actor: str) -> bool:
-    """Point ``tag`` at the manifest; False when it already did."""
+def _set_tag(session: Session, repo: str, repo_id: int, tag: str, manifest_id: int, actor: str, digest: str) -> bool:
+    """Point ``tag`` at the manifest; False when it already did. A move is kept in the tag's history."""
     now = utcnow()
     row = session.execute(
         select(_T.c.id, _T.c.manifest_id).where(_T.c.repo_id == repo_id, _T.c.name == tag)
@@ -158,11 +158,13 @@ def _set_tag(session: Session, repo: str, repo_id: int, tag: str, manifest_id: i
     existing = session.get(Tag, row[0])
     assert existing is not None
     check_tag_change(session, repo, existing, "overwritten")
+    old_digest = existing.manifest.digest
     existing.manifest_id = manifest_id
     existing.updated_by = actor
     existing.updated_at = now
     existing.checked_at = now
     session.flush()
+    lineage.tag_moved(session, repo, tag, old_digest, digest, actor)
     return True
 
 
@@ -212,13 +214,14 @@ def put(
                 annotations=parsed.annotations, pushed_by=actor, created_at=now, last_used_at=now,
             ).returning(_M.c.id)
         ).scalar_one()
+        lineage.record_image(session, repo, digest, parsed.annotations)
         refs = {(d.digest, "blob") for d in parsed.blobs} | {(d.digest, "manifest") for d in parsed.children}
         if refs:
             session.execute(insert(_REFS), [{"manifest_id": manifest_id, "digest": d, "kind": k}
                                             for d, k in sorted(refs)])
     else:
         _touch_closure(session, repo_id, manifest_id)
-    moved = [t for t in tags if _set_tag(session, repo, repo_id, t, manifest_id, actor)]
+    moved = [t for t in tags if _set_tag(session, repo, repo_id, t, manifest_id, actor, digest)]
     for t in moved:
         _event(session, "registry.push", actor, repo, t, digest, parsed.media_type)
     if created and not moved:

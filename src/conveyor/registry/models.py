@@ -170,3 +170,82 @@ class AppBinding(Base):
     repository: Mapped[str] = mapped_column(String(255), primary_key=True)
     source_repo: Mapped[str] = mapped_column(String(100))
     bound_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SigningKey(Base):
+    """The installation's image signing keys (ECDSA P-256). One is active (CI signs with it); retired
+    keys stay trusted, so images they signed keep verifying; revoked ones are trusted no more. The
+    private key is stored encrypted (``signing.py``), like pipeline secrets."""
+
+    __tablename__ = "registry_signing_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(80), unique=True)
+    public_pem: Mapped[str] = mapped_column(Text)
+    private_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16), default="active")  # KeyState
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Lineage(Base):
+    """What an image was built on: its ``org.opencontainers.image.base.*`` annotations, recorded when
+    the manifest is pushed. ``base_repository``/``base_tag`` name the base in this registry (None when
+    the base came from elsewhere)."""
+
+    __tablename__ = "registry_lineage"
+    __table_args__ = (
+        UniqueConstraint("repository", "digest"),
+        Index("ix_registry_lineage_base", "base_repository", "base_tag"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository: Mapped[str] = mapped_column(String(255))
+    digest: Mapped[str] = mapped_column(String(160))
+    base_name: Mapped[str] = mapped_column(String(500))
+    base_digest: Mapped[str] = mapped_column(String(160))
+    base_repository: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    base_tag: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class TagHistory(Base):
+    """Where a tag pointed before it moved: a refreshed cache keeps the old digest pullable (GC keeps
+    the newest ``KEEP_PREVIOUS`` of each tag) and lineage can say since when a base is outdated."""
+
+    __tablename__ = "registry_tag_history"
+    __table_args__ = (Index("ix_registry_tag_history_tag", "repository", "tag"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository: Mapped[str] = mapped_column(String(255))
+    tag: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[str] = mapped_column(String(160))  # the digest it pointed at until replaced_at
+    replaced_by: Mapped[str] = mapped_column(String(160))
+    replaced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+
+
+class RefreshPolicy(Base):
+    """How a cached third-party repository stays current: every ``interval_seconds`` the tags matching
+    ``tags`` are resolved upstream again (a pull-through prefix's upstream, or an import's source) and
+    moved when the upstream's digest changed. Failures are kept here (and raised as events)."""
+
+    __tablename__ = "registry_refresh_policies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # RefreshKind: upstream | import
+    target: Mapped[str] = mapped_column(String(255), unique=True)  # the prefix, or the import's repository
+    source: Mapped[str | None] = mapped_column(String(2000), nullable=True)  # import: docker://HOST/REPO
+    username: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    password: Mapped[str | None] = mapped_column(Text, nullable=True)
+    insecure: Mapped[bool] = mapped_column(default=False)
+    interval_seconds: Mapped[int] = mapped_column(Integer)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_ok_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)

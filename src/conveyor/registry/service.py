@@ -97,6 +97,13 @@ class Registry:
         self._auth_cache: dict[str, tuple[float, int, Principal]] = {}
         self._alive: dict[tuple[str, int], tuple[float, int, bool]] = {}
         self._readers: sessionmaker[Session] | None = None
+        from urllib.parse import urlsplit
+
+        from conveyor.registry.lineage import set_local_hosts
+
+        netloc = urlsplit(settings.base_url).netloc
+        port = netloc.rpartition(":")[2] if ":" in netloc else ""
+        set_local_hosts({netloc, *(f"{h}:{port}" for h in ("127.0.0.1", "localhost") if port)})
         self.read_engine: Engine = db.engine
         url = db.engine.url
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):

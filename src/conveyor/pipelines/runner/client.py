@@ -110,5 +110,10 @@ class RunnerClient:
         self._call("POST", f"/api/v1/runner/runs/{run_id}/finish",
                    json=self._body(state=state, failed_step=failed_step, message=message[:4000], outputs=outputs))
 
+    def sign(self, run_id: int, repository: str, digest: str) -> dict[str, Any]:
+        r = self._call("POST", f"/api/v1/runner/runs/{run_id}/sign",
+                       json=self._body(repository=repository, digest=digest))
+        return dict(r.json())
+
     def release(self, run_id: int, why: str) -> None:
         self._call("POST", f"/api/v1/runner/runs/{run_id}/release", json=self._body(why=why))

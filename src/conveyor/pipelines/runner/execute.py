@@ -25,7 +25,7 @@ from typing import Any
 from conveyor.core.db import utcnow
 from conveyor.pipelines.process import Outcome
 from conveyor.pipelines.runner import podman
-from conveyor.pipelines.runner.client import LeaseLost, RunnerClient
+from conveyor.pipelines.runner.client import LeaseLost, RunnerClient, ServerRefused
 from conveyor.pipelines.runner.logbuf import LogBuffer
 from conveyor.pipelines.runner.plan import Plan, StepState
 from conveyor.pipelines.secrets import Masker, expand
@@ -329,6 +329,23 @@ class RunExecution:
         return {"CONVEYOR_TASK_CONTEXT": str(context_file), "PYTHONUNBUFFERED": "1"}
 
     # --- publish ----------------------------------------------------------------------------
+    def _sign(self, index: int) -> None:
+        """The server signs what the publish step pushed to Conveyor's registry (the runner asks with
+        its own token; no step ever holds the key). An image that cannot be signed fails the run:
+        agents refuse unsigned images."""
+        image = self.outputs.get("image") or {}
+        if not image.get("pushed") or image.get("external"):
+            return
+        repository = str(image["repository"]).split("/", 1)[1]
+        try:
+            out = self.client.sign(self.run_id, repository, str(image["digest"]))
+        except ServerRefused as exc:
+            self.client.update_step(self.run_id, index, state="failure", finished_at=utcnow(),
+                                    message=f"signing failed: {exc.detail}")
+            raise StepFailed(PUBLISH, f"signing {repository}@{image['digest']} failed: {exc.detail}") from None
+        image["signed_by"] = out["key_id"]
+        self.log.line(index, f"signed {repository}@{image['digest']} with key {out['key_id']}")
+
     def _publish(self, index: int, app: AppSpec | None) -> None:
         if not self.publications and not (self.outputs.get("image") or {}).get("push"):
             return
@@ -338,6 +355,7 @@ class RunExecution:
         if state != StepState.SUCCESS:
             raise StepFailed(PUBLISH, self._messages.get(index, state.value),
                              "cancelled" if state == StepState.CANCELLED else "failure")
+        self._sign(index)
         digests = []
         for p in self.publications:
             out = self.client.upload_artifact(self.run_id, p["name"], p["kind"], p["media_type"], Path(p["path"]))

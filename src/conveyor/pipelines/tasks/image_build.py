@@ -57,7 +57,9 @@ def main(ctx: TaskContext) -> None:
                    "--label", f"org.opencontainers.image.version={app.version}", root=ctx.storage_root)
     # Base images come from this Conveyor's registry (plain HTTP on loopback) with the run's token; the
     # Dockerfile's RUN lines get the run's network, which reaches this Conveyor and nothing else.
-    argv += ["--tls-verify=false", "--authfile", str(ctx.result_path.parent / "auth.json"), "--network", ctx.network]
+    # --pull=newer: a base whose tag moved (a security update) is pulled again, not taken from the cache.
+    argv += ["--pull=newer", "--tls-verify=false", "--authfile", str(ctx.result_path.parent / "auth.json"),
+             "--network", ctx.network]
     for key, value in (ctx.params.get("build_args") or {}).items():
         argv += ["--build-arg", f"{key}={ctx.expand(str(value))}"]
     argv += layer_cache(ctx, app.image, external)
