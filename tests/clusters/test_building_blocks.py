@@ -29,7 +29,7 @@ def _cert(path: Path) -> x509.Certificate:
 def test_pki_issues_certificates_signed_by_the_cluster_ca(tmp_path: Path) -> None:
     pki = ClusterPKI(tmp_path / "pki")
     pki.ensure_ca("demo")
-    for spec in cluster_cert_specs("demo-node", "10.150.0.1", "10.200.0.1"):
+    for spec in cluster_cert_specs("demo-node", "10.150.0.1", "10.200.254.2", "10.200.0.1"):
         pki.ensure_cert(spec)
     pki.ensure_service_account_keys()
     ca = _cert(pki.ca_crt)
@@ -40,7 +40,7 @@ def test_pki_issues_certificates_signed_by_the_cluster_ca(tmp_path: Path) -> Non
     api.verify_directly_issued_by(ca)
     sans = api.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "kubernetes.default.svc" in sans.get_values_for_type(x509.DNSName)
-    assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "10.150.0.1"}
+    assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "10.150.0.1", "10.200.0.1"}
     assert ExtendedKeyUsageOID.SERVER_AUTH in api.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
 
     admin = _cert(pki.crt("admin"))
@@ -56,7 +56,7 @@ def test_pki_issues_certificates_signed_by_the_cluster_ca(tmp_path: Path) -> Non
 def test_pki_is_kept_when_ensured_again(tmp_path: Path) -> None:
     pki = ClusterPKI(tmp_path / "pki")
     pki.ensure_ca("demo")
-    specs_ = cluster_cert_specs("demo-node", "10.150.0.1", "10.200.0.1")
+    specs_ = cluster_cert_specs("demo-node", "10.150.0.1", "10.200.254.2", "10.200.0.1")
     for spec in specs_:
         pki.ensure_cert(spec)
     before = {p.name: p.read_bytes() for p in pki.dir.iterdir()}
@@ -69,7 +69,7 @@ def test_pki_is_kept_when_ensured_again(tmp_path: Path) -> None:
 def test_written_kubeconfig_resolves_to_its_credentials(tmp_path: Path) -> None:
     pki = ClusterPKI(tmp_path / "pki")
     pki.ensure_ca("demo")
-    for spec in cluster_cert_specs("demo-node", "10.150.0.1", "10.200.0.1"):
+    for spec in cluster_cert_specs("demo-node", "10.150.0.1", "10.200.254.2", "10.200.0.1"):
         pki.ensure_cert(spec)
     path = tmp_path / "kubeconfig"
     kubeconfig.write(

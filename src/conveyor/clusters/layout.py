@@ -8,10 +8,15 @@
     kubeconfigs/        one per component (controller-manager, scheduler, kubelet)
     etcd/               etcd data
     containerd/         containerd root (images, snapshots), config.toml, certs.d/ (registry hosts)
-    kubelet/            kubelet root dir, config; pod-logs/ container logs
+    kubelet/            kubelet root dir, config, resolv.conf (what pods with dnsPolicy Default get);
+                        pod-logs/ container logs
+    kube-proxy/         kube-proxy config
     cni/                CNI network config
-    run/                pid files
+    images/             image archives imported into the node (sandbox, CoreDNS)
+    run/                pid files, forwarder.ready
     logs/               one log per process
+
+The node's network namespace is ``/run/netns/conveyor<index>`` (see network.py).
 
 Sockets and containerd's state live under ``/run/conveyor/c<index>/``: Unix socket paths are limited
 to 108 bytes and a data dir can be deep.
@@ -53,6 +58,18 @@ class Layout:
     @property
     def kubelet(self) -> Path:
         return self.root / "kubelet"
+
+    @property
+    def kube_proxy_config(self) -> Path:
+        return self.root / "kube-proxy" / "config.yaml"
+
+    @property
+    def resolv_conf(self) -> Path:
+        return self.kubelet / "resolv.conf"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
 
     @property
     def cni_conf(self) -> Path:

@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from conveyor.clusters import controlplane, node
+from conveyor.clusters import controlplane, dns, network, node
 from conveyor.clusters import spec as specs
-from conveyor.clusters.binaries import ensure_binaries
+from conveyor.clusters.binaries import KubeBinaries, ensure_binaries
+from conveyor.clusters.coredns import ensure_coredns
 from conveyor.clusters.kubeapi import KubeClient, node_ready
 from conveyor.clusters.kubeconfig import Credentials
 from conveyor.clusters.layout import Layout
@@ -32,7 +33,7 @@ from conveyor.core.errors import Conflict, ConveyorError, InvalidInput
 Progress = Callable[[str], None]
 
 API_TIMEOUT = 180.0
-PROCESS_ORDER = (*controlplane.CONTROL_PLANE, *node.NODE)
+PROCESS_ORDER = (*controlplane.CONTROL_PLANE, network.FORWARDER, *node.NODE)
 
 
 class ClusterStartFailed(ConveyorError):
@@ -122,19 +123,23 @@ _PROCESS_PORTS = {
     controlplane.APISERVER: ("api",),
     controlplane.CONTROLLER_MANAGER: ("controller_manager",),
     controlplane.SCHEDULER: ("scheduler",),
-    node.KUBELET: ("kubelet_healthz",),
-}
+}  # the node's processes listen inside its own network namespace: no host port to collide with
 
 
-def _check_ports(spec: ClusterSpec, process: str) -> None:
+def _check_ports(spec: ClusterSpec, process: str, wait: float = 0.0) -> None:
+    """Refuse to start a process whose host port is taken, after waiting up to ``wait`` seconds for a
+    process just stopped to let go of it."""
+    deadline = time.monotonic() + wait
     for field_name in _PROCESS_PORTS.get(process, ()):
         port = getattr(spec.ports, field_name)
-        if not port_free(port):
-            raise Conflict(
-                f"cannot start {process} of cluster {spec.name!r}: port {port} ({field_name}) is taken "
-                "by another process",
-                rule="cluster-ports",
-            )
+        while not port_free(port):
+            if time.monotonic() >= deadline:
+                raise Conflict(
+                    f"cannot start {process} of cluster {spec.name!r}: port {port} ({field_name}) is taken "
+                    "by another process",
+                    rule="cluster-ports",
+                )
+            time.sleep(0.1)
 
 
 # ---- create / start ------------------------------------------------------------------------
@@ -146,10 +151,14 @@ def create(
     *,
     api_port: int | None = None,
     registries: list[str] | None = None,
+    host_ports: list[int] | None = None,
     progress: Progress = _quiet,
     wait_node: bool = True,
 ) -> ClusterSpec:
-    """Create a cluster, resume a half-created one, or restart the dead processes of an existing one."""
+    """Create a cluster, resume a half-created one, or restart the dead processes of an existing one.
+
+    ``registries`` (host:port, plain HTTP) and ``host_ports`` (host loopback ports) add to what the
+    node and its pods may reach; ``wait_node`` waits for the node Ready and the cluster DNS."""
     specs.check_name(name)
     with cluster_lock(data_dir, name):
         resumed = specs.exists(data_dir, name)
@@ -165,12 +174,16 @@ def create(
             for host in registries or []:
                 if host not in spec.registries:
                     spec.registries.append(host)
+            spec.host_ports = sorted({*spec.host_ports, *(host_ports or [])})
             progress(f"cluster {name} exists ({spec.phase}); resuming")
         else:
             layout_root = specs.clusters_root(data_dir) / name
             ports = allocate_ports(data_dir, api_port)
-            spec = ClusterSpec(name=name, ports=ports, registries=list(registries or []))
+            spec = ClusterSpec(
+                name=name, ports=ports, registries=list(registries or []), host_ports=sorted(set(host_ports or []))
+            )
             spec.index = specs.claim_index(layout_root)
+            network.teardown(spec)  # a namespace left by a cluster whose directory vanished
             specs.save(data_dir, spec)
         try:
             _start(data_dir, spec, progress, wait_node=wait_node)
@@ -203,11 +216,16 @@ def dead_processes(data_dir: Path, spec: ClusterSpec) -> list[str]:
 
 
 def _start_process(group: ProcessGroup, spec: ClusterSpec, ps: ProcessSpec, progress: Progress) -> bool:
+    """Start ``ps`` unless it runs as specified; True when it was (re)started."""
+    stopped = False
     if group.running(ps.name):
-        return False
-    if group.kill_untracked(ps):
-        time.sleep(0.5)  # let the kernel release its ports
-    _check_ports(spec, ps.name)
+        if group.matches(ps):
+            return False
+        progress(f"restarting {ps.name} (its command line or network namespace changed)")
+        group.stop(ps.name, timeout=10)
+        stopped = True
+    stopped = group.kill_untracked(ps) > 0 or stopped
+    _check_ports(spec, ps.name, wait=5.0 if stopped else 0.0)  # let the kernel release its ports
     progress(f"starting {ps.name}")
     group.start(ps)
     return True
@@ -224,12 +242,30 @@ def _start(data_dir: Path, spec: ClusterSpec, progress: Progress, *, wait_node: 
     layout = layout_of(data_dir, spec)
     spec.index = specs.claim_index(layout.root, spec.index)
     bins = ensure_binaries(progress=progress)
+    coredns = ensure_coredns(progress=progress)
     spec.version = bins.version
     specs.save(data_dir, spec)
     controlplane.prepare(layout)
-    node.prepare(layout, bins)
+    node.prepare(layout, bins, coredns)
+    network.ensure(spec)
     group = processes_of(layout)
     t0 = time.monotonic()
+    _start_control_plane(data_dir, layout, bins, group, progress, t0)
+    _start_node(layout, bins, group, progress)
+    if wait_node:
+        everything = [*PROCESS_ORDER]
+        _wait(lambda: _node_ready(data_dir, spec), group, everything, API_TIMEOUT,
+              f"node {spec.node_name} did not become Ready")
+        progress(f"node {spec.node_name} Ready ({time.monotonic() - t0:.1f}s)")
+        _wait(lambda: _dns_ready(data_dir, spec), group, everything, API_TIMEOUT,
+              f"the cluster DNS (kube-system/coredns) of {spec.name} did not become Available")
+        progress(f"cluster DNS Ready at {spec.dns_ip} ({time.monotonic() - t0:.1f}s)")
+
+
+def _start_control_plane(
+    data_dir: Path, layout: Layout, bins: KubeBinaries, group: ProcessGroup, progress: Progress, t0: float
+) -> None:
+    spec = layout.spec
     cp = controlplane.process_specs(layout, bins)
     storage_and_api, controllers = cp[:2], cp[2:]
     for ps in storage_and_api:
@@ -245,20 +281,22 @@ def _start(data_dir: Path, spec: ClusterSpec, progress: Progress, *, wait_node: 
     # the controllers read RBAC-protected objects at start: only once the API server is ready
     for ps in controllers:
         _start_process(group, spec, ps, progress)
-    containerd, kubelet = node.process_specs(layout, bins)
+    with admin_client(data_dir, spec) as kube:
+        dns.apply(kube, spec)  # early, so its pod is scheduled the moment the node is Ready
+
+
+def _start_node(layout: Layout, bins: KubeBinaries, group: ProcessGroup, progress: Progress) -> None:
+    spec = layout.spec
+    # the node's processes reach the API server and registries through the forwarder
+    started = _start_process(group, spec, network.forwarder_spec(layout), progress)
+    if started or not network.ready_file(layout).exists():
+        network.wait_forwarder(layout, group)
+    containerd, kubelet, kube_proxy = node.process_specs(layout, bins)
     _start_process(group, spec, containerd, progress)
     node.wait_containerd(layout)
-    node.import_sandbox_image(layout)
+    node.import_node_images(layout)
     _start_process(group, spec, kubelet, progress)
-    if wait_node:
-        _wait(
-            lambda: _node_ready(data_dir, spec),
-            group,
-            [p.name for p in cp] + [node.CONTAINERD, node.KUBELET],
-            API_TIMEOUT,
-            f"node {spec.node_name} did not become Ready",
-        )
-        progress(f"node {spec.node_name} Ready ({time.monotonic() - t0:.1f}s)")
+    _start_process(group, spec, kube_proxy, progress)
 
 
 def _wait(check: Callable[[], bool], group: ProcessGroup, watched: list[str], timeout: float, what: str) -> None:
@@ -279,6 +317,14 @@ def _wait(check: Callable[[], bool], group: ProcessGroup, watched: list[str], ti
 def _api_healthy(data_dir: Path, spec: ClusterSpec) -> bool:
     with admin_client(data_dir, spec, timeout=3) as kube:
         return kube.healthy()
+
+
+def _dns_ready(data_dir: Path, spec: ClusterSpec) -> bool:
+    try:
+        with admin_client(data_dir, spec, timeout=3) as kube:
+            return dns.ready(kube)
+    except Exception:  # noqa: BLE001 - any failure means "not yet"
+        return False
 
 
 def _node_ready(data_dir: Path, spec: ClusterSpec) -> bool:
@@ -365,16 +411,19 @@ def _delete(data_dir: Path, spec: ClusterSpec, progress: Progress = _quiet) -> N
     layout = layout_of(data_dir, spec)
     if spec.kind == specs.LOCAL:
         group = processes_of(layout)
-        progress("stopping kubelet")
-        group.stop(node.KUBELET, timeout=10)
+        for name in (node.KUBELET, node.KUBE_PROXY):
+            progress(f"stopping {name}")
+            group.stop(name, timeout=10)
         if group.running(node.CONTAINERD):
             progress("removing containers")
             node.remove_containers(layout)
-        for name in (node.CONTAINERD, controlplane.SCHEDULER, controlplane.CONTROLLER_MANAGER,
+        for name in (node.CONTAINERD, network.FORWARDER, controlplane.SCHEDULER, controlplane.CONTROLLER_MANAGER,
                      controlplane.APISERVER, controlplane.ETCD):
             progress(f"stopping {name}")
             group.stop(name, timeout=10)
         node.kill_workloads(layout)
+        progress(f"removing network namespace {spec.netns} and link {spec.host_veth}")
+        network.teardown(spec)
         node.remove_network_leftovers(layout)
         with suppress(FileNotFoundError):
             shutil.rmtree(layout.runtime)
