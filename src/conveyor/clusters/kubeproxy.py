@@ -19,7 +19,7 @@ from __future__ import annotations
 import yaml
 
 from conveyor.clusters.binaries import KubeBinaries
-from conveyor.clusters.layout import Layout
+from conveyor.clusters.layout import Layout, write_if_changed
 from conveyor.clusters.processes import ProcessSpec
 
 KUBE_PROXY = "kube-proxy"
@@ -54,8 +54,7 @@ def config(layout: Layout) -> dict[str, object]:
 
 
 def prepare(layout: Layout) -> None:
-    layout.kube_proxy_config.parent.mkdir(parents=True, exist_ok=True)
-    layout.kube_proxy_config.write_text(yaml.safe_dump(config(layout)))
+    write_if_changed(layout.kube_proxy_config, yaml.safe_dump(config(layout)))
 
 
 def process_spec(layout: Layout, bins: KubeBinaries) -> ProcessSpec:

@@ -28,6 +28,22 @@ from pathlib import Path
 
 from conveyor.clusters.spec import ClusterSpec, clusters_root
 
+
+def write_if_changed(path: Path, text: str) -> None:
+    """Rewrite a configuration file only when its content changes: kube-proxy watches its file and
+    exits on any write, even one that leaves the content as it was (measured: "content of the proxy
+    server's configuration file was updated"), and containerd's CNI loader reloads on writes too."""
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 RUNTIME_ROOT = Path("/run/conveyor")
 
 

@@ -30,7 +30,6 @@ host-gateway:API), and dials 127.0.0.1:P on the host, for each P of ``spec.forwa
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -156,12 +155,7 @@ def ready_file(layout: Layout) -> Path:
 
 def forwarder_spec(layout: Layout) -> ProcessSpec:
     """The forwarder runs in the host's namespace (it dials host loopback); its sockets live in the node's."""
-    spec = layout.spec
-    return ProcessSpec(
-        FORWARDER,
-        [sys.executable, "-m", "conveyor.core.netns", "forward", spec.netns, *map(str, forwards(spec)),
-         "--ready-file", str(ready_file(layout))],
-    )
+    return ProcessSpec(FORWARDER, netns.forward_command(layout.spec.netns, forwards(layout.spec), ready_file(layout)))
 
 
 def wait_forwarder(layout: Layout, group: ProcessGroup, timeout: float = 15.0) -> None:

@@ -41,7 +41,7 @@ from conveyor.clusters import kubeproxy
 from conveyor.clusters.binaries import PAUSE, KubeBinaries
 from conveyor.clusters.coredns import COREDNS_IMAGE
 from conveyor.clusters.images import SANDBOX_IMAGE, write_single_binary_image
-from conveyor.clusters.layout import Layout
+from conveyor.clusters.layout import Layout, write_if_changed
 from conveyor.clusters.pki import ClusterPKI
 from conveyor.clusters.processes import ProcessSpec, kill_pids, pids_with_arg
 from conveyor.core.errors import ConveyorError
@@ -151,7 +151,8 @@ def add_registry(layout: Layout, host: str) -> None:
     """Let the node pull from a plain-HTTP registry at ``host`` (``127.0.0.1:PORT``)."""
     d = registry_hosts(layout) / host
     d.mkdir(parents=True, exist_ok=True)
-    (d / "hosts.toml").write_text(
+    write_if_changed(
+        d / "hosts.toml",
         f'server = "http://{host}"\n\n[host."http://{host}"]\n  capabilities = ["pull", "resolve"]\n'
         "  skip_verify = true\n"
     )
@@ -297,11 +298,12 @@ def prepare(layout: Layout, bins: KubeBinaries, coredns: Path) -> None:
         )
     for d in (layout.containerd, layout.kubelet, layout.cni_conf / "net.d", layout.runtime, layout.images):
         d.mkdir(parents=True, exist_ok=True)
-    (layout.containerd / "config.toml").write_text(containerd_config(layout))
-    (layout.cni_conf / "net.d" / "10-conveyor.conflist").write_text(json.dumps(cni_config(layout), indent=2))
-    (layout.kubelet / "config.yaml").write_text(yaml.safe_dump(kubelet_config(layout)))
-    layout.resolv_conf.write_text(
-        f"# cluster {spec.name}: pods use the cluster DNS ({spec.dns_ip}); the node has no upstream resolver\n"
+    write_if_changed(layout.containerd / "config.toml", containerd_config(layout))
+    write_if_changed(layout.cni_conf / "net.d" / "10-conveyor.conflist", json.dumps(cni_config(layout), indent=2))
+    write_if_changed(layout.kubelet / "config.yaml", yaml.safe_dump(kubelet_config(layout)))
+    write_if_changed(
+        layout.resolv_conf,
+        f"# cluster {spec.name}: pods use the cluster DNS ({spec.dns_ip}); the node has no upstream resolver\n",
     )
     kubeproxy.prepare(layout)
     for host in spec.registries:
