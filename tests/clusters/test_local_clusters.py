@@ -53,6 +53,7 @@ def test_two_clusters_run_side_by_side(cluster_pair: tuple[ClusterHandle, Cluste
         assert row["nodes"] == "1/1 Ready"
         assert row["version"] == "v1.34.4"
         assert row["api_url"] == c.spec.api_url
+        assert (row["node_ip"], row["host_gateway"]) == (c.spec.node_ip, c.spec.host_gateway)
         assert cli(clusters_home, "kubeconfig", c.name).stdout.strip() == str(c.kubeconfig)
         nodes = c.kubectl("get", "nodes", "-o", "json")
         assert [n["metadata"]["name"] for n in json.loads(nodes.stdout)["items"]] == [c.spec.node_name]

@@ -184,14 +184,14 @@ def create_cluster(data_dir: Path, name: str, registries: list[str]) -> ClusterH
 HELLO_TEXT = "hello from a conveyor cluster"
 
 
-def build_hello_image(workdir: Path, ref: str) -> None:
+def build_hello_image(workdir: Path, ref: str, text: str = HELLO_TEXT) -> None:
     """A ~2 MB image: static busybox serving one page with httpd on port 8080 (built with buildah)."""
     busybox = Path("/bin/busybox")  # Debian's busybox-static: runs in an image without libc
     if not busybox.exists():
         pytest.fail("/bin/busybox missing: scripts/setup.sh installs busybox-static")
     ctx = workdir / "hello"
     (ctx / "www").mkdir(parents=True, exist_ok=True)
-    (ctx / "www" / "index.html").write_text(HELLO_TEXT + "\n")
+    (ctx / "www" / "index.html").write_text(text + "\n")
     shutil.copy(busybox, ctx / "busybox")
     (ctx / "Containerfile").write_text(
         "FROM scratch\n"

@@ -47,6 +47,9 @@ def create(
     registry: list[str] = typer.Option(
         [], "--registry", help="plain-HTTP registry host:port the node may pull from (default: this Conveyor)"
     ),
+    host_port: list[int] = typer.Option(
+        [], "--host-port", help="another host loopback port that pods reach at the host gateway"
+    ),
 ) -> None:
     """Create a local cluster (or resume a half-created one, or restart a stopped one)."""
     data_dir = _data_dir()
@@ -54,11 +57,16 @@ def create(
     if not registries and (default := default_registry(data_dir)):
         registries.append(default)
     try:
-        spec = local.create(data_dir, name, api_port=api_port, registries=registries, progress=_progress)
+        spec = local.create(
+            data_dir, name, api_port=api_port, registries=registries, host_ports=list(host_port), progress=_progress
+        )
     except ConveyorError as exc:
         fail(exc.detail)
     console.print(f"cluster {spec.name} ready: {spec.api_url}", highlight=False)
     console.print(f"kubeconfig: {Layout(data_dir, spec).kubeconfig}", highlight=False)
+    ports = ", ".join(str(p) for p in spec.forwarded_ports)
+    console.print(f"pods reach the host at {spec.host_gateway} (host.conveyor.internal), ports {ports}",
+                  highlight=False)
 
 
 @cluster_app.command("add")

@@ -347,7 +347,8 @@ def status(data_dir: Path, spec: ClusterSpec) -> ClusterStatus:
     group = processes_of(layout)
     procs = {p: group.pid(p) for p in PROCESS_ORDER}
     dead = [p for p, pid in procs.items() if pid is None]
-    st = ClusterStatus(spec.name, spec.kind, spec.api_url, "", processes=procs, kubeconfig=str(layout.kubeconfig))
+    st = ClusterStatus(spec.name, spec.kind, spec.api_url, "", processes=procs, kubeconfig=str(layout.kubeconfig),
+                       node_ip=spec.node_ip, host_gateway=spec.host_gateway)
     if len(dead) == len(procs):
         st.state = "stopped" if spec.phase == specs.READY else "creating (interrupted)"
         return st
