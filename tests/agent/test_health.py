@@ -116,7 +116,8 @@ def test_statefulset_current_inprogress_and_failed(kube: Kube, objects: dict[str
     first = health.check(kube, ObjectId.of(web))
     assert first.status in (health.IN_PROGRESS, health.CURRENT)
     h = _wait(kube, web, lambda h: h.status == health.CURRENT)
-    assert h.message == "All replicas scheduled as expected. Replicas: 2"
+    # the API server defaults rollingUpdate.partition to 0, so kstatus takes its partition branch
+    assert h.message == "Partition rollout complete. updated: 2"
     _steady(kube, objects["sts-unready"], health.Health(health.IN_PROGRESS, "Ready: 0/1"))
     failed = _wait(kube, objects["sts-crash"], lambda h: h.status == health.FAILED)
     assert "CrashLoopBackOff" in failed.message and "crash-0" in failed.message
