@@ -160,6 +160,9 @@ def create(
     ``registries`` (host:port, plain HTTP) and ``host_ports`` (host loopback ports) add to what the
     node and its pods may reach; ``wait_node`` waits for the node Ready and the cluster DNS."""
     specs.check_name(name)
+    for port in host_ports or []:
+        if not 0 < port < 65536:
+            raise InvalidInput(f"host port {port} is not a TCP port (1-65535)", rule="cluster-host-ports")
     with cluster_lock(data_dir, name):
         resumed = specs.exists(data_dir, name)
         if resumed:

@@ -124,6 +124,7 @@ def teardown(spec: ClusterSpec) -> None:
             kill_pids(left)
             time.sleep(0.1)
     _ip("link", "del", spec.host_veth, check=False)
+    remove_legacy_bridge(spec)
     netns.delete(spec.netns)
 
 
