@@ -79,6 +79,7 @@ def test_a_pod_reaches_a_service_by_cluster_ip_and_by_dns_name(web: Pair) -> Non
 
 
 def test_a_nodeport_service_answers_on_the_node_address_from_the_host(web: Pair) -> None:
+    """And ClusterIPs answer from the host too: the host routes the Service range to the node."""
     for cluster in web:
         svc = cluster.get("/api/v1/namespaces/default/services/web-np")
         node_port = svc["spec"]["ports"][0]["nodePort"]
@@ -86,6 +87,8 @@ def test_a_nodeport_service_answers_on_the_node_address_from_the_host(web: Pair)
         internal = [a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
         assert internal == [cluster.spec.node_ip]
         r = httpx.get(f"http://{cluster.spec.node_ip}:{node_port}/", timeout=10)
+        assert r.status_code == 200 and r.text.strip() == HELLO_TEXT
+        r = httpx.get(f"http://{_cluster_ip(cluster, 'web')}/", timeout=10)
         assert r.status_code == 200 and r.text.strip() == HELLO_TEXT
 
 
