@@ -140,6 +140,10 @@ def process_specs(layout: Layout, bins: KubeBinaries) -> list[ProcessSpec]:
             f"--cluster-name=conveyor-{spec.name}",
             "--leader-elect=false",
             "--profiling=false",
+            # the default client-side limit (20 requests/s) spaces its ~40 controller starts ~150 ms
+            # apart, and no informer syncs before the last one started: ~3 s before the first pod
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
         ],
     )
     scheduler = ProcessSpec(
