@@ -3,9 +3,9 @@
 ``create`` is idempotent: it writes the spec first (phase ``creating``), then makes every file, the
 node's network (network.py) and starts every process that is missing (or restarts one that no
 longer matches its spec), applies the cluster DNS (dns.py), waits for the node and DNS to be Ready,
-and marks the spec ``ready``. A create that fails is rolled
-back (all processes and files removed); one that was killed midway leaves phase ``creating``, and
-the next ``create`` of that name resumes it. ``create`` (or ``ensure_running``, which ``conveyor up``
+and marks the spec ``ready``. A create that fails is rolled back (all processes and files removed);
+one that was killed midway leaves phase ``creating``, and the next ``create`` of that name resumes
+it. ``create`` (or ``ensure_running``, which ``conveyor up``
 calls) on a ready cluster restarts whatever processes died. A per-cluster file lock keeps
 concurrent create/delete/supervise calls apart.
 """
