@@ -5,9 +5,9 @@ node's network (network.py) and starts every process that is missing (or restart
 longer matches its spec), applies the cluster DNS (dns.py), waits for the node and DNS to be Ready,
 and marks the spec ``ready``. A create that fails is rolled back (all processes and files removed);
 one that was killed midway leaves phase ``creating``, and the next ``create`` of that name resumes
-it. ``create`` (or ``ensure_running``, which ``conveyor up``
-calls) on a ready cluster restarts whatever processes died. A per-cluster file lock keeps
-concurrent create/delete/supervise calls apart.
+it. ``create`` (or ``ensure_running``, which ``conveyor up`` calls) on a ready cluster restarts
+whatever processes died. A per-cluster file lock keeps concurrent create/delete/supervise calls
+apart.
 """
 
 from __future__ import annotations
