@@ -23,8 +23,10 @@ on them too. Everything here needs CAP_SYS_ADMIN (root).
 
 API::
 
+    path(name) -> Path              /run/netns/NAME (the name is checked: no '/', at most 63 characters)
     create(name) -> Path            named namespace with loopback up (idempotent)
     delete(name)                    unmount and remove it (idempotent); processes inside keep it alive
+    NetnsError(OSError)             what fails, with the kernel's errno
     exists(name) -> bool
     pids(name) -> list[int]         processes whose network namespace it is
     run_in(name, fn) -> T           fn() in a fresh thread that joined the namespace
@@ -32,10 +34,11 @@ API::
     connect(name, (host, port)) -> socket  a TCP connection made from inside the namespace
     set_up(name, ifname="lo")       bring an interface up
     sysctl(name, key, value)        write /proc/sys/<key> as seen from inside
-    preexec(name) -> fn             for subprocess.Popen(preexec_fn=...): the child joins before exec
+    preexec(name) -> fn             for subprocess.Popen(preexec_fn=...): the child joins before exec;
+    close_preexec(fn)                 close its namespace file once Popen returned
     run(name, argv, **kw)           subprocess.run inside the namespace
     Forward(listen, target)         one rule: (host, port) inside -> loopback (host, port) outside
-    Forwarder(name, forwards)       start() / stop() / serve_forever(); a context manager
+    Forwarder(name, forwards)       start() / stop() / serve_forever() / addresses; a context manager
     forward_command(name, forwards, ready_file) -> argv   the same as a process, for a supervisor
 
 As a process (what a supervisor runs; it writes ``--ready-file`` once every socket listens, exits 0
