@@ -273,8 +273,11 @@ def preexec(name: str) -> Callable[[], None]:
     """A ``preexec_fn`` that moves the child into the namespace before it execs.
 
     The namespace file is opened here, in the parent (close-on-exec), so the child only makes one
-    system call between fork and exec; its argv stays the program's own (pid files and ``ps``
-    show the real command)."""
+    system call between fork and exec, through a ctypes function resolved beforehand: no import and
+    no lock but the GIL its forking thread holds, which is what Popen's warning about
+    ``preexec_fn`` in threaded programs (the server's supervisor thread uses this) is about. The
+    argv stays the program's own (pid files and ``ps`` show the real command), and the process
+    costs no extra exec (``nsenter`` or ``python -m ... exec`` would)."""
     fd = os.open(path(name), os.O_RDONLY | os.O_CLOEXEC)
     setns = _libc.setns
 
