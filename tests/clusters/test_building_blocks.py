@@ -29,7 +29,7 @@ def _cert(path: Path) -> x509.Certificate:
 def test_pki_issues_certificates_signed_by_the_cluster_ca(tmp_path: Path) -> None:
     pki = ClusterPKI(tmp_path / "pki")
     pki.ensure_ca("demo")
-    for spec in cluster_cert_specs("demo-node", "10.150.0.1", "10.200.0.1"):
+    for spec in cluster_cert_specs("demo-node", "10.150.0.1", "10.200.254.2", "10.200.0.1"):
         pki.ensure_cert(spec)
     pki.ensure_service_account_keys()
     ca = _cert(pki.ca_crt)
@@ -40,7 +40,7 @@ def test_pki_issues_certificates_signed_by_the_cluster_ca(tmp_path: Path) -> Non
     api.verify_directly_issued_by(ca)
     sans = api.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "kubernetes.default.svc" in sans.get_values_for_type(x509.DNSName)
-    assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "10.150.0.1"}
+    assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "10.150.0.1", "10.200.0.1"}
     assert ExtendedKeyUsageOID.SERVER_AUTH in api.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
 
     admin = _cert(pki.crt("admin"))
@@ -56,7 +56,7 @@ def test_pki_issues_certificates_signed_by_the_cluster_ca(tmp_path: Path) -> Non
 def test_pki_is_kept_when_ensured_again(tmp_path: Path) -> None:
     pki = ClusterPKI(tmp_path / "pki")
     pki.ensure_ca("demo")
-    specs_ = cluster_cert_specs("demo-node", "10.150.0.1", "10.200.0.1")
+    specs_ = cluster_cert_specs("demo-node", "10.150.0.1", "10.200.254.2", "10.200.0.1")
     for spec in specs_:
         pki.ensure_cert(spec)
     before = {p.name: p.read_bytes() for p in pki.dir.iterdir()}
@@ -69,7 +69,7 @@ def test_pki_is_kept_when_ensured_again(tmp_path: Path) -> None:
 def test_written_kubeconfig_resolves_to_its_credentials(tmp_path: Path) -> None:
     pki = ClusterPKI(tmp_path / "pki")
     pki.ensure_ca("demo")
-    for spec in cluster_cert_specs("demo-node", "10.150.0.1", "10.200.0.1"):
+    for spec in cluster_cert_specs("demo-node", "10.150.0.1", "10.200.254.2", "10.200.0.1"):
         pki.ensure_cert(spec)
     path = tmp_path / "kubeconfig"
     kubeconfig.write(
@@ -159,3 +159,50 @@ def test_create_without_binaries_or_go_names_what_is_missing(tmp_path: Path) -> 
     assert "missing kube-apiserver" in p.stderr and "install Go" in p.stderr
     assert "CONVEYOR_KUBE_BIN_DIR" in p.stderr
     assert not (tmp_path / "data" / "clusters" / "nobins").exists()  # rolled back
+
+
+def test_a_certificate_is_reissued_when_its_addresses_change(tmp_path: Path) -> None:
+    pki = ClusterPKI(tmp_path / "pki")
+    pki.ensure_ca("demo")
+    old = cluster_cert_specs("demo-node", "10.150.0.1", "10.200.0.1", "10.200.0.1")[-1]  # a node IP of old
+    pki.ensure_cert(old)
+    before = pki.crt("kubelet-server").read_bytes()
+    new = cluster_cert_specs("demo-node", "10.150.0.1", "10.200.254.2", "10.200.0.1")[-1]
+    pki.ensure_cert(new)
+    cert = _cert(pki.crt("kubelet-server"))
+    assert pki.crt("kubelet-server").read_bytes() != before
+    cert.verify_directly_issued_by(_cert(pki.ca_crt))  # by the same CA: clients keep trusting it
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "10.200.254.2" in {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+
+
+def test_node_addresses_forwarded_ports_and_dns_agree() -> None:
+    from conveyor.clusters import dns, network
+    from conveyor.clusters.layout import Layout
+
+    spec = specs.ClusterSpec(name="demo", index=3, registries=["127.0.0.1:8080", "registry.example:5000"],
+                             host_ports=[9000])
+    spec.ports.api = 6443
+    assert (spec.netns, spec.host_veth, spec.bridge) == ("conveyor3", "cnv3h", "cnv3br")
+    assert (spec.node_ip, spec.host_link_ip, spec.host_gateway) == ("10.203.254.2", "10.203.254.1", "10.203.0.1")
+    # the API server, the loopback registry and the extra port; a registry elsewhere cannot be forwarded
+    assert spec.forwarded_ports == [6443, 8080, 9000]
+    listens = {fw.listen for fw in network.forwards(spec)}
+    assert listens == {(host, port) for host in ("127.0.0.1", "10.203.0.1") for port in (6443, 8080, 9000)}
+    assert all(fw.target == ("127.0.0.1", fw.listen[1]) for fw in network.forwards(spec))
+    kube_dns = [o for o in dns.manifests(spec) if o["kind"] == "Service"][0]
+    assert kube_dns["spec"]["clusterIP"] == spec.dns_ip == "10.153.0.10"
+    assert f"{spec.host_gateway} {dns.HOST_NAME}" in dns.corefile(spec)
+    from conveyor.clusters.node import kubelet_config
+
+    layout = Layout(Path("/tmp/x"), spec)
+    cfg = kubelet_config(layout)
+    assert cfg["clusterDNS"] == [spec.dns_ip] and cfg["address"] == spec.node_ip
+
+
+def test_create_refuses_a_host_port_that_is_no_port(tmp_path: Path) -> None:
+    from conveyor.clusters import local
+
+    with pytest.raises(InvalidInput, match="host port 70000 is not a TCP port"):
+        local.create(tmp_path, "demo", host_ports=[70000])
+    assert not specs.exists(tmp_path, "demo")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.clusters import local, node
+from conveyor.clusters import local, network, node
 from conveyor.clusters import spec as specs
 from conveyor.clusters.layout import Layout
 from conveyor.clusters.processes import pids_with_arg
@@ -53,6 +53,7 @@ def test_two_clusters_run_side_by_side(cluster_pair: tuple[ClusterHandle, Cluste
         assert row["nodes"] == "1/1 Ready"
         assert row["version"] == "v1.34.4"
         assert row["api_url"] == c.spec.api_url
+        assert (row["node_ip"], row["host_gateway"]) == (c.spec.node_ip, c.spec.host_gateway)
         assert cli(clusters_home, "kubeconfig", c.name).stdout.strip() == str(c.kubeconfig)
         nodes = c.kubectl("get", "nodes", "-o", "json")
         assert [n["metadata"]["name"] for n in json.loads(nodes.stdout)["items"]] == [c.spec.node_name]
@@ -183,6 +184,10 @@ def _leftovers(home: Path, spec: specs.ClusterSpec) -> dict[str, Any]:
         "files": [p for p in (layout.root, layout.runtime) if p.exists()],
         "bridge": subprocess.run(["ip", "link", "show", spec.bridge], capture_output=True).returncode == 0,
         "slot": (specs.SLOTS_DIR / str(spec.index)).exists(),
+        "forwarder": pids_with_arg(f"forward {spec.netns} "),
+        "host rules": [line for line in subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+                       .splitlines() if spec.pod_subnet.rsplit(".", 2)[0] + "." in line or spec.host_veth in line],
+        **{k: v for k, v in network.leftovers(spec).items() if v},
     }
 
 
@@ -228,3 +233,13 @@ def test_create_of_a_running_cluster_keeps_it(cluster_pair: tuple[ClusterHandle,
     assert {p: local.processes_of(alpha.layout).pid(p) for p in local.PROCESS_ORDER} == before
     with pytest.raises(Exception, match="delete it to change ports"):
         local.create(alpha.data_dir, "alpha", api_port=alpha.spec.ports.api + 1)
+    # one more host port for the node: only the forwarder restarts, with it
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        extra = s.getsockname()[1]
+    spec = local.create(alpha.data_dir, "alpha", host_ports=[extra])
+    assert extra in spec.forwarded_ports and extra in specs.load(alpha.data_dir, "alpha").host_ports
+    after = {p: local.processes_of(alpha.layout).pid(p) for p in local.PROCESS_ORDER}
+    assert {p for p in after if after[p] != before[p]} == {network.FORWARDER}
+    assert f"{alpha.spec.host_gateway}:{extra}=127.0.0.1:{extra}" in " ".join(network.forwarder_spec(
+        Layout(alpha.data_dir, spec)).argv)

@@ -137,13 +137,41 @@ def deployment(name: str, image: str, *, replicas: int = 1, port: int = 8080, **
     }
 
 
-def service(name: str, port: int = 80, target: int = 8080) -> dict[str, Any]:
+def service(name: str, port: int = 80, target: int = 8080, app: str | None = None, **spec: Any) -> dict[str, Any]:
+    """A Service for the pods labelled ``app`` (default: ``name``); ``spec`` adds fields (``type=...``)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": "default"},
-        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": port, "targetPort": target}]},
+        "spec": {"selector": {"app": app or name}, "ports": [{"name": "http", "port": port, "targetPort": target}],
+                 **spec},
     }
+
+
+def shell_pod(name: str, image: str, namespace: str = "default") -> dict[str, Any]:
+    """A pod that only sleeps, to run busybox commands in (wget, nslookup, nc) with `kubectl exec`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "sh", "image": image, "command": ["/bin/busybox", "sleep", "86400"]}],
+        },
+    }
+
+
+def pod_ready(cluster: ClusterHandle, namespace: str, name: str) -> bool:
+    pod = cluster.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+    conds = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
+    return conds.get("Ready") == "True"
+
+
+def busybox(
+    cluster: ClusterHandle, pod: str, *args: str, namespace: str = "default"
+) -> subprocess.CompletedProcess[str]:
+    """Run a busybox applet in ``pod`` (unchecked: callers assert on the exit code and output)."""
+    return cluster.kubectl("exec", "-n", namespace, pod, "--", "/bin/busybox", *args, check=False)
 
 
 def create_cluster(data_dir: Path, name: str, registries: list[str]) -> ClusterHandle:
@@ -156,14 +184,14 @@ def create_cluster(data_dir: Path, name: str, registries: list[str]) -> ClusterH
 HELLO_TEXT = "hello from a conveyor cluster"
 
 
-def build_hello_image(workdir: Path, ref: str) -> None:
+def build_hello_image(workdir: Path, ref: str, text: str = HELLO_TEXT) -> None:
     """A ~2 MB image: static busybox serving one page with httpd on port 8080 (built with buildah)."""
     busybox = Path("/bin/busybox")  # Debian's busybox-static: runs in an image without libc
     if not busybox.exists():
         pytest.fail("/bin/busybox missing: scripts/setup.sh installs busybox-static")
     ctx = workdir / "hello"
     (ctx / "www").mkdir(parents=True, exist_ok=True)
-    (ctx / "www" / "index.html").write_text(HELLO_TEXT + "\n")
+    (ctx / "www" / "index.html").write_text(text + "\n")
     shutil.copy(busybox, ctx / "busybox")
     (ctx / "Containerfile").write_text(
         "FROM scratch\n"

@@ -1,7 +1,20 @@
 """kstatus-style health: Current, InProgress or Failed, with the reason.
 
-Workloads fail fast on pod states that will not fix themselves (CrashLoopBackOff, ImagePullBackOff, ...) and on
-ProgressDeadlineExceeded, instead of waiting out the sync's timeout.
+The per-kind rules follow kstatus (kubernetes-sigs/cli-utils ``pkg/kstatus/status/core.go``), which
+Flux's health checks use, in its order and with its messages: for StatefulSet the replica, ready,
+partition, current and revision checks; for DaemonSet the desired/current/updated/available/ready
+counts (and it stays InProgress until the controller has observed the object at all); for Job
+Complete, Failed and Suspended conditions and the start time.
+
+Where Conveyor differs, and why:
+
+* workloads fail fast on pod states that will not fix themselves (CrashLoopBackOff,
+  ImagePullBackOff, ...) and on ProgressDeadlineExceeded, instead of waiting out the sync's
+  timeout; only the pods of the workload's current revision count, so rolling back from a crashing
+  revision is not failed by the old pods still crashing;
+* a Job that has started but not finished is InProgress, not Current as in kstatus: a revision
+  whose migration Job is still running (or about to fail) is not yet deployed, which is what Argo
+  CD reports too. A Job that never ends belongs in a Deployment.
 """
 
 from __future__ import annotations
@@ -104,46 +117,110 @@ def _deployment(kube: Kube, obj: dict[str, Any]) -> Health:
     return Health(CURRENT, f"{want} replicas available")
 
 
+def _revision_selector(selector: dict[str, Any], revision: str | None) -> dict[str, Any]:
+    """The selector narrowed to pods of one controller revision (label ``controller-revision-hash``)."""
+    if not revision:
+        return selector
+    return {**selector, "matchLabels": {**(selector.get("matchLabels") or {}), "controller-revision-hash": revision}}
+
+
+def _daemonset_revision(kube: Kube, ds: dict[str, Any]) -> str | None:
+    """The hash of a DaemonSet's newest ControllerRevision: its current pods carry it as a label."""
+    meta = ds["metadata"]
+    labels = ((ds.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    if not labels:
+        return None
+    newest, revision_hash = -1, None
+    for rev in kube.list("apps/v1", "ControllerRevision", meta.get("namespace", ""),
+                         labels={k: str(v) for k, v in labels.items()}):
+        rev_meta = rev.get("metadata") or {}
+        owned = any(o.get("uid") == meta.get("uid") for o in rev_meta.get("ownerReferences") or [])
+        if owned and _int(rev, "revision") > newest:
+            newest = _int(rev, "revision")
+            revision_hash = (rev_meta.get("labels") or {}).get("controller-revision-hash")
+    return str(revision_hash) if revision_hash else None
+
+
+def _int(obj: dict[str, Any], *path: str, default: int = 0) -> int:
+    value: Any = obj
+    for key in path:
+        value = (value or {}).get(key) if isinstance(value, dict) else None
+    return int(value) if isinstance(value, int) else default
+
+
 def _statefulset(kube: Kube, obj: dict[str, Any]) -> Health:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    problem = _pods_problem(kube, obj["metadata"].get("namespace", ""), spec.get("selector") or {})
-    if problem:
-        return Health(FAILED, problem)
     if not _observed(obj):
         return Health(IN_PROGRESS, "new generation not yet observed")
-    want = spec.get("replicas", 1)
-    if status.get("readyReplicas", 0) < want or status.get("updatedReplicas", 0) < want:
-        return Health(IN_PROGRESS, f"ready {status.get('readyReplicas', 0)}/{want}")
-    if status.get("currentRevision") != status.get("updateRevision"):
-        return Health(IN_PROGRESS, "rolling update in progress")
-    return Health(CURRENT, f"{want} replicas ready")
+    selector = _revision_selector(spec.get("selector") or {}, status.get("updateRevision"))
+    problem = _pods_problem(kube, obj["metadata"].get("namespace", ""), selector)
+    if problem:
+        return Health(FAILED, problem)
+    if (spec.get("updateStrategy") or {}).get("type") == "OnDelete":
+        return Health(CURRENT, "StatefulSet is using the ondelete update strategy")
+    want = _int(spec, "replicas", default=1)
+    replicas, ready = _int(status, "replicas"), _int(status, "readyReplicas")
+    if want > replicas:
+        return Health(IN_PROGRESS, f"Replicas: {replicas}/{want}")
+    if want > ready:
+        return Health(IN_PROGRESS, f"Ready: {ready}/{want}")
+    if replicas > want:
+        return Health(IN_PROGRESS, f"Pending termination: {replicas - want}")
+    partition = _int(spec, "updateStrategy", "rollingUpdate", "partition", default=-1)
+    updated = _int(status, "updatedReplicas")
+    if partition != -1:
+        if updated < want - partition:
+            return Health(IN_PROGRESS, f"updated: {updated}/{want - partition}")
+        return Health(CURRENT, f"Partition rollout complete. updated: {updated}")
+    current = _int(status, "currentReplicas")
+    if want > current:
+        return Health(IN_PROGRESS, f"current: {current}/{want}")
+    if status.get("currentRevision", "") != status.get("updateRevision", ""):
+        return Health(IN_PROGRESS, "Waiting for updated revision to match current")
+    return Health(CURRENT, f"All replicas scheduled as expected. Replicas: {replicas}")
 
 
 def _daemonset(kube: Kube, obj: dict[str, Any]) -> Health:
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    problem = _pods_problem(kube, obj["metadata"].get("namespace", ""), spec.get("selector") or {})
-    if problem:
-        return Health(FAILED, problem)
+    status = obj.get("status") or {}
+    # kstatus is strict here: a DaemonSet the controller has not looked at has neither field yet
+    if "generation" not in (obj.get("metadata") or {}) or "observedGeneration" not in status:
+        return Health(IN_PROGRESS, "DaemonSet status.observedGeneration not found")
     if not _observed(obj):
         return Health(IN_PROGRESS, "new generation not yet observed")
-    want = status.get("desiredNumberScheduled", 0)
-    for field in ("updatedNumberScheduled", "numberAvailable", "numberReady"):
-        if status.get(field, 0) < want:
-            return Health(IN_PROGRESS, f"{field}: {status.get(field, 0)}/{want}")
-    return Health(CURRENT, f"{want} pods available")
+    selector = _revision_selector((obj.get("spec") or {}).get("selector") or {}, _daemonset_revision(kube, obj))
+    problem = _pods_problem(kube, obj["metadata"].get("namespace", ""), selector)
+    if problem:
+        return Health(FAILED, problem)
+    desired = _int(status, "desiredNumberScheduled", default=-1)
+    if desired == -1:
+        return Health(IN_PROGRESS, "Missing .status.desiredNumberScheduled")
+    for field, label in (("currentNumberScheduled", "Current"), ("updatedNumberScheduled", "Updated"),
+                         ("numberAvailable", "Available"), ("numberReady", "Ready")):
+        if desired > _int(status, field):
+            return Health(IN_PROGRESS, f"{label}: {_int(status, field)}/{desired}")
+    return Health(CURRENT, f"All replicas scheduled as expected. Replicas: {desired}")
 
 
 def _job(kube: Kube, obj: dict[str, Any]) -> Health:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    parallelism = _int(spec, "parallelism", default=1)
+    completions = _int(spec, "completions", default=parallelism)
+    succeeded, failed, active = _int(status, "succeeded"), _int(status, "failed"), _int(status, "active")
     conds = _conditions(obj)
+    if (conds.get("Complete") or {}).get("status") == "True":
+        return Health(CURRENT, f"Job Completed. succeeded: {succeeded}/{completions}")
     if (conds.get("Failed") or {}).get("status") == "True":
         c = conds["Failed"]
-        return Health(FAILED, f"{c.get('reason', 'Failed')}: {c.get('message', '')}")
-    if (conds.get("Complete") or {}).get("status") == "True":
-        return Health(CURRENT, "job completed")
-    problem = _pods_problem(kube, obj["metadata"].get("namespace", ""), (obj.get("spec") or {}).get("selector") or {})
+        detail = ": ".join(str(x) for x in (c.get("reason"), c.get("message")) if x)
+        return Health(FAILED, f"Job Failed. failed: {failed}/{completions}" + (f" ({detail})" if detail else ""))
+    if (conds.get("Suspended") or {}).get("status") == "True":
+        return Health(CURRENT, "Job is suspended")
+    if not status.get("startTime"):
+        return Health(IN_PROGRESS, "Job not started")
+    problem = _pods_problem(kube, obj["metadata"].get("namespace", ""), spec.get("selector") or {})
     if problem:
         return Health(FAILED, problem)
-    return Health(IN_PROGRESS, "job running")
+    return Health(IN_PROGRESS, f"Job in progress. success: {succeeded}, active: {active}, failed: {failed}")
 
 
 def _pod(obj: dict[str, Any]) -> Health:

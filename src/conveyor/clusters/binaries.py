@@ -81,10 +81,14 @@ def _quiet(_: str) -> None:
     pass
 
 
-def cache_root() -> Path:
+def cache_base() -> Path:
+    """``~/.cache/conveyor`` (``CONVEYOR_CACHE_DIR`` moves it): every built component lives below it."""
     base = os.environ.get("CONVEYOR_CACHE_DIR")
-    root = Path(base).expanduser() if base else Path("~/.cache/conveyor").expanduser()
-    return root / "kubernetes"
+    return Path(base).expanduser() if base else Path("~/.cache/conveyor").expanduser()
+
+
+def cache_root() -> Path:
+    return cache_base() / "kubernetes"
 
 
 def build_dir(version: str = KUBERNETES_VERSION) -> Path:
@@ -142,7 +146,7 @@ def ensure_binaries(version: str = KUBERNETES_VERSION, progress: Progress = _qui
             rule="kube-binaries",
             missing=missing,
         )
-    with _build_lock(version):
+    with build_lock(build_dir(version)):
         found, missing = locate(version)  # another process may have built them while we waited
         if missing:
             build(missing, version, progress=progress, go=go)
@@ -153,8 +157,8 @@ def ensure_binaries(version: str = KUBERNETES_VERSION, progress: Progress = _qui
 
 
 @contextmanager
-def _build_lock(version: str) -> Iterator[None]:
-    d = build_dir(version)
+def build_lock(d: Path) -> Iterator[None]:
+    """An exclusive file lock on a build directory: a second builder waits, then finds the result."""
     d.mkdir(parents=True, exist_ok=True)
     with open(d / ".build.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -175,7 +179,7 @@ def staging_version(version: str) -> str:
     return f"v0.{minor}.{patch}"
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
+def run_logged(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
     with open(log, "a") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
@@ -267,7 +271,7 @@ def build(
     progress(f"preparing the Go module for Kubernetes {version} in {root}")
     src, etcd_version = write_build_module(version, go, env, log)
     progress("resolving modules (go mod download)")
-    _run([go, "mod", "download"], src, env, log)
+    run_logged([go, "mod", "download"], src, env, log)
     nice = ["nice", "-n", "19"] if shutil.which("nice") else []
     for name in names:
         pkg = {ETCD: "./etcd", PAUSE: "./pause"}.get(name, f"k8s.io/kubernetes/cmd/{name}")

@@ -54,6 +54,9 @@ def create(
     agent: str = typer.Option(None, "--agent", help=AGENT_HELP),
     token_file: Path = typer.Option(None, "--token-file", help="Write the agent token here (mode 0600)"),
     manifests: Path = typer.Option(None, "--manifests", help=MANIFESTS_HELP),
+    host_port: list[int] = typer.Option(
+        [], "--host-port", help="another host loopback port that pods reach at the host gateway"
+    ),
 ) -> None:
     """Create a local cluster (or resume a half-created one, or restart a stopped one)."""
     data_dir = _data_dir()
@@ -61,13 +64,18 @@ def create(
     if not registries and (default := default_registry(data_dir)):
         registries.append(default)
     try:
-        spec = local.create(data_dir, name, api_port=api_port, registries=registries, progress=_progress)
+        spec = local.create(
+            data_dir, name, api_port=api_port, registries=registries, host_ports=list(host_port), progress=_progress
+        )
     except ConveyorError as exc:
         fail(exc.detail)
     console.print(f"cluster {spec.name} ready: {spec.api_url}", highlight=False)
     console.print(f"kubeconfig: {Layout(data_dir, spec).kubeconfig}", highlight=False)
     if agent is not None:
         _register(name, agent, spec.version, token_file, manifests)
+    ports = ", ".join(str(p) for p in spec.forwarded_ports)
+    console.print(f"pods reach the host at {spec.host_gateway} (host.conveyor.internal), ports {ports}",
+                  highlight=False)
 
 
 @cluster_app.command("add")

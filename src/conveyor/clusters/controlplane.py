@@ -1,9 +1,10 @@
 """The control plane of a local cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
 
 Everything listens on 127.0.0.1 only, speaks TLS with the cluster's own CA (etcd included, with
-client-certificate authentication), and authorizes with Node + RBAC. The API server advertises
-127.0.0.1, which the `kubernetes` Service endpoints may not hold, so its endpoint reconciler is
-off; nothing in a local cluster needs that Service to reach the API server.
+client-certificate authentication), and authorizes with Node + RBAC. The API server advertises the
+host gateway (an address inside the node's network namespace where the forwarder listens on the
+API port, see network.py), so the `kubernetes` Service's endpoint is one that pods reach: in-cluster
+clients (CoreDNS, the agent) use it as in any cluster. Its certificate names that address too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _COMPONENT_CERTS = {
     "controller-manager": "controller-manager",
     "scheduler": "scheduler",
     "kubelet": "kubelet-client",
+    "kube-proxy": "kube-proxy",
 }
 
 
@@ -33,7 +35,7 @@ def prepare(layout: Layout) -> ClusterPKI:
     spec = layout.spec
     pki = ClusterPKI(layout.pki)
     pki.ensure_ca(spec.name)
-    for cert_spec in cluster_cert_specs(spec.node_name, spec.service_ip, spec.node_ip):
+    for cert_spec in cluster_cert_specs(spec.node_name, spec.service_ip, spec.node_ip, spec.host_gateway):
         pki.ensure_cert(cert_spec)
     pki.ensure_service_account_keys()
     for component, cert in _COMPONENT_CERTS.items():
@@ -95,7 +97,7 @@ def process_specs(layout: Layout, bins: KubeBinaries) -> list[ProcessSpec]:
         APISERVER,
         [
             str(bins[APISERVER]),
-            "--advertise-address=127.0.0.1",
+            f"--advertise-address={spec.host_gateway}",
             "--bind-address=127.0.0.1",
             f"--secure-port={p.api}",
             f"--etcd-servers={etcd_url}",
@@ -116,7 +118,6 @@ def process_specs(layout: Layout, bins: KubeBinaries) -> list[ProcessSpec]:
             "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=NodeRestriction",
             "--allow-privileged=true",
-            "--endpoint-reconciler-type=none",
             "--profiling=false",
             "--event-ttl=1h",
         ],
@@ -139,6 +140,10 @@ def process_specs(layout: Layout, bins: KubeBinaries) -> list[ProcessSpec]:
             f"--cluster-name=conveyor-{spec.name}",
             "--leader-elect=false",
             "--profiling=false",
+            # the default client-side limit (20 requests/s) spaces its ~40 controller starts ~150 ms
+            # apart, and no informer syncs before the last one started: ~3 s before the first pod
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
         ],
     )
     scheduler = ProcessSpec(

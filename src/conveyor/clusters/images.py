@@ -1,7 +1,7 @@
-"""Single-layer image archives written in Python, for the pod sandbox ("pause") image.
+"""Single-layer image archives written in Python, for the pod sandbox ("pause") and CoreDNS images.
 
-Public registries are out of reach, so each node gets its sandbox image from a tarball in the
-``docker save`` format (one layer holding ``/pause``), imported into the node's containerd.
+Public registries are out of reach, so each node gets these images from tarballs in the
+``docker save`` format (one layer holding the static binary), imported into the node's containerd.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> Non
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_single_binary_image(binary: Path, ref: str, dest: Path) -> Path:
+def write_single_binary_image(binary: Path, ref: str, dest: Path, user: str = "65535:65535") -> Path:
     """A docker-archive tarball of an image whose only file is ``binary`` as its entrypoint."""
     layer_buf = io.BytesIO()
     with tarfile.open(fileobj=layer_buf, mode="w", format=tarfile.PAX_FORMAT) as layer:
@@ -35,7 +35,7 @@ def write_single_binary_image(binary: Path, ref: str, dest: Path) -> Path:
         "architecture": "amd64",
         "os": "linux",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(0)),
-        "config": {"Entrypoint": [f"/{binary.name}"], "User": "65535:65535"},
+        "config": {"Entrypoint": [f"/{binary.name}"], "User": user},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created_by": "conveyor"}],
     }

@@ -6,6 +6,7 @@ is left to the components that manage workloads.
 
 from __future__ import annotations
 
+import json
 import ssl
 from typing import Any
 
@@ -53,6 +54,17 @@ class KubeClient:
     def request(self, method: str, path: str, body: Any = None, **kw: Any) -> httpx.Response:
         return self.http.request(method, path, json=body, **kw)
 
+    def apply(self, obj: dict[str, Any], field_manager: str = "conveyor-cluster") -> dict[str, Any]:
+        """Server-side apply of one object of a kind in ``PLURALS`` (create or update, idempotent)."""
+        r = self.http.patch(
+            object_path(obj),
+            params={"fieldManager": field_manager, "force": "true"},
+            content=json.dumps(obj),
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+        r.raise_for_status()
+        return dict(r.json())
+
     def version(self) -> str:
         return str(self.get("/version").get("gitVersion", ""))
 
@@ -68,3 +80,23 @@ def node_ready(node: dict[str, Any]) -> bool:
         if cond.get("type") == "Ready":
             return bool(cond.get("status") == "True")
     return False
+
+
+# the kinds Conveyor itself applies to a local cluster (its add-ons), and their REST plural
+PLURALS = {
+    ("v1", "ServiceAccount"): "serviceaccounts",
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Service"): "services",
+    ("apps/v1", "Deployment"): "deployments",
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): "clusterroles",
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "clusterrolebindings",
+}
+
+
+def object_path(obj: dict[str, Any]) -> str:
+    api_version, kind = obj["apiVersion"], obj["kind"]
+    plural = PLURALS[(api_version, kind)]
+    meta = obj["metadata"]
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    ns = meta.get("namespace")
+    return f"{base}/namespaces/{ns}/{plural}/{meta['name']}" if ns else f"{base}/{plural}/{meta['name']}"

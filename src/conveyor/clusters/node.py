@@ -1,6 +1,7 @@
-"""The node of a local cluster: its own containerd and the real kubelet.
+"""The node of a local cluster: its own containerd, the real kubelet and kube-proxy.
 
-Every cluster gets a containerd of its own (root under the cluster dir, state and socket under
+All three run in the node's network namespace (network.py has the addresses and why). Every cluster
+gets a containerd of its own (root under the cluster dir, state and socket under
 ``/run/conveyor/c<index>``), so two clusters share no images, containers or sockets. Settings that
 these machines need, measured while preparing the component:
 
@@ -8,20 +9,21 @@ these machines need, measured while preparing the component:
   the cgroupfs driver; containerd's runc uses ``SystemdCgroup = false`` (there is no systemd).
 * each kubelet's pods live below its own cgroup ``/conveyor<index>`` (``cgroupRoot``), which is
   created here in every v1 hierarchy because the kubelet refuses a missing cgroup root.
-* pods attach to a bridge of the cluster's own (``cnv<index>br``, 10.<200+index>.0.0/24) with the
-  upstream bridge + host-local CNI plugins; no masquerading, so CNI writes no iptables rules.
-  The bridge's address is the node IP: the kubelet refuses a loopback one.
+* pods attach to a bridge of the cluster's own (``cnv<index>br``, 10.<200+index>.0.0/24, inside the
+  node's namespace) with the upstream bridge + host-local CNI plugins; no masquerading (there is no
+  way out to masquerade to). The node IP is the node's end of its veth pair.
+* pods get the cluster DNS (``clusterDNS``: the kube-dns Service, see dns.py); ``resolvConf`` is a
+  file of the cluster's own with no nameserver, since the host's resolvers are unreachable from
+  the node's namespace (pods with ``dnsPolicy: Default`` get it).
 * pod network namespaces are mounted under containerd's state dir (``netns_mounts_under_state_dir``)
   so deleting a cluster can find and remove all of them.
 * root here lacks CAP_SYS_RESOURCE, so no process may lower its OOM score below 0; the CRI's
   sandboxes ask for -998 and runc then fails ("can't get final child's PID from pipe").
   ``restrict_oom_score_adj`` clamps every container's score to containerd's own.
-* registries named in the spec are plain HTTP (``certs.d/<host>/hosts.toml``); the sandbox image is
-  imported from a tarball (see images.py), never pulled.
-
-kube-proxy is not run: its iptables chains have fixed names, and two clusters on one host network
-namespace would overwrite each other's rules. Services are reached through the API server's
-service proxy, which dials pod IPs directly over the bridge.
+* registries named in the spec are plain HTTP (``certs.d/<host>/hosts.toml``); a registry on host
+  loopback is reached at the same ``127.0.0.1:PORT`` through the forwarder, so image names are the
+  same inside and outside. The sandbox and CoreDNS images are imported from tarballs (images.py),
+  never pulled.
 """
 
 from __future__ import annotations
@@ -35,16 +37,19 @@ from pathlib import Path
 
 import yaml
 
+from conveyor.clusters import kubeproxy
 from conveyor.clusters.binaries import PAUSE, KubeBinaries
+from conveyor.clusters.coredns import COREDNS_IMAGE
 from conveyor.clusters.images import SANDBOX_IMAGE, write_single_binary_image
-from conveyor.clusters.layout import Layout
+from conveyor.clusters.layout import Layout, write_if_changed
 from conveyor.clusters.pki import ClusterPKI
 from conveyor.clusters.processes import ProcessSpec, kill_pids, pids_with_arg
 from conveyor.core.errors import ConveyorError
 
 CONTAINERD = "containerd"
 KUBELET = "kubelet"
-NODE = (CONTAINERD, KUBELET)
+KUBE_PROXY = kubeproxy.KUBE_PROXY
+NODE = (CONTAINERD, KUBELET, KUBE_PROXY)
 
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -135,23 +140,6 @@ def remove_cgroup(name: str) -> None:
             root.rmdir()
 
 
-# ---- network -------------------------------------------------------------------------------
-
-
-def ensure_bridge(bridge: str, gateway: str) -> None:
-    ip = _tool("ip")
-    if subprocess.run([ip, "link", "show", bridge], capture_output=True).returncode != 0:
-        subprocess.run([ip, "link", "add", bridge, "type", "bridge"], check=True, capture_output=True)
-    addrs = subprocess.run([ip, "-4", "addr", "show", bridge], capture_output=True, text=True).stdout
-    if f"inet {gateway}/" not in addrs:
-        subprocess.run([ip, "addr", "add", f"{gateway}/24", "dev", bridge], check=True, capture_output=True)
-    subprocess.run([ip, "link", "set", bridge, "up"], check=True, capture_output=True)
-
-
-def remove_bridge(bridge: str) -> None:
-    subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-
-
 # ---- configuration files -------------------------------------------------------------------
 
 
@@ -163,7 +151,8 @@ def add_registry(layout: Layout, host: str) -> None:
     """Let the node pull from a plain-HTTP registry at ``host`` (``127.0.0.1:PORT``)."""
     d = registry_hosts(layout) / host
     d.mkdir(parents=True, exist_ok=True)
-    (d / "hosts.toml").write_text(
+    write_if_changed(
+        d / "hosts.toml",
         f'server = "http://{host}"\n\n[host."http://{host}"]\n  capabilities = ["pull", "resolve"]\n'
         "  skip_verify = true\n"
     )
@@ -233,6 +222,9 @@ def cni_config(layout: Layout) -> dict[str, object]:
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": spec.pod_subnet, "gateway": spec.pod_gateway}]],
+                    # Service IPs are not on the bridge: pods send them to the gateway, where
+                    # kube-proxy's rules rewrite them (the node routes nothing else anywhere)
+                    "routes": [{"dst": "0.0.0.0/0"}],
                     "dataDir": str(layout.cni_conf / "ipam"),
                 },
             }
@@ -247,6 +239,7 @@ def kubelet_config(layout: Layout) -> dict[str, object]:
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
         "address": spec.node_ip,
+        "clusterDNS": [spec.dns_ip],
         "port": spec.ports.kubelet,
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",
@@ -268,7 +261,7 @@ def kubelet_config(layout: Layout) -> dict[str, object]:
         "failCgroupV1": False,
         "failSwapOn": False,
         "clusterDomain": "cluster.local",
-        "resolvConf": "/etc/resolv.conf",
+        "resolvConf": str(layout.resolv_conf),
         "podLogsDir": str(layout.kubelet / "pod-logs"),
         "serializeImagePulls": False,
         "registerNode": True,
@@ -293,8 +286,8 @@ def kubelet_config(layout: Layout) -> dict[str, object]:
     }
 
 
-def prepare(layout: Layout, bins: KubeBinaries) -> None:
-    """Configuration files, cgroup root and bridge (idempotent)."""
+def prepare(layout: Layout, bins: KubeBinaries, coredns: Path) -> None:
+    """Configuration files, image archives and the cgroup root (idempotent)."""
     check_prerequisites()
     spec = layout.spec
     longest = layout.kubelet / "root" / "pod-resources" / "kubelet.sock"
@@ -303,22 +296,33 @@ def prepare(layout: Layout, bins: KubeBinaries) -> None:
             f"the cluster directory {layout.root} is too deep for the kubelet's sockets; use a shorter --data-dir",
             rule="node-socket-path",
         )
-    for d in (layout.containerd, layout.kubelet, layout.cni_conf / "net.d", layout.runtime):
+    for d in (layout.containerd, layout.kubelet, layout.cni_conf / "net.d", layout.runtime, layout.images):
         d.mkdir(parents=True, exist_ok=True)
-    (layout.containerd / "config.toml").write_text(containerd_config(layout))
-    (layout.cni_conf / "net.d" / "10-conveyor.conflist").write_text(json.dumps(cni_config(layout), indent=2))
-    (layout.kubelet / "config.yaml").write_text(yaml.safe_dump(kubelet_config(layout)))
+    write_if_changed(layout.containerd / "config.toml", containerd_config(layout))
+    write_if_changed(layout.cni_conf / "net.d" / "10-conveyor.conflist", json.dumps(cni_config(layout), indent=2))
+    write_if_changed(layout.kubelet / "config.yaml", yaml.safe_dump(kubelet_config(layout)))
+    write_if_changed(
+        layout.resolv_conf,
+        f"# cluster {spec.name}: pods use the cluster DNS ({spec.dns_ip}); the node has no upstream resolver\n",
+    )
+    kubeproxy.prepare(layout)
     for host in spec.registries:
         add_registry(layout, host)
-    write_single_binary_image(bins[PAUSE], SANDBOX_IMAGE, layout.containerd / "sandbox-image.tar")
+    for binary, ref, user in ((bins[PAUSE], SANDBOX_IMAGE, "65535:65535"), (coredns, COREDNS_IMAGE, "65532:65532")):
+        archive = image_archive(layout, ref)
+        if not archive.exists() or archive.stat().st_mtime < binary.stat().st_mtime:
+            write_single_binary_image(binary, ref, archive, user=user)
     ensure_cgroup(spec.cgroup_root)
-    ensure_bridge(spec.bridge, spec.node_ip)
+
+
+def image_archive(layout: Layout, ref: str) -> Path:
+    return layout.images / (ref.rpartition("/")[2].replace(":", "-") + ".tar")
 
 
 def process_specs(layout: Layout, bins: KubeBinaries) -> list[ProcessSpec]:
     spec = layout.spec
     containerd = ProcessSpec(
-        CONTAINERD, [_tool("containerd"), "--config", str(layout.containerd / "config.toml")]
+        CONTAINERD, [_tool("containerd"), "--config", str(layout.containerd / "config.toml")], netns=spec.netns
     )
     kubelet = ProcessSpec(
         KUBELET,
@@ -331,8 +335,9 @@ def process_specs(layout: Layout, bins: KubeBinaries) -> list[ProcessSpec]:
             f"--node-ip={spec.node_ip}",
             "--v=1",
         ],
+        netns=spec.netns,
     )
-    return [containerd, kubelet]
+    return [containerd, kubelet, kubeproxy.process_spec(layout, bins)]
 
 
 def ctr(layout: Layout, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -353,12 +358,15 @@ def wait_containerd(layout: Layout, timeout: float = 30.0) -> None:
     raise NodeError(f"containerd did not come up on {layout.containerd_socket}", rule="node-containerd")
 
 
-def import_sandbox_image(layout: Layout) -> None:
-    if SANDBOX_IMAGE in ctr(layout, "images", "ls", "-q").stdout.split():
-        return
-    out = ctr(layout, "images", "import", str(layout.containerd / "sandbox-image.tar"))
-    if out.returncode != 0:
-        raise NodeError(f"cannot import the sandbox image: {out.stderr.strip()}", rule="node-sandbox-image")
+def import_node_images(layout: Layout) -> None:
+    """The sandbox and CoreDNS images, unless containerd has them already."""
+    present = set(ctr(layout, "images", "ls", "-q").stdout.split())
+    for ref in (SANDBOX_IMAGE, COREDNS_IMAGE):
+        if ref in present:
+            continue
+        out = ctr(layout, "images", "import", str(image_archive(layout, ref)))
+        if out.returncode != 0:
+            raise NodeError(f"cannot import {ref}: {out.stderr.strip()}", rule="node-images")
 
 
 def import_image(layout: Layout, archive: Path) -> None:
@@ -403,7 +411,6 @@ def kill_workloads(layout: Layout) -> None:
         time.sleep(0.1)
     unmount_all(layout.root, layout.runtime)
     remove_cgroup(spec.cgroup_root)
-    remove_bridge(spec.bridge)
 
 
 def remove_containers(layout: Layout) -> None:
@@ -422,7 +429,7 @@ def remove_containers(layout: Layout) -> None:
 
 
 def remove_network_leftovers(layout: Layout) -> None:
-    """CNI's cached results of this cluster's pods (the bridge and namespaces are gone by now)."""
+    """CNI's cached results of this cluster's pods (their namespaces are gone by now)."""
     results = Path("/var/lib/cni/results")
     if results.is_dir():
         for f in results.glob(f"conveyor{layout.spec.index}-*"):

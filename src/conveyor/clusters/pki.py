@@ -113,8 +113,21 @@ class ClusterPKI:
         _write_private(self.key("ca"), _key_pem(key))
         _write_public(self.ca_crt, cert.public_bytes(serialization.Encoding.PEM))
 
+    def _current(self, spec: CertSpec) -> bool:
+        """The certificate on disk exists and names what ``spec`` asks for (a cluster made by an older
+        Conveyor, whose node had other addresses, gets its certificate reissued by the same CA)."""
+        if not (self.crt(spec.name).exists() and self.key(spec.name).exists()):
+            return False
+        cert = x509.load_pem_x509_certificate(self.crt(spec.name).read_bytes())
+        try:
+            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return not spec.ips and not spec.dns_names
+        have_ips = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+        return have_ips == set(spec.ips) and set(sans.get_values_for_type(x509.DNSName)) == set(spec.dns_names)
+
     def ensure_cert(self, spec: CertSpec) -> None:
-        if self.crt(spec.name).exists() and self.key(spec.name).exists():
+        if self._current(spec):
             return
         ca_key = _load_key(self.key("ca"))
         ca_cert = x509.load_pem_x509_certificate(self.ca_crt.read_bytes())
@@ -171,7 +184,7 @@ class ClusterPKI:
         )
 
 
-def cluster_cert_specs(node_name: str, service_ip: str, node_ip: str) -> list[CertSpec]:
+def cluster_cert_specs(node_name: str, service_ip: str, node_ip: str, host_gateway: str) -> list[CertSpec]:
     """Every certificate a local cluster uses, by the component that presents it."""
     api_dns = (
         "localhost",
@@ -183,7 +196,9 @@ def cluster_cert_specs(node_name: str, service_ip: str, node_ip: str) -> list[Ce
     return [
         CertSpec("etcd-server", "etcd", server=True, client=True, dns_names=("localhost",), ips=("127.0.0.1",)),
         CertSpec("etcd-client", "kube-apiserver-etcd-client", client=True),
-        CertSpec("apiserver", "kube-apiserver", server=True, dns_names=api_dns, ips=("127.0.0.1", service_ip)),
+        CertSpec(
+            "apiserver", "kube-apiserver", server=True, dns_names=api_dns, ips=("127.0.0.1", service_ip, host_gateway)
+        ),
         CertSpec("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",), client=True),
         CertSpec("admin", "conveyor-admin", ("system:masters",), client=True),
         CertSpec("controller-manager", "system:kube-controller-manager", client=True),

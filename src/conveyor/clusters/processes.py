@@ -1,10 +1,12 @@
 """Detached processes with pid files: start, check, stop — no supervisor process of its own.
 
-Each process runs in its own session (it outlives the CLI or server that started it), writes
-stdout and stderr to ``logs/<name>.log`` and has ``run/<name>.pid`` holding ``<pid> <start time>``.
-The start time (field 22 of /proc/<pid>/stat) guards against a recycled pid: a pid file whose
-process has a different start time, or is a zombie, counts as dead. Restarting the dead ones is
-the caller's job (``conveyor cluster create`` and ``conveyor up`` do it).
+Each process runs in its own session, so it outlives the CLI or server that started it, and, when
+its spec names one, in a network namespace (``ProcessSpec.netns``, joined between fork and exec so
+its argv stays the program's own). It writes stdout and stderr to ``logs/<name>.log`` and has
+``run/<name>.pid`` holding ``<pid> <start time>``. The start time (field 22 of /proc/<pid>/stat)
+guards against a recycled pid: a pid file whose process has a different start time, or is a
+zombie, counts as dead. Restarting the dead ones is the caller's job (``conveyor cluster create``
+and ``conveyor up`` do it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conveyor.core import netns as netns_mod
+
 MAX_LOG_BYTES = 64 * 1024 * 1024
 
 
@@ -26,6 +30,7 @@ class ProcessSpec:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    netns: str | None = None  # a named network namespace (core.netns) to run in; None: the host's
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -70,6 +75,22 @@ class ProcessGroup:
     def running(self, name: str) -> bool:
         return self.pid(name) is not None
 
+    def matches(self, spec: ProcessSpec) -> bool:
+        """Whether the running process is the one ``spec`` describes: same argv, same network
+        namespace. A changed configuration (a registry port to forward, an upgrade's new flag) or a
+        node namespace made anew after a reboot shows up here, and the caller restarts it."""
+        pid = self.pid(spec.name)
+        if pid is None:
+            return False
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+            actual_ns = os.stat(f"/proc/{pid}/ns/net")
+            wanted_ns = os.stat(netns_mod.path(spec.netns) if spec.netns else "/proc/self/ns/net")
+        except OSError:
+            return False
+        same_ns = (actual_ns.st_dev, actual_ns.st_ino) == (wanted_ns.st_dev, wanted_ns.st_ino)
+        return same_ns and [a.decode(errors="replace") for a in argv] == spec.argv
+
     def names(self) -> list[str]:
         return sorted(p.stem for p in self.run_dir.glob("*.pid"))
 
@@ -106,19 +127,28 @@ class ProcessGroup:
             log.replace(log.with_suffix(".log.1"))
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": os.environ.get("HOME", "/")}
         env.update(spec.env)
-        with open(log, "ab") as out:
-            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(spec.argv)}\n".encode())
-            out.flush()
-            proc = subprocess.Popen(
-                spec.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=spec.cwd,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
+        join = netns_mod.preexec(spec.netns) if spec.netns else None
+        where = f" (network namespace {spec.netns})" if spec.netns else ""
+        try:
+            with open(log, "ab") as out:
+                out.write(
+                    f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting{where}: {' '.join(spec.argv)}\n".encode()
+                )
+                out.flush()
+                proc = subprocess.Popen(  # noqa: PLW1509 - the preexec_fn is one setns call
+                    spec.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=spec.cwd,
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
+                    preexec_fn=join,
+                )
+        finally:
+            if join is not None:
+                netns_mod.close_preexec(join)
         started = None
         for _ in range(100):
             started = start_time(proc.pid)

@@ -67,6 +67,7 @@ class ClusterSpec:
     index: int = 0  # picks this cluster's address ranges and bridge
     ports: Ports = field(default_factory=Ports)
     registries: list[str] = field(default_factory=list)  # host:port of plain-HTTP registries
+    host_ports: list[int] = field(default_factory=list)  # more host loopback ports the node may reach
     context: str | None = None  # external clusters: the kubeconfig context used
 
     @property
@@ -77,17 +78,44 @@ class ClusterSpec:
     def api_url(self) -> str:
         return f"https://127.0.0.1:{self.ports.api}"
 
+    # Addresses (index i picks 10.200+i for the node side and 10.150+i for Services). The node lives in
+    # network namespace `netns`, joined to the host by a veth pair on the /30 `link_subnet`; its pods
+    # sit on `bridge` inside that namespace. The host routes the pod and Service ranges to the node.
+
+    @property
+    def netns(self) -> str:
+        return f"conveyor{self.index}"
+
     @property
     def pod_subnet(self) -> str:
         return f"10.{200 + self.index}.0.0/24"
 
     @property
-    def pod_gateway(self) -> str:
+    def pod_gateway(self) -> str:  # the bridge's address inside the node's namespace
         return f"10.{200 + self.index}.0.1"
 
     @property
-    def node_ip(self) -> str:  # the bridge's own address: kubelet refuses a loopback node IP
+    def host_gateway(self) -> str:
+        """Where pods (and the node) reach the host's Conveyor: the forwarder listens here, inside the
+        node's namespace, on `forwarded_ports`, and dials 127.0.0.1:PORT on the host. Pods reach it as
+        their default gateway; CoreDNS also answers `host.conveyor.internal` with it."""
         return self.pod_gateway
+
+    @property
+    def link_subnet(self) -> str:
+        return f"10.{200 + self.index}.254.0/30"
+
+    @property
+    def host_link_ip(self) -> str:  # the host's end of the veth pair
+        return f"10.{200 + self.index}.254.1"
+
+    @property
+    def node_ip(self) -> str:  # the node's end: InternalIP, kubelet address, NodePorts
+        return f"10.{200 + self.index}.254.2"
+
+    @property
+    def host_veth(self) -> str:
+        return f"cnv{self.index}h"
 
     @property
     def service_cidr(self) -> str:
@@ -98,8 +126,24 @@ class ClusterSpec:
         return f"10.{150 + self.index}.0.1"
 
     @property
+    def dns_ip(self) -> str:  # the `kube-dns` Service, the kubelet's clusterDNS
+        return f"10.{150 + self.index}.0.10"
+
+    @property
     def bridge(self) -> str:
         return f"cnv{self.index}br"
+
+    @property
+    def forwarded_ports(self) -> list[int]:
+        """Host loopback ports the node and its pods reach through the host gateway: the API server's,
+        each loopback registry's (normally Conveyor's own port: registry, git and API in one) and
+        `host_ports`."""
+        ports = {self.ports.api, *self.host_ports}
+        for host in self.registries:
+            name, _, port = host.rpartition(":")
+            if name in ("127.0.0.1", "localhost") and port.isdigit():
+                ports.add(int(port))
+        return sorted(ports)
 
     @property
     def cgroup_root(self) -> str:  # parent cgroup of everything the node runs

@@ -15,3 +15,5 @@ class ClusterStatus:
     version: str = "-"
     processes: dict[str, int | None] = field(default_factory=dict)
     kubeconfig: str = ""
+    node_ip: str = ""  # local clusters: NodePorts answer here, from the host
+    host_gateway: str = ""  # local clusters: where pods reach the host's forwarded ports
