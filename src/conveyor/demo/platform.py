@@ -159,7 +159,7 @@ class Platform:
 
     # --- base image, repositories --------------------------------------------------------------
     def base_image(self, log: Callable[[str], None]) -> str:
-        from conveyor.pipelines.base_image import build_and_import
+        from conveyor.images.debian import build_and_import
 
         return build_and_import(self.registry, "admin", self.tokens["admin"], log=log)
 

@@ -12,8 +12,8 @@ passing ``ci`` run, ``pipeline.ci.succeeded`` with ``image`` {repository, digest
 Public interface for other components:
 """
 
+from conveyor.images.debian import build_and_import as build_base_image
 from conveyor.pipelines.artifacts import blob_path, get_by_digest
-from conveyor.pipelines.base_image import build_and_import as build_base_image
 from conveyor.pipelines.queue import enqueue
 
 __all__ = ["blob_path", "build_base_image", "enqueue", "get_by_digest"]

@@ -151,7 +151,7 @@ def base_image(
     """Make a minimal Debian image with debootstrap and import it into the registry."""
     from urllib.parse import urlsplit
 
-    from conveyor.pipelines.base_image import BaseImageError, build_and_import
+    from conveyor.images.debian import BaseImageError, build_and_import
 
     token = client.token()
     if not token:

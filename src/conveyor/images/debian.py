@@ -137,6 +137,12 @@ def build_and_import(
         finally:
             if ctr:
                 subprocess.run(buildah("rm", ctr), capture_output=True)
+    return push_archive(archive, registry_host, tag, user, token, log)
+
+
+def push_archive(archive: Path, registry_host: str, tag: str, user: str, token: str,
+                 log: Callable[[str], None] = print) -> str:
+    """Copy an OCI archive into a (plain-HTTP) registry under ``tag``; returns the manifest digest."""
     with tempfile.TemporaryDirectory() as tmp:
         digest_file = Path(tmp) / "digest"
         _run(skopeo("copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", f"{user}:{token}",
