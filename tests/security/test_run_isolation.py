@@ -22,8 +22,11 @@ PROBE = """\
 if [ -r {data}/admin.token ]; then echo "PROBE data-dir readable"; else echo "PROBE data-dir unreadable"; fi
 if cat {data}/admin.token {data}/pipelines.token 2>/dev/null | grep -q cvy_; then echo "PROBE service-token found"; \
 else echo "PROBE service-token absent"; fi
-if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 127.0.0.1 {port} 2>/dev/null | grep -q loopback-secret; then \
+if (printf 'GET / HTTP/1.0\\r\\n\\r\\n'; sleep 1) | busybox nc -w 2 127.0.0.1 {port} 2>/dev/null | grep -q loopback-secret; then \
 echo "PROBE loopback reached"; else echo "PROBE loopback unreachable"; fi
+port=${{CONVEYOR_SERVER##*:}}
+if (printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n'; sleep 2) | busybox nc -w 5 127.0.0.1 $port 2>/dev/null | grep -q '"ok"'; then \
+echo "PROBE conveyor reached"; else echo "PROBE conveyor unreachable"; fi
 env | rev | sed 's/^/PROBE-ENV /'
 """
 
@@ -88,7 +91,8 @@ def test_a_pr_step_reaches_no_data_dir_no_service_token_no_loopback_service_and_
     control = wait_for_run(server, wc.repo, main_sha, "ci", limit=600)
     assert control["id"] == retried and control["state"] == "success", log_text(server, retried)
     seen = probe_lines(server, retried)
-    assert seen == {"data-dir": "readable", "service-token": "found", "loopback": "reached"}, seen
+    assert seen == {"data-dir": "readable", "service-token": "found", "loopback": "reached",
+                    "conveyor": "reached"}, seen
 
     # The PR step: none of it.
     wc.git("checkout", "-q", "-b", "attack")
@@ -97,7 +101,9 @@ def test_a_pr_step_reaches_no_data_dir_no_service_token_no_loopback_service_and_
     server.cli("pr", "create", wc.repo, "--from", "attack", "--to", "main", "--title", "harmless")
     run = wait_for_run(server, wc.repo, head, "pr")
     seen = probe_lines(server, run["id"])
-    assert seen == {"data-dir": "unreadable", "service-token": "absent", "loopback": "unreachable"}, seen
+    # ...except this Conveyor, which the run's own network reaches (git, registry, API).
+    assert seen == {"data-dir": "unreadable", "service-token": "absent", "loopback": "unreachable",
+                    "conveyor": "reached"}, seen
     env = step_env(server, run["id"])
     assert "CONVEYOR_TOKEN=cvy_" in env  # the run's own token, and that is all
     assert admin_token not in env and "cvy_" not in env.replace("CONVEYOR_TOKEN=cvy_", "")

@@ -323,15 +323,18 @@ class Forward:
     """Connections to ``listen`` inside the namespace go to ``target``, a loopback address of the host.
 
     The target must be loopback: the forwarder is how a namespace reaches host-local services, never
-    a way out to the host's networks."""
+    a way out to the host's networks. The one exception is explicit (``remote=True``): a pipeline run
+    on a runner whose server is another machine reaches that server's one address and port."""
 
     listen: tuple[str, int]
     target: tuple[str, int]
+    remote: bool = False
 
     def __post_init__(self) -> None:
-        if not ipaddress.ip_address(self.target[0]).is_loopback:
+        if not self.remote and not ipaddress.ip_address(self.target[0]).is_loopback:
             raise ValueError(f"forward target {self.target[0]} is not a loopback address")
         ipaddress.ip_address(self.listen[0])
+        ipaddress.ip_address(self.target[0])
 
     @classmethod
     def parse(cls, text: str) -> Forward:

@@ -27,6 +27,7 @@ from conveyor.pipelines.process import Outcome
 from conveyor.pipelines.runner import podman
 from conveyor.pipelines.runner.client import LeaseLost, RunnerClient, ServerRefused
 from conveyor.pipelines.runner.logbuf import LogBuffer
+from conveyor.pipelines.runner.network import RunNetworkScope
 from conveyor.pipelines.runner.plan import Plan, StepState
 from conveyor.pipelines.secrets import Masker, expand
 from conveyor.pipelines.spec import AppSpec, PipelineSpec, SpecError, StepSpec, load_workspace
@@ -129,6 +130,8 @@ class RunExecution:
     def execute(self) -> None:
         first = int(self.info.get("first_step_index", 0))
         state, failed_step, message = "success", None, ""
+        network = RunNetworkScope(self.settings.server, self.settings.name, self.settings.instance, self.run_id)
+        self.sandbox.network = network.open()
         try:
             self.log.line(first, f"== run #{self.info['number']} ({self.info['pipeline']}) of {self.info['repo']} at "
                                  f"{self.info['sha']} attempt {self.info['attempt']} on {self.settings.name}")
@@ -145,6 +148,7 @@ class RunExecution:
             state, message = "error", f"internal error: {type(exc).__name__}: {exc}"
             self.log.line(first, message)
         finally:
+            network.close()
             shutil.rmtree(self.root, ignore_errors=True)
         self._end(first, state, failed_step, message)
 
@@ -297,7 +301,8 @@ class RunExecution:
     def _env(self, spec: StepSpec) -> dict[str, str]:
         home = self.private / "home"
         home.mkdir(exist_ok=True)
-        inside = self.sandbox.network.server_url
+        # The server as this step reaches it: inside the run's network, or from the host.
+        inside = self.settings.server if spec.host else self.sandbox.network.server_url
         env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(home),
             "CI": "true", "CONVEYOR": "true", "CONVEYOR_REPO": str(self.info["repo"]),

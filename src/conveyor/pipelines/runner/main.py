@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from conveyor.pipelines.runner import podman
+from conveyor.pipelines.runner import network, podman
 from conveyor.pipelines.runner.client import LeaseLost, RunnerClient, ServerRefused
 from conveyor.pipelines.runner.execute import Control, RunExecution, RunnerSettings
 
@@ -80,8 +80,10 @@ class Runner:
     def _hello(self) -> RunnerSettings:
         cfg = self.client.hello()
         swept = podman.sweep(self.storage_root, cfg["name"], self.instance)
+        swept += network.sweep(cfg["name"], self.instance)
         if cfg.get("recovered") or swept:
-            log.warning("runner %s: recovered %s run(s) and removed %d container(s) an earlier instance left",
+            log.warning("runner %s: recovered %s run(s) and removed %d container(s) and networks an earlier "
+                        "instance left",
                         cfg["name"], cfg.get("recovered"), swept)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         return RunnerSettings(server=self.client.server, name=cfg["name"], instance=self.instance,
