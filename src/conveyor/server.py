@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse
 
 import conveyor
 from conveyor.clusters.supervisor import ClusterSupervisor
-from conveyor.core import AppState, Database, OutboxWorker, Settings
+from conveyor.core import AppState, Database, OutboxWorker, Settings, outbound
 from conveyor.core.api import router as core_router
 from conveyor.core.http import install_error_handlers
+from conveyor.core.settings_api import router as settings_router
 from conveyor.delivery import lifecycle as delivery_lifecycle
 from conveyor.delivery.api import router as delivery_router
 from conveyor.forge import lifecycle as forge_lifecycle
@@ -57,7 +58,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         if settings.background_workers:
             workers = [
                 OutboxWorker(db),
-                WebhookSender(db),
+                WebhookSender(db, outbound.Policy.for_database(db, settings)),
                 registry_lifecycle.UploadJanitor(registry),
                 # local clusters outlive server restarts; restart their processes that died
                 ClusterSupervisor(settings.data_dir),
@@ -80,6 +81,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.state.registry = registry
     install_error_handlers(app)
     app.include_router(core_router)
+    app.include_router(settings_router)
     app.include_router(forge_router)
     app.include_router(pipelines_router)
     app.include_router(delivery_router)

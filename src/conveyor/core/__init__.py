@@ -3,15 +3,23 @@
 Public interface for other components:
 """
 
+from conveyor.core import outbound  # the policy for URLs the server fetches
 from conveyor.core.auth import Permission, Principal, Role
 from conveyor.core.config import Settings
 from conveyor.core.db import Base, Database, UTCDateTime, after_commit, utcnow
 from conveyor.core.errors import Conflict, ConveyorError, Forbidden, InvalidInput, NotFound, Unauthorized, Unprocessable
 from conveyor.core.events import OutboxWorker, record, register_consumer
 from conveyor.core.http import AppState, PrincipalDep, SessionDep, state_of
+from conveyor.core.outbound import AsyncOutboundTransport, OutboundRefused, OutboundTransport
+from conveyor.core.outbound import Policy as OutboundPolicy
 
 __all__ = [
     "AppState",
+    "AsyncOutboundTransport",
+    "OutboundPolicy",
+    "OutboundRefused",
+    "OutboundTransport",
+    "outbound",
     "Base",
     "Conflict",
     "ConveyorError",

@@ -82,3 +82,14 @@ class EventDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     event: Mapped[Event] = relationship()
+
+
+class CoreSetting(Base):
+    """A server-wide setting shared by every server on this database (``core/settings_store.py``)."""
+
+    __tablename__ = "core_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_by: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 
-from conveyor.core import Permission, PrincipalDep, SessionDep, Settings, state_of
+from conveyor.core import Permission, PrincipalDep, Role, SessionDep, Settings, outbound, state_of
 from conveyor.forge import pulls, repos, statuses, webhooks
 from conveyor.forge.models import CommitStatus, PullRequest, Repository, Review, Webhook
 from conveyor.forge.schemas import (
@@ -315,10 +315,11 @@ def get_ref_status(
 
 # --- webhooks ----------------------------------------------------------------------------------
 @router.post("/{repo}/hooks", response_model=HookOut, status_code=201)
-def add_hook(repo: str, body: HookIn, session: SessionDep, principal: PrincipalDep) -> HookOut:
+def add_hook(repo: str, body: HookIn, request: Request, session: SessionDep, principal: PrincipalDep) -> HookOut:
     principal.require(Permission.MANAGE_REPO)
     r = repos.get_repo(session, repo)
-    return _hook_out(webhooks.add_hook(session, principal, r, body.url, body.secret, body.events))
+    policy = outbound.Policy.for_session(session, _settings(request))
+    return _hook_out(webhooks.add_hook(session, principal, r, body.url, body.secret, body.events, policy))
 
 
 @router.get("/{repo}/hooks", response_model=list[HookOut])
@@ -341,11 +342,13 @@ def delete_hook(repo: str, hook_id: int, session: SessionDep, principal: Princip
 def hook_deliveries(repo: str, hook_id: int, session: SessionDep, principal: PrincipalDep) -> list[DeliveryOut]:
     principal.require(Permission.MANAGE_REPO)
     rows = webhooks.list_deliveries(session, repos.get_repo(session, repo), hook_id)
+    admin = principal.role == Role.ADMIN
     return [
         DeliveryOut(
             id=d.id, guid=d.guid, event=d.event, status=d.status, attempts=d.attempts,
             last_status_code=d.last_status_code, last_error=d.last_error, duration_ms=d.duration_ms,
             created_at=d.created_at, delivered_at=d.delivered_at,
+            last_response_excerpt=d.last_response_excerpt if admin else None,
         )
         for d in rows
     ]

@@ -159,6 +159,8 @@ class DeliveryOut(BaseModel):
     attempts: int
     last_status_code: int | None
     last_error: str | None
+    # The receiver's response body (first 200 bytes): only for admins, null for everyone else.
+    last_response_excerpt: str | None = None
     duration_ms: int | None
     created_at: datetime
     delivered_at: datetime | None

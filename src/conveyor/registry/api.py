@@ -10,7 +10,17 @@ from pydantic import BaseModel, Field
 from sqlalchemy import delete, func, select
 
 import conveyor.registry as registry_api
-from conveyor.core import Conflict, InvalidInput, NotFound, Permission, PrincipalDep, SessionDep, after_commit, record
+from conveyor.core import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    OutboundPolicy,
+    Permission,
+    PrincipalDep,
+    SessionDep,
+    after_commit,
+    record,
+)
 from conveyor.registry import gc, policy
 from conveyor.registry.models import (
     AnonymousPullPrefix,
@@ -236,6 +246,7 @@ def add_upstream(body: UpstreamIn, request: Request, session: SessionDep, princi
     prefix = _check_prefix(body.prefix)
     if not body.url.startswith(("http://", "https://")):
         raise InvalidInput("the upstream URL must start with http:// or https://", rule="registry.upstream-url")
+    OutboundPolicy.for_session(session, _registry(request).settings).check_url(body.url)
     if session.execute(select(Upstream).where(Upstream.prefix == prefix)).scalar_one_or_none() is not None:
         raise Conflict(f"prefix '{prefix}' already has an upstream", rule="registry.upstream-unique")
     session.add(Upstream(prefix=prefix, url=body.url.rstrip("/"), username=body.username, password=body.password,
