@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from conveyor.agent.apply import RevisionInvalid
 from conveyor.agent.kube import Kube, connect
 from conveyor.agent.objects import ObjectId
 from conveyor.agent.preview import preview
 from conveyor.clusters import Layout, load
 from conveyor.core import Settings
+from conveyor.core.yamlspec import RENDERED_LIMITS, safe_load_all
 
 MAX_DIFF_LINES = 400
 
@@ -25,7 +24,7 @@ class LiveDiff:
 
 
 def _objects(text: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    return [d for d in safe_load_all(text, "rendered manifests", RENDERED_LIMITS) if isinstance(d, dict)]
 
 
 def live_diff(settings: Settings, cluster: str, rendered: str, previous: str | None) -> LiveDiff:

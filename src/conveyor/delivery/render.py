@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from conveyor.core import InvalidInput
+from conveyor.core.yamlspec import RENDERED_LIMITS, SpecError, safe_load_all
 
 KIND_ORDER = ("Namespace", "CustomResourceDefinition", "ServiceAccount", "Role", "ClusterRole", "RoleBinding",
               "ClusterRoleBinding", "ConfigMap", "Secret", "PersistentVolumeClaim", "Service")
@@ -105,8 +106,16 @@ def _render_helm(root: Path, app: str, namespace: str, values: dict[str, Any]) -
     for name, text in sorted(rendered.items()):
         if name.endswith("NOTES.txt"):
             continue
-        docs += list(yaml.safe_load_all(text))
+        docs += _load_rendered(text, name)
     return docs
+
+
+def _load_rendered(text: str, source: str) -> list[Any]:
+    """Rendered output is user input too (a template can print an alias bomb): limited parsing."""
+    try:
+        return safe_load_all(text, source, RENDERED_LIMITS)
+    except SpecError as exc:
+        raise RenderError(f"the rendered templates are not acceptable YAML: {exc}", rule="render.yaml") from None
 
 
 def _render_kustomize(root: Path, namespace: str, image: str, tag: str, digest: str) -> list[Any]:
@@ -124,7 +133,7 @@ def _render_kustomize(root: Path, namespace: str, image: str, tag: str, digest: 
     p = subprocess.run([str(kubectl_path()), "kustomize", str(overlay)], capture_output=True, text=True, timeout=300)
     if p.returncode != 0:
         raise RenderError(f"kubectl kustomize failed: {p.stderr.strip()[:1000]}", rule="render.kustomize")
-    return list(yaml.safe_load_all(p.stdout))
+    return _load_rendered(p.stdout, "kubectl kustomize output")
 
 
 def render(
@@ -168,7 +177,7 @@ def validate_rendered(text: str, kubernetes_version: str | None = None) -> list[
 
     version = kubernetes_version or kv.latest_version()
     problems = []
-    for doc in yaml.safe_load_all(text):
+    for doc in safe_load_all(text, "rendered manifests", RENDERED_LIMITS):
         if not isinstance(doc, dict):
             continue
         name = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name', '?')}"

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from conveyor.core import Settings
 from conveyor.core.models import Event
+from conveyor.core.yamlspec import decode
 from conveyor.forge import bare, get_repo
 from conveyor.forge.git import ZERO
 from conveyor.forge.models import Repository
@@ -27,11 +28,11 @@ TOPICS = ("push", "pull_request.opened", "pull_request.synchronize", "pull_reque
 
 def wants(settings: Settings, repo: Repository, sha: str, pipeline: str) -> bool:
     """Whether the commit defines ``pipeline``. An invalid file counts: its run fails visibly."""
-    p = bare(settings, repo).run("show", f"{sha}:{PIPELINE_FILE}", check=False)
-    if p.returncode != 0:
+    raw = bare(settings, repo).read_file(sha, PIPELINE_FILE)
+    if raw is None:
         return False
     try:
-        return pipeline in parse_pipeline(p.stdout)
+        return pipeline in parse_pipeline(decode(raw, PIPELINE_FILE))
     except SpecError:
         return True
 

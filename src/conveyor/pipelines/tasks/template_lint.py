@@ -7,8 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from conveyor.core.yamlspec import RENDERED_LIMITS, VALUES_LIMITS, SpecError, decode, safe_load, safe_load_all
 from conveyor.pipelines.tasks.context import TaskContext, fail, say
 
 
@@ -34,7 +33,12 @@ def render_helm(ctx: TaskContext, chart_dir: Path, values_file: Path | None, str
     values: dict[str, Any] = {}
     if values_file is not None:
         try:
-            values = helm.values_from_yaml(values_file.read_text())
+            text = decode(values_file.read_bytes(), values_file.name)
+            safe_load(text, values_file.name, VALUES_LIMITS)  # size, depth and aliases, before Helm sees it
+        except SpecError as exc:
+            fail(f"invalid values file: {exc}")
+        try:
+            values = helm.values_from_yaml(text)
         except helm.HelmError as exc:
             fail(f"invalid values file {values_file.name}: {exc}")
     report = helm.lint(chart_dir, values, strict=strict)
@@ -73,9 +77,9 @@ def validate_objects(rendered: dict[str, str], version: str, strict: bool) -> in
     count = failures = 0
     for source, text in sorted(rendered.items()):
         try:
-            docs = list(yaml.safe_load_all(text))
-        except yaml.YAMLError as exc:
-            say(f"{source}: rendered output is not valid YAML: {exc}")
+            docs = safe_load_all(text, source, RENDERED_LIMITS)
+        except SpecError as exc:
+            say(f"rendered output is not acceptable YAML: {exc}")
             failures += 1
             continue
         for doc in docs:
