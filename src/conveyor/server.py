@@ -13,7 +13,8 @@ import conveyor
 from conveyor.clusters.supervisor import ClusterSupervisor
 from conveyor.core import AppState, Database, OutboxWorker, Settings, outbound
 from conveyor.core.api import router as core_router
-from conveyor.core.http import install_error_handlers
+from conveyor.core.http import install_error_handlers, problem_response
+from conveyor.core.limits import RequestGuard
 from conveyor.core.settings_api import router as settings_router
 from conveyor.delivery import lifecycle as delivery_lifecycle
 from conveyor.delivery.api import router as delivery_router
@@ -89,6 +90,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     # The OCI Distribution API: its own ASGI app, for spec-exact errors and streaming.
     app.include_router(registry_router)
     app.add_middleware(RegistryDispatch, registry=registry)
+    # Outermost: size, NUL, 64-bit and JSON rules for everything but /v2 and /git (core/limits.py).
+    app.add_middleware(RequestGuard, problem=problem_response)
 
     @app.get("/healthz", tags=["core"])
     def healthz() -> JSONResponse:

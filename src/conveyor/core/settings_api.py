@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 from conveyor.core.auth import Permission
 from conveyor.core.events import record
 from conveyor.core.http import PrincipalDep, SessionDep
+from conveyor.core.limits import NameText
 from conveyor.core.outbound import MAX_ALLOW_ENTRIES, load_allow_list, save_allow_list
 
 router = APIRouter(prefix="/api/v1/settings", tags=["core"])
@@ -17,7 +18,7 @@ class OutboundSettings(BaseModel):
     """Hosts, IP addresses or networks (CIDR) the server may fetch from although they are
     loopback, private, link-local or its own (see docs/security.md, "Outbound requests")."""
 
-    allow: list[str] = Field(default_factory=list, max_length=MAX_ALLOW_ENTRIES)
+    allow: list[NameText] = Field(default_factory=list, max_length=MAX_ALLOW_ENTRIES)
 
 
 @router.get("/outbound", response_model=OutboundSettings)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from conveyor.core import Permission, PrincipalDep, Role, SessionDep, Settings, outbound, state_of
+from conveyor.core.limits import LIST_BODY_CHARS
 from conveyor.forge import pulls, repos, statuses, webhooks
 from conveyor.forge.models import CommitStatus, PullRequest, Repository, Review, Webhook
 from conveyor.forge.schemas import (
@@ -51,11 +52,13 @@ def _repo_out(settings: Settings, r: Repository) -> RepoOut:
     )
 
 
-def _pull_out(pr: PullRequest) -> PullOut:
+def _pull_out(pr: PullRequest, listing: bool = False) -> PullOut:
+    cut = listing and len(pr.body) > LIST_BODY_CHARS
     return PullOut(
         number=pr.number,
         title=pr.title,
-        body=pr.body,
+        body=pr.body[:LIST_BODY_CHARS] if cut else pr.body,
+        body_truncated=cut,
         author=pr.author,
         source_branch=pr.source_branch,
         target_branch=pr.target_branch,
@@ -201,7 +204,7 @@ def list_pulls(
     repo: str, session: SessionDep, principal: PrincipalDep, state: str | None = None
 ) -> list[PullOut]:
     principal.require(Permission.READ)
-    return [_pull_out(p) for p in pulls.list_prs(session, repos.get_repo(session, repo), state)]
+    return [_pull_out(p, listing=True) for p in pulls.list_prs(session, repos.get_repo(session, repo), state)]
 
 
 @router.get("/{repo}/pulls/{number}", response_model=PullDetailOut)

@@ -7,11 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from conveyor.core.limits import BodyText, NameText, SecretText, ShortText, TitleText, UrlText
+
 
 class RepoCreate(BaseModel):
-    name: str
-    default_branch: str = "main"
-    description: str = ""
+    name: NameText
+    default_branch: NameText = "main"
+    description: ShortText = ""
 
 
 class RepoOut(BaseModel):
@@ -25,8 +27,8 @@ class RepoOut(BaseModel):
 
 class ProtectionIn(BaseModel):
     approvals: int = Field(default=0, ge=0, le=20)
-    required_checks: list[str] = Field(default_factory=list)
-    approver_roles: list[str] = Field(default_factory=list)
+    required_checks: list[NameText] = Field(default_factory=list, max_length=50)
+    approver_roles: list[NameText] = Field(default_factory=list, max_length=10)
     no_self_approval: bool = False
 
 
@@ -35,15 +37,15 @@ class ProtectionOut(ProtectionIn):
 
 
 class PullCreate(BaseModel):
-    source: str
-    target: str
-    title: str
-    body: str = ""
+    source: NameText
+    target: NameText
+    title: TitleText
+    body: BodyText = ""
 
 
 class ReviewIn(BaseModel):
     state: Literal["approve", "request_changes", "comment"]
-    body: str = ""
+    body: BodyText = ""
 
 
 class MergeIn(BaseModel):
@@ -75,9 +77,9 @@ class FileStatOut(BaseModel):
 
 class StatusIn(BaseModel):
     state: Literal["pending", "success", "failure", "error"]
-    context: str = "default"
-    description: str = ""
-    target_url: str = ""
+    context: NameText = "default"
+    description: ShortText = ""
+    target_url: UrlText = ""
 
 
 class StatusOut(BaseModel):
@@ -112,7 +114,9 @@ class MergeabilityOut(BaseModel):
 class PullOut(BaseModel):
     number: int
     title: str
+    # In listings at most LIST_BODY_CHARS characters (body_truncated says so); whole in the PR itself.
     body: str
+    body_truncated: bool = False
     author: str
     source_branch: str
     target_branch: str
@@ -137,9 +141,9 @@ class PullDetailOut(PullOut):
 
 
 class HookIn(BaseModel):
-    url: str
-    secret: str
-    events: list[str] = Field(default_factory=lambda: ["push", "pull_request", "status"])
+    url: UrlText
+    secret: SecretText
+    events: list[NameText] = Field(default_factory=lambda: ["push", "pull_request", "status"], max_length=10)
 
 
 class HookOut(BaseModel):

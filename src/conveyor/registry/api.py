@@ -21,6 +21,7 @@ from conveyor.core import (
     after_commit,
     record,
 )
+from conveyor.core.limits import NameText, SecretText, UrlText
 from conveyor.registry import gc, policy
 from conveyor.registry.models import (
     AnonymousPullPrefix,
@@ -71,24 +72,24 @@ class TagOut(BaseModel):
 
 
 class TagRef(BaseModel):
-    repository: str
-    tag: str
+    repository: NameText
+    tag: NameText
 
 
 class ImmutableRule(BaseModel):
-    repository: str
+    repository: NameText
     pattern: str = Field(min_length=1, max_length=128)
 
 
 class PrefixIn(BaseModel):
-    prefix: str
+    prefix: NameText
 
 
 class UpstreamIn(BaseModel):
-    prefix: str
-    url: str = Field(min_length=1, max_length=2000)
-    username: str | None = None
-    password: str | None = None
+    prefix: NameText
+    url: UrlText = Field(min_length=1)
+    username: NameText | None = None
+    password: SecretText | None = None
 
 
 class UpstreamOut(BaseModel):
