@@ -13,11 +13,13 @@ import conveyor
 from conveyor.clusters.supervisor import ClusterSupervisor
 from conveyor.core import AppState, Database, OutboxWorker, Settings, outbound
 from conveyor.core.api import router as core_router
+from conveyor.core.headers import SecurityHeaders
 from conveyor.core.http import install_error_handlers, problem_response
 from conveyor.core.limits import RequestGuard
 from conveyor.core.settings_api import router as settings_router
 from conveyor.delivery import lifecycle as delivery_lifecycle
 from conveyor.delivery.api import router as delivery_router
+from conveyor.docs_routes import install_docs
 from conveyor.forge import lifecycle as forge_lifecycle
 from conveyor.forge.api import router as forge_router
 from conveyor.forge.git_http import GitHttpApp
@@ -77,10 +79,12 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
                 w.stop()
             db.dispose()
 
-    app = FastAPI(title="Conveyor", version=conveyor.__version__, lifespan=lifespan)
+    app = FastAPI(title="Conveyor", version=conveyor.__version__, lifespan=lifespan, docs_url=None, openapi_url=None,
+                  redoc_url=None)
     app.state.conveyor = state
     app.state.registry = registry
     install_error_handlers(app)
+    install_docs(app)  # /openapi.json and /docs follow the anonymous-read setting
     app.include_router(core_router)
     app.include_router(settings_router)
     app.include_router(forge_router)
@@ -92,6 +96,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.add_middleware(RegistryDispatch, registry=registry)
     # Outermost: size, NUL, 64-bit and JSON rules for everything but /v2 and /git (core/limits.py).
     app.add_middleware(RequestGuard, problem=problem_response)
+    app.add_middleware(SecurityHeaders)  # CSP, frame-ancestors, nosniff, referrer (core/headers.py)
 
     @app.get("/healthz", tags=["core"])
     def healthz() -> JSONResponse:
