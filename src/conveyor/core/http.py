@@ -53,6 +53,19 @@ def principal_from_header(session: Session, authorization: str | None, anonymous
     raise Unauthorized("unsupported Authorization scheme; use Bearer or Basic", rule="auth.scheme")
 
 
+def principal_from_header_readonly(db: Database, authorization: str | None, anonymous_read: bool) -> Principal:
+    """``principal_from_header`` without taking SQLite's write lock, for hot paths (git).
+
+    Authentication only writes when a token's ``last_used_at`` is due (once a minute per token);
+    then, and only then, the lookup is repeated in a writing unit of work."""
+    with db.reads() as s, s.no_autoflush:
+        principal = principal_from_header(s, authorization, anonymous_read)
+        if not (s.dirty or s.new or s.deleted):
+            return principal
+    with db.session() as s:
+        return principal_from_header(s, authorization, anonymous_read)
+
+
 def get_principal(request: Request) -> Principal:
     # A short transaction of its own: the request's session (if any) must not be held open
     # by authentication, or an endpoint that runs its own units of work would wait on it.
