@@ -101,7 +101,7 @@ class UpstreamOut(BaseModel):
 
 class GcIn(BaseModel):
     dry_run: bool = False
-    grace_seconds: float = Field(default=gc.DEFAULT_GRACE, ge=0)
+    grace_seconds: float = Field(default=gc.DEFAULT_GRACE, ge=0, le=10 * 365 * 86400)  # a timedelta beyond overflows
 
 
 @router.get("/repositories", response_model=list[RepositoryOut])
