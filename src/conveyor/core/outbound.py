@@ -179,7 +179,7 @@ class Policy:
     @classmethod
     def for_database(cls, db: Database, settings: Settings) -> Policy:
         def allow() -> AllowList:
-            with db.session() as s:
+            with db.reads() as s:  # at every connection: a lookup that never waits for writers
                 return load_allow_list(s)
 
         return cls(allow, own_addresses(settings))
