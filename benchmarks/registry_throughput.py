@@ -5,7 +5,7 @@
     4 concurrent Python clients; (c) Conveyor's peak resident memory while a 1 GB blob streams
     in and out.
 
-Targets: blob throughput >= 0.8x Distribution, manifest ops/s >= 0.8x, memory < 150 MB.
+Targets (issue 13): every ratio >= 1.0x Distribution, manifest push included; memory < 150 MB.
 
 Run: python benchmarks/registry_throughput.py [--blob-mb 200] [--manifests 500] [--big-mb 1024] [--reps 3]
 """
@@ -92,17 +92,7 @@ def pull_blob(t: Target, repo: str, digest: str) -> float:
     return curl_time([*t.curl_auth, f"{t.url}/v2/{repo}/blobs/{digest}"])
 
 
-def blob_bench(t: Target, path: Path, size: int, reps: int) -> tuple[float, float]:
-    push, pull = [], []
-    for i in range(reps):
-        digest = refresh(path)
-        push.append(size / push_blob(t, f"bench/blob{i}", path, digest) / MB)
-        pull.append(size / pull_blob(t, f"bench/blob{i}", digest) / MB)
-    return statistics.median(push), statistics.median(pull)
-
-
-def manifest_bench(t: Target, count: int, workers: int = 4) -> tuple[float, float]:
-    repo = "bench/manifests"
+def manifest_bench(t: Target, count: int, workers: int = 4, repo: str = "bench/manifests") -> tuple[float, float]:
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
     layer = os.urandom(1024)
     blobs = [config.encode(), layer]
@@ -193,15 +183,25 @@ def main() -> None:
         blob = work / "blob.bin"
         size = args.blob_mb * MB
         write_random(blob, size)
-        results: dict[str, dict[str, float]] = {}
-        for t in (base, conv):
-            push, pull = blob_bench(t, blob, size, args.reps)
-            mput, mget = manifest_bench(t, args.manifests)
-            results[t.name] = {"push": push, "pull": pull, "mput": mput, "mget": mget}
-            print(f"{t.name:13s} blob push {push:7.0f} MB/s  pull {pull:7.0f} MB/s   "
-                  f"manifest push {mput:6.0f}/s  pull {mget:6.0f}/s", flush=True)
+        # The two registries take turns, in alternating order, rep by rep: on a shared machine the
+        # load changes within a run, and a side measured only at the start or only at the end
+        # would be judged by the load rather than by its code.
+        samples: dict[str, dict[str, list[float]]] = {t.name: {} for t in (base, conv)}
+        for rep in range(args.reps):
+            for t in (base, conv) if rep % 2 == 0 else (conv, base):
+                digest = refresh(blob)
+                got = samples[t.name]
+                got.setdefault("push", []).append(size / push_blob(t, f"bench/blob{rep}", blob, digest) / MB)
+                got.setdefault("pull", []).append(size / pull_blob(t, f"bench/blob{rep}", digest) / MB)
+                mput, mget = manifest_bench(t, args.manifests, repo=f"bench/manifests{rep}")
+                got.setdefault("mput", []).append(mput)
+                got.setdefault("mget", []).append(mget)
+        results = {name: {k: statistics.median(v) for k, v in got.items()} for name, got in samples.items()}
+        for name, r in results.items():
+            print(f"{name:13s} blob push {r['push']:7.0f} MB/s  pull {r['pull']:7.0f} MB/s   "
+                  f"manifest push {r['mput']:6.0f}/s  pull {r['mget']:6.0f}/s  (medians of {args.reps})", flush=True)
         c, d = results["conveyor"], results["distribution"]
-        print("ratios (conveyor / distribution, target >= 0.8):")
+        print("ratios (conveyor / distribution, target >= 1.0):")
         for key, label in (("push", "blob push"), ("pull", "blob pull"), ("mput", "manifest push"),
                            ("mget", "manifest pull")):
             print(f"  {label:14s} {c[key] / d[key]:5.2f}x")

@@ -16,11 +16,15 @@ from conveyor.clusters.flux import SyncTarget
 from conveyor.clusters.flux.api import STATE_KEY as FLUX_TARGETS
 from conveyor.clusters.flux.api import router as flux_router
 from conveyor.clusters.supervisor import ClusterSupervisor
-from conveyor.core import AppState, ConveyorError, Database, OutboxWorker, Settings
+from conveyor.core import AppState, ConveyorError, Database, OutboxWorker, Settings, outbound
 from conveyor.core.api import router as core_router
-from conveyor.core.http import install_error_handlers
+from conveyor.core.headers import SecurityHeaders
+from conveyor.core.http import install_error_handlers, problem_response
+from conveyor.core.limits import RequestGuard
+from conveyor.core.settings_api import router as settings_router
 from conveyor.delivery import lifecycle as delivery_lifecycle
 from conveyor.delivery.api import router as delivery_router
+from conveyor.docs_routes import install_docs
 from conveyor.forge import lifecycle as forge_lifecycle
 from conveyor.forge.api import router as forge_router
 from conveyor.forge.git_http import GitHttpApp
@@ -106,7 +110,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         if settings.background_workers:
             workers = [
                 OutboxWorker(db),
-                WebhookSender(db),
+                WebhookSender(db, outbound.Policy.for_database(db, settings)),
                 registry_lifecycle.UploadJanitor(registry),
                 CacheRefresher(registry),
                 # local clusters outlive server restarts; restart their processes that died
@@ -126,13 +130,16 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
                 w.stop()
             db.dispose()
 
-    app = FastAPI(title="Conveyor", version=conveyor.__version__, lifespan=lifespan)
+    app = FastAPI(title="Conveyor", version=conveyor.__version__, lifespan=lifespan, docs_url=None, openapi_url=None,
+                  redoc_url=None)
     app.state.conveyor = state
     app.state.registry = registry
     setattr(app.state, FLUX_TARGETS, environments_on)
     setattr(app.state, RUNNING_IMAGES, images_running)
     install_error_handlers(app)
+    install_docs(app)  # /openapi.json and /docs follow the anonymous-read setting
     app.include_router(core_router)
+    app.include_router(settings_router)
     app.include_router(forge_router)
     app.include_router(clusters_router)
     app.include_router(flux_router)
@@ -143,6 +150,9 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     # The OCI Distribution API: its own ASGI app, for spec-exact errors and streaming.
     app.include_router(registry_router)
     app.add_middleware(RegistryDispatch, registry=registry)
+    # Outermost: size, NUL, 64-bit and JSON rules for everything but /v2 and /git (core/limits.py).
+    app.add_middleware(RequestGuard, problem=problem_response)
+    app.add_middleware(SecurityHeaders)  # CSP, frame-ancestors, nosniff, referrer (core/headers.py)
 
     @app.get("/healthz", tags=["core"])
     def healthz() -> JSONResponse:

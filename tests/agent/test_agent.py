@@ -184,8 +184,9 @@ def test_drift_is_reverted_on_the_next_interval(cluster: ClusterHandle, forge: S
         assert (row["state"], row["last_applied_revision"]) == ("Ready", sha)
         assert sorted(row["inventory"]) == [f"ConfigMap/{ns}/other", f"ConfigMap/{ns}/settings"]
         # what `kubectl edit` does: another field manager changes a field the agent owns
-        cluster.kubectl("patch", "configmap", "settings", "-n", ns, "--type=merge", "-p", '{"data":{"mode":"red"}}')
-        assert data_of(cluster, ns, "settings") == {"mode": "red"}
+        patched = cluster.kubectl("patch", "configmap", "settings", "-n", ns, "--type=merge", "-p",
+                                  '{"data":{"mode":"red"}}', "-o", "json")
+        assert json.loads(patched.stdout)["data"] == {"mode": "red"}  # (the agent may revert it at once)
         agent.wait_for("drift reverted", lambda: data_of(cluster, ns, "settings") == {"mode": "blue"}, timeout=120)
         events = agent.wait_for("the drift event", lambda: [
             e for e in agent.status()["events"] if e["sync"] == name and e["reason"] == "DriftCorrected"])
@@ -274,7 +275,8 @@ def test_unreachable_git_keeps_the_cluster_and_recovers_without_restart(
         agent.wait_for("first apply", lambda: agent.sync(name)["last_applied_revision"] == first)
         hidden = tmp_path / "hidden.git"
         origin.rename(hidden)
-        st = agent.wait_for("the outage in the status", lambda: (s := agent.sync(name))["state"] == "Stalled" and s)
+        st = agent.wait_for("the outage in the status", lambda: (s := agent.sync(name))["state"] == "Stalled"
+                            and s["last_attempted_revision"] == second and s)
         assert st["reason"] == "GitOperationFailed" and st["last_applied_revision"] == first
         assert data_of(cluster, ns, "a") == {"v": "1"}
         hidden.rename(origin)
@@ -339,7 +341,8 @@ def test_unreachable_api_server_is_reported_and_the_agent_recovers_without_resta
         proxy.stop()
         wc.commit_file("deploy/a.yaml", manifest(configmap("a", v="2")))
         second = push(wc)
-        st = agent.wait_for("the outage in the status", lambda: (s := agent.sync(name))["state"] == "Stalled" and s)
+        st = agent.wait_for("the outage in the status", lambda: (s := agent.sync(name))["state"] == "Stalled"
+                            and s["last_attempted_revision"] == second and s)
         assert st["reason"] == "ClusterUnreachable" and st["last_applied_revision"] == first
         assert st["last_attempted_revision"] == second
         assert data_of(cluster, ns, "a") == {"v": "1"}

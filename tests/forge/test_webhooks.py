@@ -19,9 +19,10 @@ from tests.support.server import ServerHandle
 
 
 class Receiver:
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, fail_body: bytes = b"") -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.fail_first = fail_first
+        self.fail_body = fail_body
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -30,7 +31,9 @@ class Receiver:
                 if outer.fail_first > 0:
                     outer.fail_first -= 1
                     self.send_response(503)
+                    self.send_header("Content-Length", str(len(outer.fail_body)))
                     self.end_headers()
+                    self.wfile.write(outer.fail_body)
                     return
                 outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response(204)
@@ -114,3 +117,57 @@ def test_bad_hooks_are_refused(server: ServerHandle, tmp_path: Path) -> None:
     ):
         r = api.post(f"/api/v1/repos/{wc.repo}/hooks", json=body)
         assert r.status_code == 400 and r.json()["rule"] == rule
+
+
+def test_loopback_hooks_are_refused_unless_an_admin_allows_them(server: ServerHandle, tmp_path: Path) -> None:
+    receiver = Receiver()
+    wc = new_repo(server, tmp_path)
+    api = server.api()
+    try:
+        hook = api.post(f"/api/v1/repos/{wc.repo}/hooks",
+                        json={"url": receiver.url, "secret": "allowed-secret", "events": ["push"]}).json()
+        server.allow_outbound()  # nothing allowed: loopback is refused
+        r = api.post(f"/api/v1/repos/{wc.repo}/hooks",
+                     json={"url": receiver.url, "secret": "another-secret", "events": ["push"]})
+        assert r.status_code == 400 and r.json()["rule"] == "outbound.address", r.text
+        for url in ("http://localhost:9/x", "http://[::ffff:127.0.0.1]:9/x", "http://169.254.169.254/latest"):
+            r = api.post(f"/api/v1/repos/{wc.repo}/hooks", json={"url": url, "secret": "s3cret-value"})
+            assert r.status_code == 400 and r.json()["rule"] == "outbound.address", (url, r.text)
+        # A hook added while loopback was allowed is refused at delivery time, visibly.
+        wc.commit_file("x.txt", "x\n")
+        wc.push("main")
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            ds = api.get(f"/api/v1/repos/{wc.repo}/hooks/{hook['id']}/deliveries").json()
+            if ds and ds[0]["last_error"]:
+                break
+            time.sleep(0.2)
+        assert ds[0]["status"] == "pending" and "outbound.address" in ds[0]["last_error"], ds
+        assert receiver.received == []
+    finally:
+        server.allow_outbound("127.0.0.1")
+        receiver.httpd.shutdown()
+
+
+def test_the_delivery_log_shows_the_receivers_answer_to_admins_only(server: ServerHandle, tmp_path: Path) -> None:
+    receiver = Receiver(fail_first=100, fail_body=b"internal page: db password is hunter2")
+    try:
+        wc = new_repo(server, tmp_path)
+        olga = server.create_user(f"olga-{wc.repo}", "cluster-admin")  # may manage hooks, is no admin
+        hook = server.api().post(f"/api/v1/repos/{wc.repo}/hooks",
+                                 json={"url": receiver.url, "secret": "another-secret", "events": ["push"]}).json()
+        wc.commit_file("r.txt", "r\n")
+        wc.push("main")
+        path = f"/api/v1/repos/{wc.repo}/hooks/{hook['id']}/deliveries"
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            d = server.api(olga).get(path).json()[0]
+            if d["last_status_code"] == 503:
+                break
+            time.sleep(0.1)
+        assert d["last_error"] == "HTTP 503 Service Unavailable" and d["last_response_excerpt"] is None, d
+        assert "hunter2" not in json.dumps(d)
+        admin_view = server.api().get(path).json()[0]
+        assert admin_view["last_status_code"] == 503 and "hunter2" in admin_view["last_response_excerpt"]
+    finally:
+        receiver.httpd.shutdown()

@@ -13,18 +13,21 @@ from tests.support.server import ServerHandle
 FINISHED = ("success", "failure", "error", "cancelled")
 
 
-def repo_with_pipeline(server: ServerHandle, tmp: Path, pipeline: str, extra: dict[str, str] | None = None,
+def repo_with_pipeline(server: ServerHandle, tmp: Path, pipeline: str | bytes, extra: dict[str, str] | None = None,
                        app: str | None = None) -> tuple[WorkingCopy, str]:
     """A new repository whose main branch gets ``pipeline`` in one push; returns (copy, pushed sha)."""
     ensure_shell_image(server)
     wc = new_repo(server, tmp)
-    files = {".conveyor/pipeline.yaml": pipeline, **(extra or {})}
+    files: dict[str, str | bytes] = {".conveyor/pipeline.yaml": pipeline, **(extra or {})}
     if app is not None:
         files[".conveyor/app.yaml"] = app
     for name, content in files.items():
         f = wc.path / name
         f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(content)
+        if isinstance(content, bytes):
+            f.write_bytes(content)
+        else:
+            f.write_text(content)
         wc.git("add", name)
     wc.git("commit", "-q", "-m", "add pipeline")
     code, out = wc.push("main")

@@ -25,6 +25,7 @@ from tests.pipelines.helpers import (
     wait_for_run,
     wait_for_status,
 )
+from tests.support.bad_input import alias_bomb
 from tests.support.server import ServerHandle
 
 STEPS_OK = """\
@@ -92,9 +93,15 @@ def test_failed_step_stops_the_run_and_fails_the_status(server: ServerHandle, tm
     [
         ("ci:\n  - run: echo\n  - uses: no-such-task\n", ".conveyor/pipeline.yaml:3:11: unknown task 'no-such-task'"),
         ("ci:\n  - run: [oops\n", ".conveyor/pipeline.yaml:3:1: invalid YAML"),
+        # Issue 13: a few hundred bytes of nested aliases once stalled the server ~20 s at 1.3 GB.
+        (alias_bomb(), ".conveyor/pipeline.yaml:7:10: aliases expand to more than 100000 nodes"),
+        (b"ci:\n  - run: echo caf\xe9\n", ".conveyor/pipeline.yaml:2:18: not UTF-8 text (byte 0xe9)"),
+        ("ci:\n  - run: " + "[" * 500 + "]" * 500 + "\n", ".conveyor/pipeline.yaml:2:71: nested deeper than 64"),
     ],
 )
-def test_invalid_pipeline_file_fails_at_once(server: ServerHandle, tmp_path: Path, pipeline: str, where: str) -> None:
+def test_invalid_pipeline_file_fails_at_once(
+    server: ServerHandle, tmp_path: Path, pipeline: str | bytes, where: str
+) -> None:
     wc, sha = repo_with_pipeline(server, tmp_path, pipeline)
     run = wait_for_run(server, wc.repo, sha, "ci")
     assert run["state"] == "failure" and run["failed_step"] == "setup"

@@ -152,6 +152,56 @@ def test_cache_refuses_content_that_fails_verification(conveyor: ServerHandle) -
         httpd.shutdown()
 
 
+class _InternalService(BaseHTTPRequestHandler):
+    """An internal service someone configured as an upstream: it answers with a secret page."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = b"internal admin console: token=hunter2"
+        self.send_response(500)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_GET  # noqa: N815
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_upstream_errors_show_their_body_to_admins_only_and_loopback_needs_the_allow_list(
+    conveyor: ServerHandle,
+) -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _InternalService)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    prefix = unique("internal")
+    dev_name = unique("dana")
+    dana = conveyor.create_user(dev_name, "developer")
+    try:
+        conveyor.allow_outbound()
+        refused = conveyor.api().post("/api/v1/registry/upstreams", json={"prefix": prefix, "url": url})
+        assert refused.status_code == 400 and refused.json()["rule"] == "outbound.address", refused.text
+        conveyor.allow_outbound("127.0.0.1")
+        conveyor.cli("registry", "upstream", "add", prefix, url)
+        want = sha256(b"anything")
+        dev = Registry(conveyor, user=dev_name, token=dana)
+        for r in (dev.get_manifest(f"{prefix}/x", "v1"), dev.http.get(f"/v2/{prefix}/x/blobs/{want}")):
+            assert r.status_code == 502 and "HTTP 500" in r.text and "hunter2" not in r.text, r.text
+        admin = Registry(conveyor)
+        r = admin.get_manifest(f"{prefix}/x", "v1")
+        assert r.status_code == 502 and "hunter2" in r.text
+        # Allowed when added, refused when fetched: the policy is applied at every connection.
+        conveyor.allow_outbound()
+        r = dev.get_manifest(f"{prefix}/x", "v1")
+        assert r.status_code == 502 and "outbound.address" in r.text and "hunter2" not in r.text, r.text
+        dev.close()
+        admin.close()
+    finally:
+        conveyor.allow_outbound("127.0.0.1")
+        conveyor.cli("registry", "upstream", "remove", prefix, check=False)
+        httpd.shutdown()
+
+
 def test_import_from_a_registry_an_oci_layout_and_an_archive(
     conveyor: ServerHandle, upstream: Distribution, tmp_path: Path
 ) -> None:

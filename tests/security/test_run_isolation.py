@@ -22,11 +22,11 @@ PROBE = """\
 if [ -r {data}/admin.token ]; then echo "PROBE data-dir readable"; else echo "PROBE data-dir unreadable"; fi
 if cat {data}/admin.token {data}/pipelines.token 2>/dev/null | grep -q cvy_; then echo "PROBE service-token found"; \
 else echo "PROBE service-token absent"; fi
-if (printf 'GET / HTTP/1.0\\r\\n\\r\\n'; sleep 1) | busybox nc -w 2 127.0.0.1 {port} 2>/dev/null | grep -q loopback-secret; then \
-echo "PROBE loopback reached"; else echo "PROBE loopback unreachable"; fi
+get() {{ (printf 'GET %s HTTP/1.0\\r\\n\\r\\n' "$2"; sleep 2) | busybox nc -w 5 127.0.0.1 "$1" 2>/dev/null; }}
+if get {port} / | grep -q loopback-secret; then echo "PROBE loopback reached"; \
+else echo "PROBE loopback unreachable"; fi
 port=${{CONVEYOR_SERVER##*:}}
-if (printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n'; sleep 2) | busybox nc -w 5 127.0.0.1 $port 2>/dev/null | grep -q '"ok"'; then \
-echo "PROBE conveyor reached"; else echo "PROBE conveyor unreachable"; fi
+if get $port /healthz | grep -q '"ok"'; then echo "PROBE conveyor reached"; else echo "PROBE conveyor unreachable"; fi
 env | rev | sed 's/^/PROBE-ENV /'
 """
 

@@ -23,6 +23,9 @@ class ServerHandle:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The tests' webhook receivers and upstream registries listen on loopback, which the outbound
+    # policy refuses unless an admin allows it (tests/core/test_outbound.py shows the refusal).
+    outbound_allow: tuple[str, ...] = ("127.0.0.1",)
 
     @property
     def url(self) -> str:
@@ -52,17 +55,23 @@ class ServerHandle:
                  "--port", str(self.port), "--log-level", "warning"],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        deadline = time.time() + 60
+        deadline = time.time() + 180  # a guard against a hang, generous for loaded machines
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see {log_path}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    self.allow_outbound(*self.outbound_allow)
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
         raise RuntimeError("server did not become healthy")
+
+    def allow_outbound(self, *hosts: str) -> None:
+        """Replace the outbound allow-list (an admin setting) with ``hosts``."""
+        with self.api() as api:
+            api.put("/api/v1/settings/outbound", json={"allow": list(hosts)}).raise_for_status()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -35,11 +35,25 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def page(browser: object) -> Iterator[object]:
+    """A page whose browser console is watched: the dashboard must work under its
+    Content-Security-Policy (no inline script or style), so any CSP refusal fails the test."""
     context = browser.new_context(viewport={"width": 1366, "height": 768})  # type: ignore[attr-defined]
+    refused: list[str] = []
+
+    def console(m: playwright.ConsoleMessage) -> None:
+        # A refusal to be framed (frame-ancestors) is the policy working, not a page breaking.
+        if "Content Security Policy" in m.text and "frame-ancestors" not in m.text:
+            refused.append(m.text)
+
+    context.on("console", console)
+    context.on("weberror", lambda e: refused.append(str(e.error)))
     pg = context.new_page()
     pg.set_default_timeout(WAIT_MS)
     yield pg
+    csp = pg.evaluate("() => document.querySelector('meta[http-equiv]') === null")
     context.close()
+    assert csp, "CSP must come from the response header, not a meta tag"
+    assert refused == [], f"the browser refused something under the CSP or a script failed: {refused}"
 
 
 def shot(pg: object, name: str) -> None:
@@ -120,6 +134,28 @@ def test_other_pages_render(demo: Demo, page: object) -> None:
     pg.goto(demo.server.url + "/clusters")
     playwright.expect(pg.get_by_role("heading", name="nonprod")).to_be_visible()
     playwright.expect(pg.locator("table").first).to_contain_text("Ready")
+    # Every response carries the CSP header the browser enforced above.
+    response = pg.goto(demo.server.url + "/")
+    assert response is not None and "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
+def test_the_dashboard_cannot_be_framed(demo: Demo, page: object, tmp_path: Path) -> None:
+    """Clickjacking: another origin that frames the PR page gets nothing rendered."""
+    pg: playwright.Page = page  # type: ignore[assignment]
+    sign_in(pg, demo.server, demo.server.admin_token)
+    evil = tmp_path / "evil.html"
+    evil.write_text(f'<iframe id="f" src="{demo.server.url}/repos/{demo.gitops}/pulls/{demo.qa_pr}"></iframe>')
+    pg.goto(evil.as_uri())
+    # Chromium replaces a frame it refuses to render (frame-ancestors / X-Frame-Options) with
+    # its error page; without the headers the frame shows the dashboard (its login form, as the
+    # session cookie is SameSite=Lax and not sent into a cross-site frame).
+    child = pg.frames[1]
+    for _ in range(100):
+        if child.url.startswith("chrome-error://"):
+            break
+        pg.wait_for_timeout(100)
+    assert child.url.startswith("chrome-error://"), child.url
+    playwright.expect(pg.frame_locator("#f").get_by_role("button", name="Sign in")).to_have_count(0)
 
 
 def test_follow_a_live_log_until_the_run_finishes(demo: Demo, page: object, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import json
 
 from conveyor.web.pages.forge import MAX_DIFF_LINES, split_diff
 from conveyor.web.pages.registry import image_size
-from conveyor.web.render import duration, short, size, ui_link
+from conveyor.web.render import duration, markdown, safe_url, short, size, ui_link
 
 
 def test_api_run_links_become_run_pages() -> None:
@@ -39,3 +39,22 @@ def test_image_size_adds_config_and_layers() -> None:
     assert image_size(m, len(m)) == len(m) + 1110
     index = json.dumps({"manifests": [{"size": 5}]}).encode()
     assert image_size(index, 77) == 77 and image_size(b"not json", 3) == 3
+
+
+def test_only_http_and_local_links_are_links() -> None:
+    for ok in ("https://ci.example/run/1", "http://10.0.0.1:8080/x", "/runs/7", "HTTPS://x.example/"):
+        assert safe_url(ok) == ok
+    for bad in ("javascript:alert(1)", " javascript:alert(1)", "JaVaScRiPt:alert(1)", "data:text/html,<b>x</b>",
+                "vbscript:x", "//evil.example/x", "http:evil", "", None, "file:///etc/passwd"):
+        assert safe_url(bad) == "", bad
+
+
+def test_bodies_are_markdown_without_raw_html_or_script_links() -> None:
+    html = str(markdown("**bold** and `code`\n\n```\nfenced <b>\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+                        "<script>alert(1)</script> <img src=x onerror=alert(2)>\n\n"
+                        "[click](javascript:alert(3)) [ok](https://x.example/) <javascript:alert(4)>"))
+    assert "<strong>bold</strong>" in html and "<code>code</code>" in html and "<table>" in html
+    assert "fenced &lt;b&gt;" in html
+    assert "<script" not in html and "<img" not in html and 'href="javascript' not in html.lower()
+    assert "&lt;script&gt;" in html  # raw HTML is shown as text, not run
+    assert '<a href="https://x.example/" rel="noopener noreferrer nofollow">ok</a>' in html

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.forge.helpers import new_repo
 from tests.support.server import ServerHandle
 from tests.web.demo import Demo
 from tests.web.session import csrf_of, signed_in
@@ -134,3 +136,47 @@ def test_sign_out_ends_the_session(demo: Demo) -> None:
     r = c.post("/logout", data={"csrf": csrf_of(html)})
     assert r.status_code == 303
     assert c.get("/repos").status_code == 303
+
+
+def test_pr_bodies_render_as_markdown_and_only_http_links(demo: Demo, tmp_path: Path) -> None:
+    server = demo.server
+    wc = new_repo(server, tmp_path)
+    wc.git("checkout", "-q", "-b", "md")
+    sha = wc.commit_file("m.txt", "m\n")
+    wc.push("md")
+    api = server.api()
+    body = "## Plan\n\n- **bold** step\n\n<script>alert(1)</script>\n\n[x](javascript:alert(2))"
+    pr = api.post(f"/api/v1/repos/{wc.repo}/pulls", json={"source": "md", "target": "main", "title": "MD",
+                                                          "body": body}).json()
+    for ctx, url in (("evil", "javascript:alert(3)"), ("data", "data:text/html,x"), ("ci", "https://ci.example/1")):
+        api.post(f"/api/v1/repos/{wc.repo}/statuses/{sha}", json={"state": "success", "context": ctx,
+                                                                   "target_url": url}).raise_for_status()
+    html = signed_in(server, server.admin_token).get(f"/repos/{wc.repo}/pulls/{pr['number']}").text
+    assert "<h2>Plan</h2>" in html and "<strong>bold</strong>" in html
+    assert "<script>alert" not in html and 'href="javascript' not in html and 'href="data:' not in html
+    assert '<a href="https://ci.example/1">ci</a>' in html and "evil" in html
+
+
+@pytest.mark.parametrize("path", ["/", "/login", "/repos", "/api/v1/repos", "/v2/", "/healthz", "/git/x.git/info/refs",
+                                  "/ui/static/app.js", "/nope"])
+def test_every_response_carries_the_security_headers(web_server: ServerHandle, path: str) -> None:
+    r = httpx.get(web_server.url + path)
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["referrer-policy"] == "same-origin"
+
+
+def test_api_description_follows_the_anonymous_read_setting(
+    web_server: ServerHandle, server_factory: Callable[..., ServerHandle]
+) -> None:
+    for path in ("/openapi.json", "/docs"):
+        r = httpx.get(web_server.url + path)
+        assert r.status_code == 401 and r.json()["rule"] == "auth.token-required", (path, r.text)
+        assert web_server.api().get(path).status_code == 200
+        assert signed_in(web_server, web_server.admin_token).get(path).status_code == 200
+    assert "paths" in web_server.api().get("/openapi.json").json()
+    docs = web_server.api().get("/docs")
+    assert "'sha256-" in docs.headers["content-security-policy"] and "unsafe-inline" not in docs.text
+    public = server_factory("sqlite", CONVEYOR_ANONYMOUS_READ="1")
+    assert httpx.get(public.url + "/openapi.json").status_code == 200

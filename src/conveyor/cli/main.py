@@ -13,6 +13,7 @@ from conveyor.agent.cli import agent_app
 from conveyor.clusters.cli import cluster_app
 from conveyor.core import client
 from conveyor.core.cli import user_app
+from conveyor.core.settings_cli import settings_app
 from conveyor.delivery.cli import app_app, freeze_app, gitops_app, promote, promotion_app, rollback
 from conveyor.demo.cli import demo
 from conveyor.forge.cli import hook_app, pr_app, repo_app, status_app
@@ -21,6 +22,7 @@ from conveyor.registry.cli import registry_app
 
 app = typer.Typer(help="Conveyor: self-hosted GitOps CI/CD.", no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(user_app, name="user")
+app.add_typer(settings_app, name="settings")
 app.add_typer(repo_app, name="repo")
 app.add_typer(pr_app, name="pr")
 app.add_typer(hook_app, name="hook")

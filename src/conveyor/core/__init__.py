@@ -3,12 +3,15 @@
 Public interface for other components:
 """
 
+from conveyor.core import outbound  # the policy for URLs the server fetches
 from conveyor.core.auth import Kind, Permission, Principal, Role, Scope, agent_name, service_principal
 from conveyor.core.config import Settings
 from conveyor.core.db import Base, Database, UTCDateTime, after_commit, utcnow
 from conveyor.core.errors import Conflict, ConveyorError, Forbidden, InvalidInput, NotFound, Unauthorized, Unprocessable
 from conveyor.core.events import OutboxWorker, bind, record
 from conveyor.core.http import AppState, PrincipalDep, SessionDep, state_of
+from conveyor.core.outbound import AsyncOutboundTransport, OutboundRefused, OutboundTransport
+from conveyor.core.outbound import Policy as OutboundPolicy
 
 __all__ = [
     "AppState",
@@ -16,6 +19,11 @@ __all__ = [
     "Scope",
     "agent_name",
     "service_principal",
+    "AsyncOutboundTransport",
+    "OutboundPolicy",
+    "OutboundRefused",
+    "OutboundTransport",
+    "outbound",
     "Base",
     "Conflict",
     "ConveyorError",

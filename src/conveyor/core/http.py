@@ -10,12 +10,13 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from conveyor.core.auth import ANONYMOUS, NOBODY, Principal
 from conveyor.core.config import Settings
 from conveyor.core.db import Database
-from conveyor.core.errors import ConveyorError, Unauthorized
+from conveyor.core.errors import ConveyorError, InvalidInput, Unauthorized
 from conveyor.core.identities import authenticate_basic, authenticate_token
 
 PROBLEM_JSON = "application/problem+json"
@@ -53,6 +54,19 @@ def principal_from_header(session: Session, authorization: str | None, anonymous
     raise Unauthorized("unsupported Authorization scheme; use Bearer or Basic", rule="auth.scheme")
 
 
+def principal_from_header_readonly(db: Database, authorization: str | None, anonymous_read: bool) -> Principal:
+    """``principal_from_header`` without taking SQLite's write lock, for hot paths (git).
+
+    Authentication only writes when a token's ``last_used_at`` is due (once a minute per token);
+    then, and only then, the lookup is repeated in a writing unit of work."""
+    with db.reads() as s, s.no_autoflush:
+        principal = principal_from_header(s, authorization, anonymous_read)
+        if not (s.dirty or s.new or s.deleted):
+            return principal
+    with db.session() as s:
+        return principal_from_header(s, authorization, anonymous_read)
+
+
 def get_principal(request: Request) -> Principal:
     # A short transaction of its own: the request's session (if any) must not be held open
     # by authentication, or an endpoint that runs its own units of work would wait on it.
@@ -77,11 +91,20 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _conveyor_error(_: Request, exc: ConveyorError) -> JSONResponse:
         return problem_response(exc)
 
+    @app.exception_handler(DataError)
+    async def _data_error(_: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value from the request that passed every earlier check: an id
+        # beyond a 32-bit column on PostgreSQL (core/limits.py stops 64-bit overflows earlier).
+        # The unit of work has been rolled back, so nothing is half-written.
+        return problem_response(InvalidInput("a value in the request is out of range for this field",
+                                             rule="request.value-range"))
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for err in exc.errors():
-            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+            where = list(err.get("loc", ()))
+            loc = ".".join(str(x) for x in (where[1:] if where[:1] == ["body"] else where))
             parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
         body = {
             "type": "about:blank",

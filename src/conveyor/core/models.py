@@ -93,14 +93,12 @@ class EventDelivery(Base):
     event: Mapped[Event] = relationship()
 
 
-class SharedSetting(Base):
-    """A value every server of one installation must agree on: signing keys, admin settings.
-
-    In the database rather than in a file of the data dir, so that several servers sharing a
-    PostgreSQL database sign and verify the same cookies and tokens.
-    """
+class CoreSetting(Base):
+    """A server-wide setting shared by every server on this database (``core/settings_store.py``)."""
 
     __tablename__ = "core_settings"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_by: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -8,11 +8,21 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from croniter import croniter
 
 from conveyor.core import InvalidInput
-from conveyor.core.yamlspec import Marks, SpecError, load_with_marks, packaged_schema, parse_duration, validate, where
+from conveyor.core.yamlspec import (
+    VALUES_LIMITS,
+    Marks,
+    SpecError,
+    decode,
+    load_with_marks,
+    packaged_schema,
+    parse_duration,
+    safe_load,
+    validate,
+    where,
+)
 from conveyor.forge import BareRepo
 
 ENV_DIR = "environments"
@@ -110,12 +120,12 @@ class Environment:
         return self.namespace_pattern.format(app=app, env=self.name)
 
 
-def parse_environment(name: str, text: str) -> Environment:
+def parse_environment(name: str, text: str | bytes) -> Environment:
     file = f"{ENV_DIR}/{name}.yaml"
     if not _ENV_NAME.match(name):
         raise InvalidInput(f"{file}: environment names are lowercase letters, digits and '-'", rule="env.name")
     try:
-        data, marks = load_with_marks(text, file)
+        data, marks = load_with_marks(text if isinstance(text, str) else decode(text, file), file)
         validate(data, marks, packaged_schema("conveyor.delivery", "environment"), file)
         timeout = parse_duration((data.get("verify") or {}).get("timeout", 120))
         freeze = _freeze(data.get("freeze") or {}, marks, file)
@@ -202,7 +212,7 @@ def load_environments(git: BareRepo, rev: str) -> dict[str, Environment]:
         parts = path.split("/")
         if len(parts) == 2 and parts[1].endswith(".yaml"):
             name = parts[1][: -len(".yaml")]
-            envs[name] = parse_environment(name, (git.read_file(rev, path) or b"").decode())
+            envs[name] = parse_environment(name, git.read_file(rev, path) or b"")
     for env in envs.values():
         if env.after is not None and env.after not in envs:
             raise InvalidInput(f"{ENV_DIR}/{env.name}.yaml: 'after: {env.after}' names no environment",
@@ -214,7 +224,11 @@ def app_values(git: BareRepo, rev: str, env: str, app: str) -> dict[str, Any]:
     raw = git.read_file(rev, f"{ENV_DIR}/{env}/{app}.yaml")
     if raw is None:
         return {}
-    data = yaml.safe_load(raw) or {}
+    file = f"{ENV_DIR}/{env}/{app}.yaml"
+    try:
+        data = safe_load(decode(raw, file), file, VALUES_LIMITS) or {}
+    except SpecError as exc:
+        raise InvalidInput(str(exc), rule="env.app-values") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"{ENV_DIR}/{env}/{app}.yaml must be a mapping of values", rule="env.app-values")
     return data

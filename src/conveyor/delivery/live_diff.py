@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from conveyor.agent import RevisionInvalid, preview_revision
 from conveyor.clusters import Layout, load
 from conveyor.core import Database, Settings
+from conveyor.core.yamlspec import RENDERED_LIMITS, safe_load_all
 from conveyor.delivery.ports import LiveDiff
 from conveyor.registry import verify_images
 
@@ -20,7 +19,7 @@ MAX_DIFF_LINES = 400
 
 
 def _objects(text: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    return [d for d in safe_load_all(text, "rendered manifests", RENDERED_LIMITS) if isinstance(d, dict)]
 
 
 def signatures(db: Database | None, settings: Settings, objects: list[dict[str, Any]]) -> tuple[str, list[str]]:

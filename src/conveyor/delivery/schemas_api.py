@@ -7,10 +7,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from conveyor.core.limits import NameText
+
 
 class GitopsInit(BaseModel):
-    repo: str
-    environments: dict[str, dict[str, Any]] | None = None
+    repo: NameText
+    environments: dict[NameText, dict[str, Any]] | None = Field(default=None, max_length=50)
 
 
 class FreezeIn(BaseModel):
@@ -50,13 +52,13 @@ class HoldOut(BaseModel):
 
 
 class PromoteIn(BaseModel):
-    env: str
-    version: str | None = None
+    env: NameText
+    version: NameText | None = None
 
 
 class RollbackIn(BaseModel):
-    env: str
-    to: str | None = None
+    env: NameText
+    to: NameText | None = None
 
 
 class EventOut(BaseModel):

@@ -117,6 +117,12 @@ class Platform:
 
         wait_until("the server to start", healthy, 120, 0.2)
         self.tokens["admin"] = (self.data_dir / "admin.token").read_text().strip()
+        # The demo's agents listen on loopback, where the outbound policy sends no webhook
+        # unless an admin allows it: the admin of this one-machine installation does.
+        with self.api() as api:
+            r = api.put("/api/v1/settings/outbound", json={"allow": ["127.0.0.1"]})
+            if r.status_code != 200:
+                raise DemoError(f"allowing webhooks to the local agents: {r.text}")
 
     def create_users(self) -> None:
         with self.api() as api:

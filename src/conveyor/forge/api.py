@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 
-from conveyor.core import Permission, PrincipalDep, SessionDep, Settings, state_of
+from conveyor.core import Permission, PrincipalDep, Role, SessionDep, Settings, outbound, state_of
+from conveyor.core.limits import LIST_BODY_CHARS
 from conveyor.forge import pulls, repos, statuses, webhooks
 from conveyor.forge.models import CommitStatus, PullRequest, Repository, Review, Webhook
 from conveyor.forge.schemas import (
@@ -52,11 +53,13 @@ def _repo_out(settings: Settings, r: Repository) -> RepoOut:
     )
 
 
-def _pull_out(pr: PullRequest) -> PullOut:
+def _pull_out(pr: PullRequest, listing: bool = False) -> PullOut:
+    cut = listing and len(pr.body) > LIST_BODY_CHARS
     return PullOut(
         number=pr.number,
         title=pr.title,
-        body=pr.body,
+        body=pr.body[:LIST_BODY_CHARS] if cut else pr.body,
+        body_truncated=cut,
         author=pr.author,
         opened_by=pr.opened_by,
         source_branch=pr.source_branch,
@@ -212,7 +215,7 @@ def list_pulls(
     repo: str, session: SessionDep, principal: PrincipalDep, state: str | None = None
 ) -> list[PullOut]:
     principal.require(Permission.READ)
-    return [_pull_out(p) for p in pulls.list_prs(session, repos.get_repo(session, repo), state)]
+    return [_pull_out(p, listing=True) for p in pulls.list_prs(session, repos.get_repo(session, repo), state)]
 
 
 @router.get("/{repo}/pulls/{number}", response_model=PullDetailOut)
@@ -327,10 +330,11 @@ def get_ref_status(
 
 # --- webhooks ----------------------------------------------------------------------------------
 @router.post("/{repo}/hooks", response_model=HookOut, status_code=201)
-def add_hook(repo: str, body: HookIn, session: SessionDep, principal: PrincipalDep) -> HookOut:
+def add_hook(repo: str, body: HookIn, request: Request, session: SessionDep, principal: PrincipalDep) -> HookOut:
     principal.require(Permission.MANAGE_REPO)
     r = repos.get_repo(session, repo)
-    return _hook_out(webhooks.add_hook(session, principal, r, body.url, body.secret, body.events))
+    policy = outbound.Policy.for_session(session, _settings(request))
+    return _hook_out(webhooks.add_hook(session, principal, r, body.url, body.secret, body.events, policy))
 
 
 @router.get("/{repo}/hooks", response_model=list[HookOut])
@@ -353,11 +357,13 @@ def delete_hook(repo: str, hook_id: int, session: SessionDep, principal: Princip
 def hook_deliveries(repo: str, hook_id: int, session: SessionDep, principal: PrincipalDep) -> list[DeliveryOut]:
     principal.require(Permission.MANAGE_REPO)
     rows = webhooks.list_deliveries(session, repos.get_repo(session, repo), hook_id)
+    admin = principal.role == Role.ADMIN
     return [
         DeliveryOut(
             id=d.id, guid=d.guid, event=d.event, status=d.status, attempts=d.attempts,
             last_status_code=d.last_status_code, last_error=d.last_error, duration_ms=d.duration_ms,
             created_at=d.created_at, delivered_at=d.delivered_at,
+            last_response_excerpt=d.last_response_excerpt if admin else None,
         )
         for d in rows
     ]

@@ -7,16 +7,18 @@ the CGI's stdin and its stdout streams back, so memory stays flat for any reposi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
+import subprocess
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from anyio import to_thread
 
 from conveyor.core import AppState, ConveyorError, Forbidden, NotFound, Permission, Principal
-from conveyor.core.http import principal_from_header, problem_response
+from conveyor.core.http import principal_from_header_readonly, problem_response
 from conveyor.forge.pushes import process_spool
 from conveyor.forge.repos import get_repo
 
@@ -30,20 +32,118 @@ _PATH = re.compile(r"^/([A-Za-z0-9][A-Za-z0-9._-]{0,99})\.git(/info/refs|/git-up
 CHUNK = 256 * 1024
 
 
+class _Backend:
+    """``git http-backend`` started with ``subprocess.Popen``, its pipes read and written
+    asynchronously.
+
+    Not ``asyncio.create_subprocess_exec``: under uvloop (uvicorn's loop) that starts the child
+    with fork() on the event loop thread, and fork copies the page tables of the whole server.
+    Measured with py-spy during 20 concurrent ``git ls-remote`` (benchmarks/forge_concurrency.py):
+    60% of the event loop's samples were inside that call, so every other request waited.
+    Python's Popen uses vfork and returns in about a millisecond (run in a worker thread all
+    the same: it waits for the child's exec).
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], stdin: asyncio.StreamWriter,
+                 stdout: asyncio.StreamReader, stderr: asyncio.StreamReader,
+                 transports: list[asyncio.BaseTransport]) -> None:
+        self.popen, self.stdin, self.stdout, self.stderr = popen, stdin, stdout, stderr
+        self.transports = transports
+
+    def close(self) -> None:
+        """Close every pipe now: uvloop keeps a read pipe open after EOF, and a transport left
+        to the garbage collector closes its descriptor number after it may have been reused."""
+        for t in self.transports:
+            t.close()
+
+    @classmethod
+    async def start(cls, env: dict[str, str]) -> _Backend:
+        loop = asyncio.get_running_loop()
+        # Our own pipes, so that each parent end has exactly one owner, its transport (with
+        # ``stdout=PIPE`` Popen would hold file objects for the same descriptors, and a second
+        # close of a reused descriptor number confuses the event loop).
+        child_in, parent_in = os.pipe()
+        parent_out, child_out = os.pipe()
+        parent_err, child_err = os.pipe()
+        try:
+            # In a worker thread: Popen returns only once the child has exec'd, which on a busy
+            # machine took long enough to show as a third of the event loop's samples.
+            def spawn() -> subprocess.Popen[bytes]:
+                return subprocess.Popen(["git", "http-backend"], env=env, stdin=child_in, stdout=child_out,
+                                        stderr=child_err)
+
+            p = await to_thread.run_sync(spawn)
+        except BaseException:
+            for fd in (parent_in, parent_out, parent_err):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (child_in, child_out, child_err):
+                os.close(fd)
+        # Who closes a pipe's descriptor: asyncio's own loop closes the file object; uvloop's
+        # libuv closes the descriptor and *then* closes the file object too, which in a threaded
+        # server closed descriptors other threads had just opened (seen as "file is not a
+        # database" and EBADF in Popen). Under uvloop the file objects therefore do not own it.
+        own = isinstance(loop, asyncio.BaseEventLoop)
+        pipes = [os.fdopen(parent_out, "rb", buffering=0, closefd=own),
+                 os.fdopen(parent_err, "rb", buffering=0, closefd=own),
+                 os.fdopen(parent_in, "wb", buffering=0, closefd=own)]
+        transports: list[asyncio.BaseTransport] = []
+        try:
+            stdout = asyncio.StreamReader(limit=CHUNK, loop=loop)
+            t_out, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout, loop=loop), pipes[0])
+            transports.append(t_out)
+            stderr = asyncio.StreamReader(loop=loop)
+            t_err, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stderr, loop=loop), pipes[1])
+            transports.append(t_err)
+            transport, protocol = await loop.connect_write_pipe(
+                lambda: asyncio.streams.FlowControlMixin(loop=loop), pipes[2])
+            transports.append(transport)
+        except BaseException:
+            p.kill()
+            p.wait()
+            for t in transports:
+                t.close()
+            for fd in (parent_out, parent_err, parent_in)[len(transports):]:
+                os.close(fd)
+            raise
+        return cls(p, asyncio.StreamWriter(transport, protocol, None, loop), stdout, stderr, transports)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.kill()
+
+    async def wait(self) -> int:
+        """The exit status; called once its output has ended, so the wait is short."""
+        delay = 0.0005
+        while (rc := self.popen.poll()) is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return rc
+
+
 class GitHttpApp:
     def __init__(self, state: AppState) -> None:
         self.state = state
 
     def _authorise(self, repo_name: str, authorization: str | None, write: bool) -> Principal:
-        with self.state.db.session() as s:
-            principal = principal_from_header(s, authorization, self.state.settings.anonymous_read)
-            if principal.scope is None:
-                principal.require(Permission.WRITE if write else Permission.READ)
+        # Read-only lookups: with 20 concurrent clients, authenticating in write-lock sessions
+        # queued every git request behind pushes being recorded (p95 1.6 s, max 14 s).
+        db = self.state.db
+        principal = principal_from_header_readonly(db, authorization, self.state.settings.anonymous_read)
+        if principal.scope is None:
+            principal.require(Permission.WRITE if write else Permission.READ)
+        with db.reads() as s:
             repo = get_repo(s, repo_name)
-            if principal.scope is not None and (write or not principal.scope.may_read_repo(repo.name, repo.kind)):
-                raise Forbidden(f"this token belongs to {principal.scope.describe()} and may not "
-                                f"{'push to' if write else 'read'} '{repo_name}'", rule="token.scope")
-            return principal
+            kind = repo.kind
+        if principal.scope is not None and (write or not principal.scope.may_read_repo(repo_name, kind)):
+            raise Forbidden(f"this token belongs to {principal.scope.describe()} and may not "
+                            f"{'push to' if write else 'read'} '{repo_name}'", rule="token.scope")
+        return principal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,15 +225,7 @@ class GitHttpApp:
         ):
             if h in headers:
                 env[var] = headers[h]
-        proc = await asyncio.create_subprocess_exec(
-            "git", "http-backend",
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            limit=CHUNK,
-        )
-        assert proc.stdin and proc.stdout and proc.stderr
+        proc = await _Backend.start(env)
 
         async def feed() -> None:
             assert proc.stdin
@@ -155,8 +247,8 @@ class GitHttpApp:
 
         feeder = asyncio.create_task(feed())
         stderr_task = asyncio.create_task(proc.stderr.read())
+        status = 200
         try:
-            status = 200
             out_headers: list[tuple[bytes, bytes]] = []
             while True:
                 line = await proc.stdout.readline()
@@ -190,5 +282,6 @@ class GitHttpApp:
             await feeder
             rc = await proc.wait()
             err = await stderr_task
+            proc.close()
             if rc != 0 or err.strip():
                 log.info("git http-backend %s exited %s: %s", path, rc, err.decode(errors="replace").strip())

@@ -7,11 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from conveyor.core.limits import BodyText, NameText, SecretText, ShortText, TitleText, UrlText
+
 
 class RepoCreate(BaseModel):
-    name: str
-    default_branch: str = "main"
-    description: str = ""
+    name: NameText
+    default_branch: NameText = "main"
+    description: ShortText = ""
     # gitops: a repository of desired state, which every cluster agent may read (cluster-admin and up)
     kind: Literal["app", "gitops"] = "app"
 
@@ -28,11 +30,11 @@ class RepoOut(BaseModel):
 
 class ProtectionIn(BaseModel):
     approvals: int = Field(default=0, ge=0, le=20)
-    required_checks: list[str] = Field(default_factory=list)
-    approver_roles: list[str] = Field(default_factory=list)
+    required_checks: list[NameText] = Field(default_factory=list, max_length=50)
+    approver_roles: list[NameText] = Field(default_factory=list, max_length=10)
     no_self_approval: bool = False
     # PRs opened by anyone but these identities need `approvals_for_others` non-author approvals.
-    trusted_openers: list[str] = Field(default_factory=list)
+    trusted_openers: list[NameText] = Field(default_factory=list, max_length=20)
     approvals_for_others: int | None = Field(default=None, ge=1, le=20)
 
 
@@ -41,15 +43,15 @@ class ProtectionOut(ProtectionIn):
 
 
 class PullCreate(BaseModel):
-    source: str
-    target: str
-    title: str
-    body: str = ""
+    source: NameText
+    target: NameText
+    title: TitleText
+    body: BodyText = ""
 
 
 class ReviewIn(BaseModel):
     state: Literal["approve", "request_changes", "comment"]
-    body: str = ""
+    body: BodyText = ""
 
 
 class MergeIn(BaseModel):
@@ -82,9 +84,9 @@ class FileStatOut(BaseModel):
 
 class StatusIn(BaseModel):
     state: Literal["pending", "success", "failure", "error"]
-    context: str = "default"
-    description: str = ""
-    target_url: str = ""
+    context: NameText = "default"
+    description: ShortText = ""
+    target_url: UrlText = ""
 
 
 class StatusOut(BaseModel):
@@ -119,7 +121,9 @@ class MergeabilityOut(BaseModel):
 class PullOut(BaseModel):
     number: int
     title: str
+    # In listings at most LIST_BODY_CHARS characters (body_truncated says so); whole in the PR itself.
     body: str
+    body_truncated: bool = False
     author: str
     source_branch: str
     target_branch: str
@@ -144,9 +148,9 @@ class PullDetailOut(PullOut):
 
 
 class HookIn(BaseModel):
-    url: str
-    secret: str
-    events: list[str] = Field(default_factory=lambda: ["push", "pull_request", "status"])
+    url: UrlText
+    secret: SecretText
+    events: list[NameText] = Field(default_factory=lambda: ["push", "pull_request", "status"], max_length=10)
 
 
 class HookOut(BaseModel):
@@ -166,6 +170,8 @@ class DeliveryOut(BaseModel):
     attempts: int
     last_status_code: int | None
     last_error: str | None
+    # The receiver's response body (first 200 bytes): only for admins, null for everyone else.
+    last_response_excerpt: str | None = None
     duration_ms: int | None
     created_at: datetime
     delivered_at: datetime | None

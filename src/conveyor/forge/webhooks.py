@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from conveyor.core import Database, InvalidInput, NotFound, Principal, record, utcnow
 from conveyor.core.background import BackgroundLoop
 from conveyor.core.models import Event
+from conveyor.core.outbound import OutboundRefused, OutboundTransport, Policy, body_excerpt, status_summary
 from conveyor.forge.models import Repository, Webhook, WebhookDelivery
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,13 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def add_hook(
-    session: Session, principal: Principal, repo: Repository, url: str, secret: str, events: list[str]
+    session: Session, principal: Principal, repo: Repository, url: str, secret: str, events: list[str],
+    policy: Policy,
 ) -> Webhook:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise InvalidInput(f"webhook URL must be http(s)://host/...: '{url}'", rule="hook.url")
+    policy.check_url(url)  # refused now if it is refused at delivery anyway
     bad = [e for e in events if e not in HOOK_EVENTS]
     if bad or not events:
         raise InvalidInput(f"webhook events must be among {', '.join(HOOK_EVENTS)}", rule="hook.events")
@@ -109,10 +112,12 @@ def _backoff(attempts: int) -> timedelta:
 class WebhookSender(BackgroundLoop):
     name = "webhooks"
 
-    def __init__(self, db: Database, poll_interval: float = 1.0, timeout: float = 10.0) -> None:
+    def __init__(self, db: Database, policy: Policy, poll_interval: float = 1.0, timeout: float = 10.0) -> None:
         super().__init__(poll_interval, _wakeup)
         self.db = db
-        self.client = httpx.Client(timeout=timeout, follow_redirects=False)
+        # Every delivery goes through the outbound policy (core/outbound.py); redirects are not
+        # followed at all (a receiver answers 2xx or the delivery is retried).
+        self.client = httpx.Client(timeout=timeout, follow_redirects=False, transport=OutboundTransport(policy))
 
     def close(self) -> None:
         self.client.close()
@@ -159,11 +164,16 @@ class WebhookSender(BackgroundLoop):
         started = time.monotonic()
         code: int | None = None
         error: str | None = None
+        excerpt: str | None = None
         try:
             resp = self.client.post(url, content=body, headers=headers)
             code = resp.status_code
+            # The log shows code and reason; the body (maybe an internal page) only to admins.
+            excerpt = body_excerpt(resp.content) or None
             if not 200 <= code < 300:
-                error = f"HTTP {code}: {resp.text[:200]}"
+                error = status_summary(code)
+        except OutboundRefused as exc:
+            error = f"refused: {exc}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
         elapsed = int((time.monotonic() - started) * 1000)
@@ -172,6 +182,7 @@ class WebhookSender(BackgroundLoop):
             if d is None:
                 return True
             d.last_status_code, d.last_error, d.duration_ms = code, error, elapsed
+            d.last_response_excerpt = excerpt
             if error is None:
                 d.status, d.delivered_at = "delivered", utcnow()
             elif attempts >= MAX_ATTEMPTS:

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from conveyor.core import Conflict, Forbidden, Settings, record, utcnow
-from conveyor.core.shared import get_setting, put_setting
+from conveyor.core.settings_store import get_setting, put_setting
 from conveyor.forge import bare, get_repo
 from conveyor.pipelines import artifacts, secrets
 from conveyor.pipelines.config import oldest_cluster_version, run_url
@@ -34,12 +34,12 @@ STEP_STATES = ("pending", "running", "success", "failure", "cancelled", "skipped
 
 
 def host_execution_repos(session: Session) -> list[str]:
-    value = get_setting(session, HOST_EXECUTION_KEY)
-    return [r for r in (value or "").split(",") if r]
+    value = get_setting(session, HOST_EXECUTION_KEY, [])
+    return [str(r) for r in value] if isinstance(value, list) else []
 
 
 def set_host_execution_repos(session: Session, repos: list[str], actor: str) -> None:
-    put_setting(session, HOST_EXECUTION_KEY, ",".join(sorted(set(repos))))
+    put_setting(session, HOST_EXECUTION_KEY, sorted(set(repos)), actor)
     record(session, actor=actor, action="pipeline.host_execution_changed", target="pipelines",
            payload={"repos": sorted(set(repos))})
 

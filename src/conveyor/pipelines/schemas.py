@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from conveyor.core.limits import NameText
+
 
 class StepOut(BaseModel):
     index: int
@@ -66,7 +68,7 @@ class RunDetailOut(RunOut):
 
 class RunCreate(BaseModel):
     pipeline: Literal["pr", "ci"]
-    ref: str | None = Field(default=None, description="A branch name; default: the repository's default branch")
+    ref: NameText | None = Field(default=None, description="A branch name; default: the repository's default branch")
     sha: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")
 
 

@@ -15,6 +15,7 @@ import jsonschema
 
 from conveyor.core.yamlspec import (
     Marks,
+    decode,
     load_with_marks,
     packaged_schema,
     parse_duration,
@@ -265,9 +266,9 @@ def load_workspace(root: Path) -> tuple[dict[str, PipelineSpec], AppSpec | None]
     pipeline_path = root / PIPELINE_FILE
     if not pipeline_path.is_file():
         raise SpecError(PIPELINE_FILE, 1, 1, "the file does not exist at this commit")
-    pipelines = parse_pipeline(pipeline_path.read_text(errors="replace"))
+    pipelines = parse_pipeline(decode(pipeline_path.read_bytes(), PIPELINE_FILE))
     app_path = root / APP_FILE
-    app = parse_app(app_path.read_text(errors="replace")) if app_path.is_file() else None
+    app = parse_app(decode(app_path.read_bytes(), APP_FILE)) if app_path.is_file() else None
     if app is None and any(s.kind == "uses" for p in pipelines.values() for s in p.steps):
         raise SpecError(APP_FILE, 1, 1, "built-in tasks need .conveyor/app.yaml (name, version, image)")
     return pipelines, app

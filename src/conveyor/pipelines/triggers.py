@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from conveyor.core import ConveyorError, NotFound, Settings, utcnow
 from conveyor.core.models import Event
+from conveyor.core.yamlspec import decode
 from conveyor.forge import bare, get_repo, post_status
 from conveyor.forge.git import ZERO
 from conveyor.forge.models import Repository
@@ -32,8 +33,8 @@ def pipeline_at(settings: Settings, repo: Repository, sha: str, pipeline: str) -
     if p is None:
         return None
     try:
-        return parse_pipeline(p.decode("utf-8")).get(pipeline)
-    except (SpecError, UnicodeDecodeError):
+        return parse_pipeline(decode(p, PIPELINE_FILE)).get(pipeline)
+    except SpecError:
         return True
 
 

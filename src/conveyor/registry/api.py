@@ -10,7 +10,18 @@ from pydantic import BaseModel, Field
 from sqlalchemy import delete, func, select
 
 import conveyor.registry as registry_api
-from conveyor.core import Conflict, InvalidInput, NotFound, Permission, PrincipalDep, SessionDep, after_commit, record
+from conveyor.core import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    OutboundPolicy,
+    Permission,
+    PrincipalDep,
+    SessionDep,
+    after_commit,
+    record,
+)
+from conveyor.core.limits import NameText, SecretText, UrlText
 from conveyor.registry import gc, lineage, policy, refresh, signing
 from conveyor.registry.models import (
     AnonymousPullPrefix,
@@ -62,24 +73,24 @@ class TagOut(BaseModel):
 
 
 class TagRef(BaseModel):
-    repository: str
-    tag: str
+    repository: NameText
+    tag: NameText
 
 
 class ImmutableRule(BaseModel):
-    repository: str
+    repository: NameText
     pattern: str = Field(min_length=1, max_length=128)
 
 
 class PrefixIn(BaseModel):
-    prefix: str
+    prefix: NameText
 
 
 class UpstreamIn(BaseModel):
-    prefix: str
-    url: str = Field(min_length=1, max_length=2000)
-    username: str | None = None
-    password: str | None = None
+    prefix: NameText
+    url: UrlText = Field(min_length=1)
+    username: NameText | None = None
+    password: SecretText | None = None
 
 
 class UpstreamOut(BaseModel):
@@ -91,7 +102,7 @@ class UpstreamOut(BaseModel):
 
 class GcIn(BaseModel):
     dry_run: bool = False
-    grace_seconds: float = Field(default=gc.DEFAULT_GRACE, ge=0)
+    grace_seconds: float = Field(default=gc.DEFAULT_GRACE, ge=0, le=10 * 365 * 86400)  # a timedelta beyond overflows
 
 
 @router.get("/repositories", response_model=list[RepositoryOut])
@@ -237,6 +248,7 @@ def add_upstream(body: UpstreamIn, request: Request, session: SessionDep, princi
     prefix = _check_prefix(body.prefix)
     if not body.url.startswith(("http://", "https://")):
         raise InvalidInput("the upstream URL must start with http:// or https://", rule="registry.upstream-url")
+    OutboundPolicy.for_session(session, _registry(request).settings).check_url(body.url)
     if session.execute(select(Upstream).where(Upstream.prefix == prefix)).scalar_one_or_none() is not None:
         raise Conflict(f"prefix '{prefix}' already has an upstream", rule="registry.upstream-unique")
     session.add(Upstream(prefix=prefix, url=body.url.rstrip("/"), username=body.username, password=body.password,

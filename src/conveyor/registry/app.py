@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from anyio import to_thread
 from sqlalchemy.orm import Session
 
-from conveyor.core import Principal, record
+from conveyor.core import Principal, Role, record
 from conveyor.registry import access, blobs, lookups, manifests, mediatypes, tokens
 from conveyor.registry.access import Action
 from conveyor.registry.asgi import ClientGone, Receive, Request, Scope, Send, gather_writes
@@ -277,10 +277,11 @@ class RegistryApp:
     # -- manifests ----------------------------------------------------------------------------
 
     async def _get_manifest(self, req: Request, name: str, ref: str) -> None:
-        await self._authorize(req, name, Action.PULL)
+        p = await self._authorize(req, name, Action.PULL)
         upstream = await self._upstream(name)
         if upstream is not None:
-            found = await self.proxy.manifest(upstream, name, ref, with_content=not req.head)
+            found = await self.proxy.manifest(upstream, name, ref, with_content=not req.head,
+                                              reveal=p.role == Role.ADMIN)
         else:
             found = await self._read(lookups.manifest, name, ref, not req.head)
         headers = [("docker-content-digest", found.digest)]
@@ -337,13 +338,13 @@ class RegistryApp:
         return await to_thread.run_sync(run)
 
     async def _get_blob(self, req: Request, name: str, raw_digest: str) -> None:
-        await self._authorize(req, name, Action.PULL)
+        p = await self._authorize(req, name, Action.PULL)
         digest = str(parse_digest(raw_digest))
         size = await self._read(lookups.blob_size, name, digest)
         if size is None:
             upstream = await self._upstream(name)
             if upstream is not None:
-                size = await self.proxy.blob(req, upstream, name, digest)
+                size = await self.proxy.blob(req, upstream, name, digest, reveal=p.role == Role.ADMIN)
                 if size is not None:
                     await self._send_blob(req, digest, size)
                 return

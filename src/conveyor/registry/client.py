@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
+from conveyor.core.outbound import body_excerpt, status_summary
 from conveyor.registry import mediatypes
 
 ACCEPT = ", ".join([
@@ -23,9 +24,13 @@ _REPO_PATH = re.compile(r"^/v2/(.+?)/(?:blobs|manifests|tags|referrers)/")
 
 
 class RegistryClientError(Exception):
-    def __init__(self, message: str, status: int | None = None) -> None:
+    """``str()`` is safe to show anyone (what failed and the status); ``excerpt`` holds the first
+    bytes of the registry's answer, which only admins may see (it may be an internal page)."""
+
+    def __init__(self, message: str, status: int | None = None, excerpt: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.excerpt = excerpt
 
 
 class DigestMismatch(RegistryClientError):
@@ -125,7 +130,10 @@ class RegistryClient:
         timeout: float = 30.0,
         verify: bool = True,
         bearer: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``transport``: the server passes ``core.AsyncOutboundTransport`` so that every
+        request it makes (token realms and redirects included) follows the outbound policy."""
         parts = urlsplit(base_url.rstrip("/"))
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.namespace = parts.path.strip("/")
@@ -137,6 +145,7 @@ class RegistryClient:
             verify=verify,
             headers=headers,
             follow_redirects=True,
+            transport=transport,
         )
 
     async def close(self) -> None:
@@ -148,7 +157,11 @@ class RegistryClient:
     @staticmethod
     def _check(resp: httpx.Response, what: str) -> None:
         if resp.status_code >= 400:
-            raise RegistryClientError(f"{what}: HTTP {resp.status_code} {resp.text[:300]}", resp.status_code)
+            try:
+                excerpt: str | None = body_excerpt(resp.content)
+            except httpx.ResponseNotRead:  # a streamed response: its body is not read for an error
+                excerpt = None
+            raise RegistryClientError(f"{what}: {status_summary(resp.status_code)}", resp.status_code, excerpt)
 
     async def get_manifest(
         self, repo: str, ref: str, max_bytes: int = mediatypes.MAX_MANIFEST_BYTES

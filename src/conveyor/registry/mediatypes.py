@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from conveyor.core.errors import InvalidInput
+from conveyor.core.limits import MAX_JSON_DEPTH, check_int, check_json
 from conveyor.registry.errors import RegistryError
 from conveyor.registry.names import parse_digest
 
@@ -69,11 +71,23 @@ def base_media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def parse(body: bytes, content_type: str | None) -> ParsedManifest:
+def _load(body: bytes) -> Any:
+    """The manifest's JSON within core's request rules (issue 13: nesting, NUL, lone surrogates
+    and huge integers each gave a 500 before, from ``json``'s recursion or the database)."""
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_int=check_int)
+        check_json(doc)
+    except RecursionError:
+        raise _invalid(f"manifest is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except InvalidInput as exc:
+        raise _invalid(f"manifest refused: {exc.detail}") from None
     except (ValueError, UnicodeDecodeError):
         raise _invalid("manifest is not valid JSON") from None
+    return doc
+
+
+def parse(body: bytes, content_type: str | None) -> ParsedManifest:
+    doc = _load(body)
     if not isinstance(doc, dict):
         raise _invalid("manifest is not a JSON object")
     header_type = base_media_type(content_type)

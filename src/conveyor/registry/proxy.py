@@ -19,7 +19,8 @@ import httpx
 from anyio import to_thread
 from sqlalchemy import select
 
-from conveyor.core import utcnow
+from conveyor.core import AsyncOutboundTransport, OutboundPolicy, utcnow
+from conveyor.core.outbound import body_excerpt, status_summary
 from conveyor.registry import blobs, manifests
 from conveyor.registry.asgi import Request
 from conveyor.registry.client import DigestMismatch, RegistryClient, RegistryClientError
@@ -36,20 +37,31 @@ TAG_FRESH = timedelta(seconds=30)
 UPSTREAM_TIMEOUT = 20.0
 
 
-def _upstream_error(up: UpstreamConfig, exc: Exception) -> RegistryError:
-    return RegistryError("UNKNOWN", f"upstream {up.url} failed: {exc}", status=502)
+def _upstream_error(up: UpstreamConfig, exc: Exception, reveal: bool) -> RegistryError:
+    """The 502 a puller sees: what failed and the upstream's status code. The upstream's answer
+    itself only for admins (``reveal``): an upstream may be an internal service, and its body
+    must not leak to every developer who can pull through it (issue 13)."""
+    message = f"upstream {up.url} failed: {exc}"
+    excerpt = getattr(exc, "excerpt", None)
+    if reveal and excerpt:
+        message += f" (upstream said: {excerpt})"
+    if excerpt:
+        log.warning("upstream %s failed: %s; it answered: %s", up.url, exc, excerpt)
+    return RegistryError("UNKNOWN", message, status=502)
 
 
 class Proxy:
     def __init__(self, registry: Registry) -> None:
         self.reg = registry
         self._clients: dict[tuple[str, str, str | None, str | None], RegistryClient] = {}
+        self.policy = OutboundPolicy.for_database(registry.db, registry.settings)
 
     def _client(self, up: UpstreamConfig) -> RegistryClient:
         key = (up.prefix, up.url, up.username, up.password)
         client = self._clients.get(key)
         if client is None:
-            client = RegistryClient(up.url, up.username, up.password, timeout=UPSTREAM_TIMEOUT)
+            client = RegistryClient(up.url, up.username, up.password, timeout=UPSTREAM_TIMEOUT,
+                                    transport=AsyncOutboundTransport(self.policy))
             self._clients[key] = client
         return client
 
@@ -71,7 +83,9 @@ class Proxy:
                 ).scalar_one_or_none()
             return found, checked
 
-    async def manifest(self, up: UpstreamConfig, name: str, ref: str, with_content: bool) -> StoredManifest:
+    async def manifest(
+        self, up: UpstreamConfig, name: str, ref: str, with_content: bool, reveal: bool = False
+    ) -> StoredManifest:
         local, checked = await to_thread.run_sync(self._local, name, ref)
         if local is not None and (looks_like_digest(ref) or (checked and utcnow() - checked < TAG_FRESH)):
             return local
@@ -88,12 +102,12 @@ class Proxy:
             if local is not None:
                 log.warning("upstream %s failed (%s); serving the cached %s:%s", up.url, exc, name, ref)
                 return local
-            raise _upstream_error(up, exc) from None
+            raise _upstream_error(up, exc, reveal) from None
         except httpx.HTTPError as exc:
             if local is not None:
                 log.warning("upstream %s unreachable (%s); serving the cached %s:%s", up.url, exc, name, ref)
                 return local
-            raise _upstream_error(up, exc) from None
+            raise _upstream_error(up, exc, reveal) from None
 
         def store() -> None:
             in_transaction(self.reg.db, lambda s: manifests.put(
@@ -112,7 +126,9 @@ class Proxy:
             return size
         return None
 
-    async def blob(self, req: Request, up: UpstreamConfig, name: str, digest: str) -> int | None:
+    async def blob(
+        self, req: Request, up: UpstreamConfig, name: str, digest: str, reveal: bool = False
+    ) -> int | None:
         """Make ``digest`` available in ``name``: returns its size when it is now local (the caller
         serves it), or streams it from the upstream to the client while caching it (None)."""
         size = await to_thread.run_sync(self._adopt, name, digest)
@@ -124,17 +140,18 @@ class Proxy:
             try:
                 remote_size = await client.blob_size(remote, digest)
             except (RegistryClientError, httpx.HTTPError) as exc:
-                raise _upstream_error(up, exc) from None
+                raise _upstream_error(up, exc, reveal) from None
             if remote_size is None:
                 raise blob_unknown(digest)
             await req.respond(200, [("docker-content-digest", digest)], content_type="application/octet-stream",
                               content_length=remote_size)
             return None
-        await self._stream_and_cache(req, up, client, remote, name, digest)
+        await self._stream_and_cache(req, up, client, remote, name, digest, reveal)
         return None
 
     async def _stream_and_cache(
-        self, req: Request, up: UpstreamConfig, client: RegistryClient, remote: str, name: str, digest: str
+        self, req: Request, up: UpstreamConfig, client: RegistryClient, remote: str, name: str, digest: str,
+        reveal: bool,
     ) -> None:
         algorithm, _, want = digest.partition(":")
         tmp = self.reg.store.tmp_dir / f"{uuid.uuid4().hex}.part"
@@ -146,7 +163,9 @@ class Proxy:
                     if resp.status_code == 404:
                         raise blob_unknown(digest)
                     if resp.status_code >= 400:
-                        raise _upstream_error(up, RegistryClientError(f"HTTP {resp.status_code}"))
+                        await resp.aread()
+                        raise _upstream_error(up, RegistryClientError(
+                            status_summary(resp.status_code), resp.status_code, body_excerpt(resp.content)), reveal)
                     headers = [("docker-content-digest", digest), ("content-type", "application/octet-stream")]
                     length = resp.headers.get("content-length")
                     if length is not None:
@@ -166,7 +185,7 @@ class Proxy:
                             await req.write(held)
                         held = chunk
             except httpx.HTTPError as exc:
-                raise _upstream_error(up, exc) from None
+                raise _upstream_error(up, exc, reveal) from None
             if h.hexdigest() != want:
                 log.error("upstream %s sent blob %s with digest %s:%s; not cached", up.url, digest, algorithm,
                           h.hexdigest())

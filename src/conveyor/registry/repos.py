@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,19 +25,11 @@ def insert_for(session: Session, table: Any) -> Any:
     return sqlite.insert(table)
 
 
-_sqlite_writers = threading.Lock()
-
-
 @contextmanager
 def write_session(db: Database) -> Iterator[Session]:
-    """A unit of work that writes. On SQLite the registry's writers first queue on an in-process
-    lock: SQLite's own busy handler sleeps in steps of milliseconds, which under concurrent pushes
-    costs far more than the transactions themselves."""
-    if db.is_postgres:
-        with db.session() as s:
-            yield s
-        return
-    with _sqlite_writers, db.session() as s:
+    """A unit of work that writes. On SQLite every writer of this server queues on core's
+    in-process writer lock (``core/db.py``) rather than in SQLite's sleeping busy handler."""
+    with db.session() as s:
         yield s
 
 

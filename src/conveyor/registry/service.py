@@ -10,10 +10,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import URL, Connection, Engine, create_engine, event, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.orm import Session
 
 from conveyor.core import Database, Principal, Settings
 from conveyor.core.identities import CACHE_SECONDS, auth_epoch, token_problem, token_row
@@ -46,19 +45,6 @@ def upstream_for(upstreams: list[UpstreamConfig], name: str) -> UpstreamConfig |
         if name.startswith(u.prefix + "/"):
             return u
     return None
-
-
-def _sqlite_reader(url: URL) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA query_only=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
-
-    return engine
 
 
 class _TTLCache:
@@ -96,7 +82,6 @@ class Registry:
         self._auth_lock = threading.Lock()
         self._auth_cache: dict[str, tuple[float, int, Principal]] = {}
         self._alive: dict[tuple[str, int], tuple[float, int, bool]] = {}
-        self._readers: sessionmaker[Session] | None = None
         from urllib.parse import urlsplit
 
         from conveyor.registry.lineage import set_local_hosts
@@ -104,17 +89,13 @@ class Registry:
         netloc = urlsplit(settings.base_url).netloc
         port = netloc.rpartition(":")[2] if ":" in netloc else ""
         set_local_hosts({netloc, *(f"{h}:{port}" for h in ("127.0.0.1", "localhost") if port)})
-        self.read_engine: Engine = db.engine
-        url = db.engine.url
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            self.read_engine = _sqlite_reader(url)
-            self._readers = sessionmaker(self.read_engine)
+        self.read_engine: Engine = db.read_engine
 
     @property
     def inline_reads(self) -> bool:
         """Lookups on the local SQLite file are short and never wait for writers (WAL), so the
         event loop runs them itself instead of paying a thread hand-off per request."""
-        return self._readers is not None
+        return self.db.separate_reader
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -124,19 +105,9 @@ class Registry:
 
     @contextmanager
     def reads(self) -> Iterator[Session]:
-        """A session for lookups. Core's sessions take SQLite's write lock at BEGIN; lookups use
-        a separate read-only engine instead, so pulls never queue behind pushes (WAL mode lets
-        readers and the writer proceed together)."""
-        if self._readers is None:
-            with self.db.session() as s:
-                yield s
-            return
-        s = self._readers()
-        try:
+        """A session for lookups (``Database.reads``): pulls never queue behind pushes."""
+        with self.db.reads() as s:
             yield s
-        finally:
-            s.rollback()
-            s.close()
 
     def start(self) -> None:
         self.store.ensure()

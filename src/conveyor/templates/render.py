@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from conveyor.core.yamlspec import RENDERED_LIMITS, SpecError, safe_load_all
 from conveyor.templates.bundle import BundleError, TemplateBundle
 
 RenderError = BundleError
@@ -90,9 +91,9 @@ def _render_helm(root: Path, app: str, namespace: str, values: dict[str, Any]) -
         if name.endswith("NOTES.txt"):
             continue
         try:
-            docs += list(yaml.safe_load_all(text))
-        except yaml.YAMLError as exc:
-            raise RenderError(f"{name} rendered invalid YAML: {exc}", rule="render.yaml") from None
+            docs += safe_load_all(text, name, RENDERED_LIMITS)
+        except SpecError as exc:
+            raise RenderError(f"{name} rendered unacceptable YAML: {exc}", rule="render.yaml") from None
     return docs
 
 
@@ -119,7 +120,10 @@ def _render_kustomize(root: Path, entry: str, namespace: str, image: ImageRef | 
     p = subprocess.run([str(kubectl_path()), "kustomize", str(overlay)], capture_output=True, text=True, timeout=300)
     if p.returncode != 0:
         raise RenderError(f"kubectl kustomize failed: {p.stderr.strip()[:1000]}", rule="render.kustomize")
-    return list(yaml.safe_load_all(p.stdout))
+    try:
+        return safe_load_all(p.stdout, "kustomize output", RENDERED_LIMITS)
+    except SpecError as exc:
+        raise RenderError(f"kustomize rendered unacceptable YAML: {exc}", rule="render.yaml") from None
 
 
 def render(

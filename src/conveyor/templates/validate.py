@@ -13,8 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
+from conveyor.core.yamlspec import RENDERED_LIMITS, SpecError, safe_load_all
 from conveyor.templates.bundle import BundleError
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
@@ -63,9 +62,9 @@ def validate(text: str, kubernetes_version: str) -> list[Finding]:
     version = schema_version(kubernetes_version)
     out = []
     try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        return [Finding("(stream)", False, f"rendered output is not valid YAML: {exc}")]
+        docs = safe_load_all(text, "rendered manifests", RENDERED_LIMITS)
+    except SpecError as exc:
+        return [Finding("(stream)", False, f"rendered output is not acceptable YAML: {exc}")]
     for doc in docs:
         if doc is None:
             continue

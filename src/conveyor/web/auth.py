@@ -20,7 +20,7 @@ from conveyor.core.identities import (
     token_problem,
     token_row,
 )
-from conveyor.core.shared import shared_secret
+from conveyor.core.settings_store import shared_secret
 
 COOKIE = "conveyor_session"
 MAX_AGE = 12 * 3600

@@ -7,9 +7,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import nh3
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 
 from conveyor.core import utcnow
 from conveyor.web.assets import htmx_available
@@ -64,13 +67,39 @@ def ui_link(url: str) -> str:
     return f"/runs/{m.group(1)}" if m else url
 
 
+_SAFE_SCHEMES = ("http", "https")
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
+
+
+def safe_url(url: str | None) -> str:
+    """``url`` if a link to it is harmless (http, https or a path on this server), else "".
+
+    Status ``target_url``s are user input: a ``javascript:`` URL rendered as a link runs in the
+    dashboard's origin when clicked (issue 13)."""
+    if not url:
+        return ""
+    url = url.strip()
+    if url.startswith("/") and not url.startswith("//"):
+        return url
+    scheme, sep, rest = url.partition(":")
+    return url if sep and scheme.lower() in _SAFE_SCHEMES and rest.startswith("//") else ""
+
+
+def markdown(text: str | None) -> Markup:
+    """PR and review bodies as every forge shows them: CommonMark (tables, strikethrough), raw HTML
+    off, and the result sanitised by nh3 (links only to http, https and mailto)."""
+    html = _markdown.render(text or "")
+    return Markup(nh3.clean(html, url_schemes={"http", "https", "mailto"}, link_rel="noopener noreferrer nofollow"))
+
+
 def timestamp(when: datetime | None) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
 
 
 env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), trim_blocks=True,
                   lstrip_blocks=True)
-env.filters.update(short=short, ago=ago, duration=duration, size=size, timestamp=timestamp, ui_link=ui_link)
+env.filters.update(short=short, ago=ago, duration=duration, size=size, timestamp=timestamp, ui_link=ui_link,
+                   safe_url=safe_url, markdown=markdown)
 
 
 def page(request: Request, template: str, ws: WebSession | None, status: int = 200, **context: Any) -> HTMLResponse:

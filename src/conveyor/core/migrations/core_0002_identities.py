@@ -19,7 +19,9 @@ depends_on = None
 def upgrade() -> None:
     op.create_table("core_settings",
     sa.Column("key", sa.String(length=64), nullable=False),
-    sa.Column("value", sa.Text(), nullable=False),
+    sa.Column("value", sa.JSON(), nullable=False),
+    sa.Column("updated_by", sa.String(length=64), nullable=False),
+    sa.Column("updated_at", conveyor.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint("key", name=op.f("pk_core_settings"))
     )
     with op.batch_alter_table("users") as b:

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from conveyor.core import ConveyorError
+from conveyor.core.yamlspec import VALUES_LIMITS, SpecError, decode, safe_load
 from conveyor.pipelines.tasks.context import TaskContext, fail, say
 from conveyor.templates import (
     CI_ENVIRONMENT,
@@ -61,7 +62,12 @@ def _helm_values(values_file: Path | None) -> dict[str, Any]:
     if values_file is None:
         return {}
     try:
-        values: dict[str, Any] = helm.values_from_yaml(values_file.read_text())
+        text = decode(values_file.read_bytes(), values_file.name)
+        safe_load(text, values_file.name, VALUES_LIMITS)  # size, depth and aliases, before Helm sees it
+    except SpecError as exc:
+        fail(f"invalid values file: {exc}")
+    try:
+        values: dict[str, Any] = helm.values_from_yaml(text)
     except helm.HelmError as exc:
         fail(f"invalid values file {values_file.name}: {exc}")
     return values
