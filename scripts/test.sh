@@ -7,6 +7,7 @@ cd "$here"
 export PATH="$venv/bin:$PATH"
 echo "== ruff" && ruff check src tests benchmarks
 echo "== mypy" && mypy
+echo "== import contracts" && lint-imports --no-cache
 echo "== pytest"
 mkdir -p test-output
 exec pytest -p no:cacheprovider -rfEs --junitxml=test-output/junit.xml "$@"

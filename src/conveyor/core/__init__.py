@@ -10,6 +10,7 @@ from conveyor.core.db import Base, Database, UTCDateTime, after_commit, utcnow
 from conveyor.core.errors import Conflict, ConveyorError, Forbidden, InvalidInput, NotFound, Unauthorized, Unprocessable
 from conveyor.core.events import OutboxWorker, bind, record
 from conveyor.core.http import AppState, PrincipalDep, SessionDep, state_of
+from conveyor.core.models import Event  # what an outbox handler is given
 from conveyor.core.outbound import AsyncOutboundTransport, OutboundRefused, OutboundTransport
 from conveyor.core.outbound import Policy as OutboundPolicy
 
@@ -31,6 +32,7 @@ __all__ = [
     "Forbidden",
     "InvalidInput",
     "NotFound",
+    "Event",
     "OutboxWorker",
     "Permission",
     "Principal",

@@ -155,6 +155,12 @@ def token_row(session: Session, token_id: int) -> ApiToken | None:
     return session.get(ApiToken, token_id)
 
 
+def user_active(session: Session, user_id: int) -> bool:
+    """Whether the user still exists and is not disabled (for caches of credentials checked earlier)."""
+    user = session.get(User, user_id)
+    return user is not None and not user.disabled
+
+
 def authenticate_basic(session: Session, username: str, secret: str) -> Principal:
     """Basic auth: the secret is an API token (git, podman) or the user's password."""
     if secret.startswith(TOKEN_PREFIX):

@@ -5,9 +5,8 @@ from __future__ import annotations
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from conveyor.core import Database, Kind, Settings, bind
+from conveyor.core import Database, Event, Kind, Settings, bind
 from conveyor.core.identities import ensure_identity
-from conveyor.core.models import Event
 from conveyor.delivery import gitops_checks
 from conveyor.delivery.adapters import real_ports
 from conveyor.delivery.engine import PromotionEngine

@@ -5,6 +5,7 @@ Public interface for other components (pipelines, delivery, web):
 
 from conveyor.forge.commits import write_branch
 from conveyor.forge.git import BareRepo, Identity
+from conveyor.forge.models import Repository  # the record type get_repo returns (read it; query through here)
 from conveyor.forge.pulls import (
     Mergeability,
     close_pr,
@@ -13,18 +14,21 @@ from conveyor.forge.pulls import (
     get_pr,
     list_prs,
     merge_pr,
+    open_pr_counts,
     pr_merged_as,
     revert_pr,
     review_pr,
 )
-from conveyor.forge.repos import bare, create_repo, get_repo, protection_for, set_protection
-from conveyor.forge.statuses import CombinedStatus, combined_status, post_status
+from conveyor.forge.repos import bare, create_repo, get_repo, list_repos, protection_for, repo_by_id, set_protection
+from conveyor.forge.statuses import CombinedStatus, StatusView, combined_status, post_status
 
 __all__ = [
     "BareRepo",
     "CombinedStatus",
     "Identity",
     "Mergeability",
+    "StatusView",
+    "Repository",
     "bare",
     "close_pr",
     "combined_status",
@@ -34,10 +38,13 @@ __all__ = [
     "get_pr",
     "get_repo",
     "list_prs",
+    "list_repos",
     "merge_pr",
+    "open_pr_counts",
     "post_status",
     "pr_merged_as",
     "protection_for",
+    "repo_by_id",
     "review_pr",
     "revert_pr",
     "set_protection",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -24,6 +23,9 @@ from conveyor.core import (
 from conveyor.forge.git import BareRepo, Identity
 from conveyor.forge.models import BranchProtection, PullRequest, Repository, Review
 from conveyor.forge.names import validate_branch_name
+from conveyor.forge.pr_events import pr_payload as _pr_payload
+from conveyor.forge.pr_events import sync_branch
+from conveyor.forge.pushes import apply_push
 from conveyor.forge.repos import bare, get_repo, protection_for, write_protection_file
 from conveyor.forge.statuses import combined_status
 
@@ -50,21 +52,6 @@ def identity_of(name: str) -> Identity:
     return Identity(name=name, email=f"{name}@conveyor.invalid")
 
 
-def _pr_payload(repo: Repository, pr: PullRequest, **extra: Any) -> dict[str, Any]:
-    return {
-        "repo": repo.name,
-        "number": pr.number,
-        "title": pr.title,
-        "author": pr.author,
-        "source_branch": pr.source_branch,
-        "target_branch": pr.target_branch,
-        "head_sha": pr.head_sha,
-        "base_sha": pr.base_sha,
-        "state": pr.state,
-        **extra,
-    }
-
-
 def get_pr(session: Session, repo: Repository, number: int, *, lock: bool = False) -> PullRequest:
     q = select(PullRequest).where(PullRequest.repo_id == repo.id, PullRequest.number == number)
     if lock:
@@ -89,6 +76,13 @@ def list_prs(session: Session, repo: Repository, state: str | None = None) -> li
     elif state:
         q = q.where(PullRequest.state == state)
     return list(session.execute(q.order_by(PullRequest.number.desc())).scalars())
+
+
+def open_pr_counts(session: Session) -> dict[int, int]:
+    """repository id -> number of its open (or merging) pull requests."""
+    q = (select(PullRequest.repo_id, func.count()).where(PullRequest.state.in_(("open", "merging")))
+         .group_by(PullRequest.repo_id))
+    return dict(session.execute(q).tuples().all())
 
 
 def create_pr(
@@ -162,54 +156,6 @@ def create_pr(
         payload=_pr_payload(repo, pr),
     )
     return pr
-
-
-def sync_branch(
-    session: Session, settings: Settings, repo: Repository, branch: str, tip: str | None, actor: str
-) -> None:
-    """A branch moved (push or merge): update the PRs that use it as source or target."""
-    prs = session.execute(
-        select(PullRequest).where(
-            PullRequest.repo_id == repo.id,
-            PullRequest.state == "open",
-            (PullRequest.source_branch == branch) | (PullRequest.target_branch == branch),
-        )
-    ).scalars()
-    for pr in prs:
-        if pr.target_branch == branch and tip is not None:
-            pr.base_sha = tip
-        if pr.source_branch != branch:
-            continue
-        if tip is None:
-            pr.state = "closed"
-            pr.closed_at = utcnow()
-            session.flush()
-            write_protection_file(settings, repo, session)
-            record(
-                session,
-                actor=actor,
-                action="pull_request.closed",
-                target=f"{repo.name}#{pr.number}",
-                payload=_pr_payload(repo, pr, reason="source branch deleted"),
-            )
-            continue
-        if tip == pr.head_sha:
-            continue
-        before = pr.head_sha
-        pr.head_sha = tip
-        dismissed = []
-        for review in pr.reviews:
-            if review.state == "approved" and not review.dismissed and review.head_sha != tip:
-                review.dismissed = True
-                review.dismissed_reason = f"new commits pushed ({tip[:12]})"
-                dismissed.append(review.reviewer)
-        record(
-            session,
-            actor=actor,
-            action="pull_request.synchronize",
-            target=f"{repo.name}#{pr.number}",
-            payload=_pr_payload(repo, pr, before=before, dismissed_approvals=dismissed),
-        )
 
 
 def required_approvals(rule: BranchProtection | None, pr: PullRequest) -> tuple[int, bool]:
@@ -430,8 +376,6 @@ def merge_pr(
 
 
 def finish_merge(session: Session, settings: Settings, repo: Repository, pr: PullRequest, actor: str) -> None:
-    from conveyor.forge.pushes import apply_push
-
     assert pr.merge_commit_sha and pr.base_before_merge
     pr.state = "merged"
     pr.merged_by = actor
@@ -486,8 +430,6 @@ def revert_pr(
     session: Session, settings: Settings, principal: Principal, repo: Repository, pr: PullRequest
 ) -> PullRequest:
     """Open a PR that undoes a merged one: a commit on top of the merge restoring the old tree."""
-    from conveyor.forge.pushes import apply_push
-
     if pr.state != "merged" or not pr.merge_commit_sha or not pr.base_before_merge:
         raise Unprocessable(f"pull request #{pr.number} is {pr.state}; only merged PRs can be reverted",
                             rule="revert.merged")

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from conveyor.core import Database, Settings, record
 from conveyor.forge.git import ZERO
 from conveyor.forge.models import Push, Repository
+from conveyor.forge.pr_events import sync_branch
 from conveyor.forge.repos import get_repo, repo_path
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,6 @@ def apply_push(
     via: str = "git",
 ) -> bool:
     """Record one push; returns False when it had been recorded already."""
-    from conveyor.forge.pulls import sync_branch
-
     if session.execute(select(Push.id).where(Push.push_id == push_id)).scalar_one_or_none() is not None:
         return False
     session.add(Push(repo_id=repo.id, push_id=push_id, pusher=pusher, updates=updates))
@@ -97,25 +96,36 @@ def _process_claimed(db: Database, settings: Settings, repo_name: str, path: Pat
     return 1
 
 
+def _last_recorded_tips(session: Session, repo: Repository, refs: set[str]) -> dict[str, str]:
+    """Where this repo's recorded pushes last left each of ``refs`` (newest push first; forge's own
+    table, so recovery does not read the event outbox as a data store)."""
+    found: dict[str, str] = {}
+    rows = session.execute(select(Push.updates).where(Push.repo_id == repo.id).order_by(Push.id.desc())
+                           .execution_options(yield_per=200)).scalars()
+    for updates in rows:
+        for u in updates:
+            if u["ref"] in refs and u["ref"] not in found:
+                found[u["ref"]] = u["after"]
+        if len(found) == len(refs):
+            break
+    return found
+
+
 def record_unrecorded_tips(db: Database, settings: Settings, repo_name: str) -> int:
     """Record branch tips no push event knows of: the server died after git moved the ref and
     before the post-receive hook spooled it. Run after the spools were replayed."""
-    from conveyor.core.models import Event
     from conveyor.forge.repos import bare
 
     n = 0
     with db.session() as s:
         repo = get_repo(s, repo_name)
-        for branch, tip in bare(settings, repo).branches().items():
+        tips = bare(settings, repo).branches()
+        known = _last_recorded_tips(s, repo, {f"refs/heads/{b}" for b in tips})
+        for branch, tip in tips.items():
             ref = f"refs/heads/{branch}"
-            last = s.execute(
-                select(Event.payload).where(Event.topic == "push", Event.payload["repo"].as_string() == repo_name,
-                                            Event.payload["ref"].as_string() == ref)
-                .order_by(Event.id.desc()).limit(1)
-            ).scalar_one_or_none()
-            if last is not None and last.get("after") == tip:
+            if known.get(ref) == tip:
                 continue
-            before = last.get("after") if last is not None else ZERO
+            before = known.get(ref, ZERO)
             push_id = "recovered-" + hashlib.sha256(f"{repo.id}|{ref}|{tip}".encode()).hexdigest()[:40]
             if apply_push(s, settings, repo, push_id, "unknown",
                           [{"before": str(before), "after": tip, "ref": ref}], via="recovered"):

@@ -37,6 +37,10 @@ def get_repo(session: Session, name: str) -> Repository:
     return repo
 
 
+def repo_by_id(session: Session, repo_id: int) -> Repository | None:
+    return session.get(Repository, repo_id)
+
+
 def install_hooks(path: Path) -> None:
     hooks = path / "hooks"
     hooks.mkdir(exist_ok=True)

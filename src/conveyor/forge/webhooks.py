@@ -16,9 +16,8 @@ import httpx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from conveyor.core import Database, InvalidInput, NotFound, Principal, record, utcnow
+from conveyor.core import Database, Event, InvalidInput, NotFound, Principal, record, utcnow
 from conveyor.core.background import BackgroundLoop
-from conveyor.core.models import Event
 from conveyor.core.outbound import OutboundRefused, OutboundTransport, Policy, body_excerpt, status_summary
 from conveyor.forge.models import Repository, Webhook, WebhookDelivery
 

@@ -14,6 +14,7 @@ Public interface for other components:
 
 from conveyor.images.debian import build_and_import as build_base_image
 from conveyor.pipelines.artifacts import blob_path, get_by_digest
+from conveyor.pipelines.listing import FINISHED, Run, get_run, list_runs
 from conveyor.pipelines.queue import enqueue
 
-__all__ = ["blob_path", "build_base_image", "enqueue", "get_by_digest"]
+__all__ = ["FINISHED", "Run", "blob_path", "build_base_image", "enqueue", "get_by_digest", "get_run", "list_runs"]

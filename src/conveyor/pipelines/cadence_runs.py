@@ -12,8 +12,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from conveyor.core import Database, Settings, utcnow
-from conveyor.forge import bare
-from conveyor.forge.models import Repository
+from conveyor.forge import bare, repo_by_id
 from conveyor.pipelines import queue
 from conveyor.pipelines.cadence import previous_fire
 from conveyor.pipelines.models import CadenceState
@@ -38,7 +37,7 @@ def start_due(db: Database, settings: Settings) -> int:
     started = 0
     with db.session() as s:
         for state in s.execute(select(CadenceState).where(CadenceState.pending_tip.is_not(None))).scalars().all():
-            repo = s.get(Repository, state.repo_id)
+            repo = repo_by_id(s, state.repo_id)
             tip = state.pending_tip
             if repo is None or tip is None:
                 continue

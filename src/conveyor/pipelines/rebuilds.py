@@ -18,8 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from conveyor.core import NotFound, Settings
-from conveyor.core.models import Event
+from conveyor.core import Event, NotFound, Settings
 from conveyor.forge import bare, get_repo
 from conveyor.pipelines import queue
 from conveyor.pipelines.models import CadenceState

@@ -9,8 +9,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import NotFound, Settings
-from conveyor.core.models import Event
+from conveyor.core import Event, NotFound, Settings
 from conveyor.forge import combined_status, get_repo, post_status
 from conveyor.pipelines.config import run_url
 from conveyor.pipelines.identity import SERVICE_PRINCIPAL

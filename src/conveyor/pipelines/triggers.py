@@ -12,12 +12,10 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.core import ConveyorError, NotFound, Settings, utcnow
-from conveyor.core.models import Event
+from conveyor.core import ConveyorError, Event, NotFound, Settings, utcnow
 from conveyor.core.yamlspec import decode
-from conveyor.forge import bare, get_repo, post_status
+from conveyor.forge import Repository, bare, get_repo, post_status
 from conveyor.forge.git import ZERO
-from conveyor.forge.models import Repository
 from conveyor.pipelines import queue
 from conveyor.pipelines.identity import SERVICE_PRINCIPAL
 from conveyor.pipelines.models import ACTIVE, CadenceState, Run

@@ -16,6 +16,7 @@ from conveyor.registry import blobs as _blobs
 from conveyor.registry import manifests as _manifests
 from conveyor.registry import policy as _policy
 from conveyor.registry.errors import RegistryError
+from conveyor.registry.lookups import repositories_with_tags
 from conveyor.registry.names import split_reference, valid_name, valid_tag
 
 
@@ -101,6 +102,7 @@ __all__ = [
     "lock_tag",
     "manifest_exists",
     "registry_host",
+    "repositories_with_tags",
     "resolve_tag",
     "sign_image",
     "split_reference",

@@ -6,7 +6,10 @@ query itself). Writers and everything else use ``manifests`` / ``blobs`` with OR
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import Connection, select
+from sqlalchemy.orm import Session
 
 from conveyor.registry.errors import RegistryError, blob_unknown, manifest_unknown, name_unknown
 from conveyor.registry.manifests import StoredManifest
@@ -52,3 +55,18 @@ def blob_size(conn: Connection, repo: str, digest: str) -> int | None:
 
 
 __all__ = ["blob_size", "blob_unknown", "manifest"]
+
+
+TagListing = tuple[str, datetime, bool, str, int, str, bytes]  # name, updated, locked, digest, size, type, content
+
+
+def repositories_with_tags(session: Session) -> list[tuple[RegistryRepository, list[TagListing]]]:
+    """Every repository by name with its tags, the most recently moved first (the dashboard's listing)."""
+    repos = list(session.execute(select(RegistryRepository).order_by(RegistryRepository.name)).scalars())
+    tags: dict[int, list[TagListing]] = {}
+    q = (select(Tag.repo_id, Tag.name, Tag.updated_at, Tag.locked, Manifest.digest, Manifest.size,
+                Manifest.media_type, Manifest.content)
+         .join(Manifest, Tag.manifest_id == Manifest.id).order_by(Tag.updated_at.desc()))
+    for repo_id, *row in session.execute(q).tuples():
+        tags.setdefault(repo_id, []).append(tuple(row))  # type: ignore[arg-type]
+    return [(r, tags.get(r.id, [])) for r in repos]

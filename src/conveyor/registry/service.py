@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
 from conveyor.core import Database, Principal, Settings
-from conveyor.core.identities import CACHE_SECONDS, auth_epoch, token_problem, token_row
+from conveyor.core.identities import CACHE_SECONDS, auth_epoch, token_problem, token_row, user_active
 from conveyor.registry.models import AnonymousPullPrefix, Upstream
 from conveyor.registry.repos import in_transaction
 from conveyor.registry.storage import BlobStore, registry_root
@@ -200,14 +200,8 @@ class Registry:
             hit = self._alive.get(key)
             if hit and hit[1] == epoch and now - hit[0] < AUTH_CACHE_TTL:
                 return hit[2]
-        from conveyor.core.models import User
-
         with self.db.session() as s:
-            if key[0] == "token":
-                alive = token_problem(token_row(s, key[1])) is None
-            else:
-                user = s.get(User, key[1])
-                alive = user is not None and not user.disabled
+            alive = token_problem(token_row(s, key[1])) is None if key[0] == "token" else user_active(s, key[1])
         with self._auth_lock:
             if len(self._alive) > 1000:
                 self._alive.clear()

@@ -8,9 +8,11 @@ from conveyor.clusters.flux.build import FLUX_VERSION, FluxControllers, FluxUnav
 from conveyor.clusters.flux.events import DeployState, FluxEvent, parse, parse_revision, state_of
 from conveyor.clusters.flux.manifests import FluxSetup, SyncTarget, events_addr, receiver_path
 from conveyor.clusters.flux.report import last_reports
+from conveyor.clusters.models import FluxReport  # the record type last_reports returns
 
 __all__ = [
     "FLUX_VERSION",
+    "FluxReport",
     "DeployState",
     "FluxControllers",
     "FluxEvent",

@@ -24,9 +24,7 @@ from sqlalchemy.orm import Session
 from conveyor.clusters.flux.events import TRANSITIONS, DeployState, FluxEvent, description, parse_revision, state_of
 from conveyor.clusters.models import FluxReport
 from conveyor.core import Principal, Settings, utcnow
-from conveyor.forge import BareRepo, bare, combined_status, post_status
-from conveyor.forge.models import Repository
-from conveyor.forge.repos import list_repos
+from conveyor.forge import BareRepo, Repository, bare, combined_status, list_repos, post_status
 
 DEPLOY_PREFIX = "conveyor/deploy/"
 NEWER_COMMITS_CHECKED = 500

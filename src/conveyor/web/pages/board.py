@@ -15,8 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.clusters import AgentKind, registrations
-from conveyor.clusters.flux import last_reports, parse_revision
-from conveyor.clusters.models import FluxReport
+from conveyor.clusters.flux import FluxReport, last_reports, parse_revision
 from conveyor.core import state_of, utcnow
 from conveyor.delivery import (
     ACTIVE_STATES,
@@ -31,9 +30,7 @@ from conveyor.delivery import (
     waiting_on,
 )
 from conveyor.delivery import running_version as running_of
-from conveyor.forge import BareRepo, bare, combined_status, get_repo
-from conveyor.forge.models import Repository
-from conveyor.forge.statuses import StatusView
+from conveyor.forge import BareRepo, Repository, StatusView, bare, combined_status, get_repo
 from conveyor.web import auth
 from conveyor.web.render import page
 from conveyor.web.routing import PageRoute

@@ -15,8 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
 from conveyor.clusters import AgentKind, list_specs, registrations
-from conveyor.clusters.flux import last_reports
-from conveyor.clusters.models import FluxReport
+from conveyor.clusters.flux import FluxReport, last_reports
 from conveyor.core import ConveyorError, Settings, state_of
 from conveyor.delivery import gitops_repo_names
 from conveyor.forge import bare, combined_status, get_repo

@@ -7,14 +7,23 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from conveyor.core import ConveyorError, Permission, state_of
 from conveyor.delivery import promotion_of_pr
-from conveyor.forge import bare, combined_status, evaluate, get_pr, get_repo, list_prs, merge_pr, review_pr
-from conveyor.forge.models import PullRequest, Repository
-from conveyor.forge.repos import list_repos
+from conveyor.forge import (
+    Repository,
+    bare,
+    combined_status,
+    evaluate,
+    get_pr,
+    get_repo,
+    list_prs,
+    list_repos,
+    merge_pr,
+    open_pr_counts,
+    review_pr,
+)
 from conveyor.web import auth
 from conveyor.web.render import page
 from conveyor.web.routing import PageRoute
@@ -62,15 +71,10 @@ def repos(request: Request) -> Response:
     st = state_of(request)
     with st.db.session() as s:
         rows = []
-        counts = dict(s.execute(_open_pr_counts()).tuples().all())
+        counts = open_pr_counts(s)
         for r in list_repos(s):
             rows.append({"repo": r, "open_prs": counts.get(r.id, 0)})
         return page(request, "repos.html", ws, rows=rows)
-
-
-def _open_pr_counts() -> Any:
-    return (select(PullRequest.repo_id, func.count()).where(PullRequest.state.in_(("open", "merging")))
-            .group_by(PullRequest.repo_id))
 
 
 @router.get("/repos/{name}", response_class=HTMLResponse)

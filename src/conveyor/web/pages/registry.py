@@ -9,11 +9,10 @@ from datetime import datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.core import state_of
-from conveyor.registry.models import Manifest, RegistryRepository, Tag
+from conveyor.registry import repositories_with_tags
 from conveyor.web import auth
 from conveyor.web.pages.board import latest_by_app_env, running
 from conveyor.web.render import page
@@ -61,12 +60,8 @@ def registry(request: Request) -> Response:
     st = state_of(request)
     with st.db.session() as s:
         running = running_digests(s)
-        repos = list(s.execute(select(RegistryRepository).order_by(RegistryRepository.name)).scalars())
-        tags: dict[int, list[TagRow]] = defaultdict(list)
-        q = (select(Tag.repo_id, Tag.name, Tag.updated_at, Tag.locked, Manifest.digest, Manifest.size,
-                    Manifest.media_type, Manifest.content)
-             .join(Manifest, Tag.manifest_id == Manifest.id).order_by(Tag.updated_at.desc()))
-        for repo_id, name, updated, locked, digest, msize, media, content in s.execute(q).tuples():
-            tags[repo_id].append(TagRow(name, digest, image_size(content, msize), media, updated, locked,
-                                        running.get(digest, [])))
-        return page(request, "registry.html", ws, repos=[(r, tags.get(r.id, [])) for r in repos])
+        listing = [(repo, [TagRow(name, digest, image_size(content, msize), media, updated, locked,
+                                  running.get(digest, []))
+                           for name, updated, locked, digest, msize, media, content in tags])
+                   for repo, tags in repositories_with_tags(s)]
+        return page(request, "registry.html", ws, repos=listing)

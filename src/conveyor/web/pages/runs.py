@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
-from sqlalchemy import select
 
 from conveyor.core import NotFound, state_of
+from conveyor.pipelines import FINISHED, get_run, list_runs
 from conveyor.pipelines import logs as plogs
-from conveyor.pipelines import models as pm
 from conveyor.web import auth
 from conveyor.web.render import page
 from conveyor.web.routing import PageRoute
@@ -27,12 +26,7 @@ LOG_PAGE = 5000
 def runs(request: Request, repo: str = "", state: str = "", limit: int = Query(100, ge=1, le=500)) -> Response:
     ws = auth.require(request)
     with state_of(request).db.session() as s:
-        q = select(pm.Run).order_by(pm.Run.id.desc()).limit(limit)
-        if repo:
-            q = q.where(pm.Run.repo_name == repo)
-        if state:
-            q = q.where(pm.Run.state == state)
-        rows = list(s.execute(q).scalars())
+        rows = list_runs(s, repo=repo, state=state, limit=limit)
         return page(request, "runs.html", ws, runs=rows, repo=repo, state=state)
 
 
@@ -40,7 +34,7 @@ def runs(request: Request, repo: str = "", state: str = "", limit: int = Query(1
 def run_page(run_id: int, request: Request) -> Response:
     ws = auth.require(request)
     with state_of(request).db.session() as s:
-        run = s.get(pm.Run, run_id)
+        run = get_run(s, run_id)
         if run is None:
             raise NotFound(f"no pipeline run {run_id}", rule="run.exists")
         chunks = plogs.read_chunks(s, run_id, 0, LOG_PAGE)
@@ -49,7 +43,7 @@ def run_page(run_id: int, request: Request) -> Response:
             by_step.setdefault(c.step, []).append(c.text)
         return page(request, "run.html", ws, run=run, steps=list(run.steps),
                     log="".join(c.text for c in chunks), after=chunks[-1].seq if chunks else 0,
-                    finished=run.state in pm.FINISHED, step_logs={k: "".join(v) for k, v in by_step.items()})
+                    finished=run.state in FINISHED, step_logs={k: "".join(v) for k, v in by_step.items()})
 
 
 @router.get("/ui/runs/{run_id}/events")
@@ -60,7 +54,7 @@ async def run_events(run_id: int, request: Request, after: int = Query(0, ge=0))
 
     def poll(cursor: int) -> tuple[list[tuple[int, int, str]], str, int]:
         with db.session() as s:
-            run = s.get(pm.Run, run_id)
+            run = get_run(s, run_id)
             if run is None:
                 raise NotFound(f"no pipeline run {run_id}", rule="run.exists")
             chunks = plogs.read_chunks(s, run_id, cursor, 500)
@@ -76,7 +70,7 @@ async def run_events(run_id: int, request: Request, after: int = Query(0, ge=0))
                 cursor = seq
                 data = json.dumps({"seq": seq, "step": step, "text": text})
                 yield f"id: {seq}\nevent: log\ndata: {data}\n\n".encode()
-            if state in pm.FINISHED and cursor >= last:
+            if state in FINISHED and cursor >= last:
                 yield f"event: end\ndata: {json.dumps({'state': state})}\n\n".encode()
                 return
             if await request.is_disconnected():
