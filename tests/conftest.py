@@ -23,6 +23,19 @@ from tests.support.server import ServerHandle
 
 BACKENDS = ["sqlite", "postgres"]
 
+# What makes a test slow here: a real cluster (Kubernetes binaries built from source on first use),
+# the PostgreSQL server, images built with buildah, Flux, or the whole demo. `pytest -m "not slow"`
+# keeps every component's logic on SQLite and fakes-free servers (the README's quick loop).
+SLOW_FIXTURES = {"kube_binaries", "postgres", "hello_image", "flux_controllers", "demo"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and "postgres" in callspec.params.values()
+        if on_postgres or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def cluster(clusters_home: Path, registry_host: str) -> ClusterHandle:  # noqa: F811

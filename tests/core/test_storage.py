@@ -128,3 +128,8 @@ def test_every_subscription_has_a_handler_in_the_server() -> None:
 
     register_components(Settings())
     assert {s.consumer for s in subscriptions.SUBSCRIPTIONS} == set(events.bound())
+
+
+def test_architecture_doc_shows_the_subscriptions() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs/architecture.md").read_text()
+    assert subscriptions.subscriptions_markdown() in doc, "paste `subscriptions_markdown()` into 'Storage and events'"

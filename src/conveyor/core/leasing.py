@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
@@ -19,14 +19,17 @@ from sqlalchemy.orm import Session
 from conveyor.core.db import Database
 
 MAX_DELAY = 300.0
+Row = TypeVar("Row")
+
+
+def skip_locked(db: Database, query: Select[Row]) -> Select[Row]:
+    """``query`` taking only rows no other transaction holds (PostgreSQL; SQLite serialises writers)."""
+    return query.with_for_update(skip_locked=True) if db.is_postgres else query
 
 
 def claim_next(session: Session, db: Database, query: Select[Any]) -> Any:
     """The first row of ``query`` nobody else holds (the caller leases it before committing)."""
-    q = query.limit(1)
-    if db.is_postgres:
-        q = q.with_for_update(skip_locked=True)
-    return session.execute(q).scalar_one_or_none()
+    return session.execute(skip_locked(db, query.limit(1))).scalar_one_or_none()
 
 
 def retry_delay(attempts: int) -> timedelta:

@@ -43,3 +43,12 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
 
 def subscribers(topic: str) -> list[str]:
     return [s.consumer for s in SUBSCRIPTIONS if s.wants(topic)]
+
+
+def subscriptions_markdown() -> str:
+    """The table as docs/architecture.md shows it (a test keeps that copy equal to this)."""
+    rows = ["| consumer | topics | what it does |", "|---|---|---|"]
+    for sub in SUBSCRIPTIONS:
+        topics = ", ".join(f"`{t}*`" if t.endswith(".") else f"`{t}`" for t in sub.topics)
+        rows.append(f"| `{sub.consumer}` | {topics} | {sub.purpose} |")
+    return "\n".join(rows)

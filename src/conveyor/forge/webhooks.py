@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from conveyor.core import Database, Event, InvalidInput, NotFound, Principal, record, utcnow
 from conveyor.core.background import BackgroundLoop
+from conveyor.core.leasing import claim_next, retry_delay
 from conveyor.core.outbound import OutboundRefused, OutboundTransport, Policy, body_excerpt, status_summary
 from conveyor.forge.models import Repository, Webhook, WebhookDelivery
 
@@ -104,10 +105,6 @@ def _wake() -> None:
     _wakeup.set()
 
 
-def _backoff(attempts: int) -> timedelta:
-    return timedelta(seconds=min(600, 2 ** attempts))
-
-
 class WebhookSender(BackgroundLoop):
     name = "webhooks"
 
@@ -126,15 +123,10 @@ class WebhookSender(BackgroundLoop):
 
     def _claim(self) -> tuple[int, str, str, str, bytes, str, int] | None:
         with self.db.session() as s:
-            q = (
-                select(WebhookDelivery)
-                .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= utcnow())
-                .order_by(WebhookDelivery.id)
-                .limit(1)
-            )
-            if self.db.is_postgres:
-                q = q.with_for_update(skip_locked=True)
-            d = s.execute(q).scalar_one_or_none()
+            q = (select(WebhookDelivery)
+                 .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= utcnow())
+                 .order_by(WebhookDelivery.id))
+            d = claim_next(s, self.db, q)
             if d is None:
                 return None
             hook = s.get(Webhook, d.hook_id)
@@ -187,7 +179,7 @@ class WebhookSender(BackgroundLoop):
             elif attempts >= MAX_ATTEMPTS:
                 d.status = "failed"
             else:
-                d.next_attempt_at = utcnow() + _backoff(attempts)
+                d.next_attempt_at = utcnow() + retry_delay(attempts)
         return True
 
 

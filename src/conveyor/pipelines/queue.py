@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from conveyor.core import Conflict, Database, after_commit, record, utcnow
+from conveyor.core.leasing import skip_locked
 from conveyor.pipelines.identity import SERVICE_USER, revoke_run_tokens
 from conveyor.pipelines.models import ACTIVE, Run
 
@@ -110,9 +111,7 @@ class RunnerView:
 def claim(db: Database, runner: RunnerView, lease: timedelta) -> int | None:
     """Take the oldest queued run this runner serves, if any, and lease it; returns its id."""
     with db.session() as s:
-        q = select(Run).where(Run.state == "queued").order_by(Run.queued_at, Run.id).limit(50)
-        if db.is_postgres:
-            q = q.with_for_update(skip_locked=True)
+        q = skip_locked(db, select(Run).where(Run.state == "queued").order_by(Run.queued_at, Run.id).limit(50))
         run = next((r for r in s.execute(q).scalars() if runner.serves(r)), None)
         if run is None:
             return None
@@ -176,9 +175,7 @@ def recover(db: Database, max_attempts: int, dead_owner: str | None = None, quie
     """
     n = 0
     with db.session() as s:
-        q = select(Run).where(Run.state == "running")
-        if db.is_postgres:
-            q = q.with_for_update(skip_locked=True)
+        q = skip_locked(db, select(Run).where(Run.state == "running"))
         now = utcnow()
         for run in s.execute(q).scalars().all():
             lapsed = run.lease_expires_at is None or run.lease_expires_at < now
