@@ -285,8 +285,9 @@ def test_refusals(fx: Env) -> None:
     problem(fx.post_as_agent(elsewhere), 422, "flux.cluster-mismatch")
     signed_garbage = b"{not json"
     problem(httpx.post(url, content=signed_garbage, headers={"X-Signature": sign(fx.key, signed_garbage)},
-                       timeout=30), 400, "flux.event")
-    problem(httpx.post(url, content=b"x" * (300 * 1024), timeout=30), 413, "flux.event-size")
+                       timeout=30), 400, "request.json")  # the request guard (core/limits.py) parses every JSON body first
+    too_big = json.dumps({"padding": "x" * (300 * 1024)}).encode()  # valid JSON, so the request guard lets it by
+    problem(httpx.post(url, content=too_big, timeout=30), 413, "flux.event-size")
     plain = fx.server.api().post("/api/v1/clusters", json={"name": unique("pl")[:20]}).json()
     problem(httpx.post(f"{fx.server.url}/api/v1/clusters/{plain['name']}/flux/events", content=body, timeout=30),
             409, "cluster.flux-agent")
