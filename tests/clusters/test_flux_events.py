@@ -285,7 +285,7 @@ def test_refusals(fx: Env) -> None:
     problem(fx.post_as_agent(elsewhere), 422, "flux.cluster-mismatch")
     signed_garbage = b"{not json"
     problem(httpx.post(url, content=signed_garbage, headers={"X-Signature": sign(fx.key, signed_garbage)},
-                       timeout=30), 400, "request.json")  # the request guard (core/limits.py) parses every JSON body first
+                       timeout=30), 400, "request.json")  # the request guard (core/limits.py) parses JSON bodies
     too_big = json.dumps({"padding": "x" * (300 * 1024)}).encode()  # valid JSON, so the request guard lets it by
     problem(httpx.post(url, content=too_big, timeout=30), 413, "flux.event-size")
     plain = fx.server.api().post("/api/v1/clusters", json={"name": unique("pl")[:20]}).json()
