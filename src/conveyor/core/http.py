@@ -34,6 +34,10 @@ def state_of(request: Request) -> AppState:
 
 
 def get_session(request: Request) -> Iterator[Session]:
+    """The request's unit of work. Used with ``scope="function"`` (below): FastAPI's default for a
+    dependency with yield runs its exit after the response has been sent, so a client could get its
+    201 before the commit (a PR just created answered 404 on PostgreSQL), and a failing commit would
+    leave a 2xx for work that was lost. Committed before the response, an error becomes the answer."""
     with state_of(request).db.session() as s:
         yield s
 
@@ -75,7 +79,7 @@ def get_principal(request: Request) -> Principal:
         return principal_from_header(s, request.headers.get("authorization"), st.settings.anonymous_read)
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
