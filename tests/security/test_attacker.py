@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import BACKENDS
 from tests.forge.helpers import WorkingCopy, new_repo, unique
+from tests.pipelines.helpers import wait_for_run
 from tests.registry.helpers import Registry, make_image
 from tests.security.attack import (
     Person,
@@ -312,7 +313,7 @@ def test_secrets_are_not_read_or_written_by_developers_or_handed_to_pr_runs(worl
     branch_with_commit(mine, "steal")
     runner = RunnerSide(w.server, wc.repo)
     open_pr(w.dev, wc.repo, "steal")
-    run = next(r for r in w.admin.get("/api/v1/runs", params={"repo": wc.repo}).json() if r["pipeline"] == "pr")
+    run = wait_for_run(w.server, wc.repo, mine.head(), "pr", finished=False)  # started by the PR's event
     assert runner.claim(run["id"])["secrets"] == {}
     runner.finish(run["id"])
     # The neighbour: once marked for pull requests, the same secret is handed over.
