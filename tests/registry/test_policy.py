@@ -41,13 +41,23 @@ def test_locked_tag_cannot_be_overwritten_or_deleted_until_unlocked(server: Serv
     assert reg.get_manifest(repo, "prod").content == second.manifest
 
 
-def test_locking_needs_write_and_unlocking_needs_repository_management(server: ServerHandle, reg: Registry) -> None:
+def test_locking_needs_push_rights_and_unlocking_needs_repository_management(server: ServerHandle,
+                                                                             reg: Registry) -> None:
     repo = unique("deploy/api")
     reg.push_image(repo, "prod", make_image(layers=1))
-    dev = server.create_user(unique("dev"), "developer")
-    server.cli("registry", "lock", f"{repo}:prod", token=dev)
-    refused = server.cli("registry", "unlock", f"{repo}:prod", token=dev, check=False)
+    name = unique("dev")
+    dev = server.create_user(name, "developer")
+    # A developer may not push to a shared namespace, so may not freeze its tags either...
+    other = server.cli("registry", "lock", f"{repo}:prod", token=dev, check=False)
+    assert other.returncode != 0 and "registry.lock-scope" in other.stderr
+    # ...but locks a tag of their own namespace, and a cluster-admin's is needed to lift it.
+    own = f"users/{name}/api"
+    reg.push_image(own, "prod", make_image(layers=1))
+    server.cli("registry", "lock", f"{own}:prod", token=dev)
+    refused = server.cli("registry", "unlock", f"{own}:prod", token=dev, check=False)
     assert refused.returncode != 0 and "manage-repo" in refused.stderr
+    server.cli("registry", "unlock", f"{own}:prod")
+    server.cli("registry", "lock", f"{repo}:prod")
     missing = server.cli("registry", "lock", f"{repo}:nope", check=False)
     assert missing.returncode != 0 and "no tag" in missing.stderr
     server.cli("registry", "unlock", f"{repo}:prod")

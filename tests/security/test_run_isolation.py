@@ -87,6 +87,8 @@ def test_a_pr_step_reaches_no_data_dir_no_service_token_no_loopback_service_and_
     assert wait_for_run(server, wc.repo, main_sha, "ci")["state"] == "failure"  # host execution not enabled yet
     r = api.put("/api/v1/pipelines/host-execution", json={"repos": [wc.repo]})
     assert r.status_code == 200, r.text
+    # ...for deployable runs only (reviewed code: a CI run of a commit on the protected default branch).
+    assert api.put(f"/api/v1/repos/{wc.repo}/protection/main", json={}).status_code == 200
     retried = int(server.cli("run", "retry", str(wait_for_run(server, wc.repo, main_sha, "ci")["id"])).stdout)
     control = wait_for_run(server, wc.repo, main_sha, "ci", limit=600)
     assert control["id"] == retried and control["state"] == "success", log_text(server, retried)

@@ -59,6 +59,10 @@ def _refusal(u: dict[str, str], policy: dict[str, Any], pusher: str, may_manage:
     for prefix in policy.get("server_only", []):
         if branch.startswith(prefix):
             return f"branch '{branch}' is written only by Conveyor's delivery (rule: push.server-only)"
+    for prefix in policy.get("managers_only", []):
+        if branch.startswith(prefix) and not may_manage:
+            return f"branch '{branch}' is an environment branch: it changes by pull request, and only " \
+                   "cluster-admins push it (rule: push.env-branch)"
     author = policy.get("pr_branches", {}).get(branch)
     if author and author != pusher and not may_manage and u["before"] != ZERO:
         if u["after"] == ZERO:

@@ -56,6 +56,11 @@ def install_hooks(path: Path) -> None:
 
 # Branches of GitOps repositories that only the server writes (delivery's deploy branches).
 SERVER_ONLY_BRANCHES = {"gitops": ["deploy/"]}
+# Branches of GitOps repositories that only cluster-admins and admins push (environment branches:
+# protected ones refuse every push anyway; this keeps a developer from creating `env/<name>` with
+# manifests of their choice before an environment of that name exists, or pushing to one whose
+# protection was not set up).
+MANAGER_ONLY_BRANCHES = {"gitops": ["env/"]}
 
 
 def write_protection_file(settings: Settings, repo: Repository, session: Session | None = None) -> None:
@@ -69,6 +74,7 @@ def write_protection_file(settings: Settings, repo: Repository, session: Session
     policy: dict[str, object] = {
         "protected": sorted(p.branch for p in repo.protections),
         "server_only": SERVER_ONLY_BRANCHES.get(repo.kind, []),
+        "managers_only": MANAGER_ONLY_BRANCHES.get(repo.kind, []),
         "pr_branches": open_pr_branches(session, repo) if session is not None else _kept_pr_branches(conf_dir),
     }
     tmp = conf_dir / f".protected.{uuid.uuid4().hex}.tmp"

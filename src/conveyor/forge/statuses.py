@@ -38,9 +38,10 @@ CONTEXT_OWNERS: tuple[tuple[str, str], ...] = (
 
 def owner_of(context: str) -> str | None:
     """The identity that owns a reserved context; None for contexts anyone may post; "" for reserved
-    contexts that nobody owns (nobody may post them)."""
+    contexts that nobody owns (nobody may post them). A context that spells the reserved prefix in
+    other letter case (``Conveyor/ci``) is reserved for no one: it would pass for Conveyor's own."""
     if not context.startswith(RESERVED):
-        return None
+        return "" if context.lower().startswith(RESERVED) else None
     for pattern, owner in CONTEXT_OWNERS:
         if pattern.endswith("/") and context.startswith(pattern):
             if owner == "agent":

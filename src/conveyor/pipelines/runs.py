@@ -104,7 +104,9 @@ def hand_over(session: Session, settings: Settings, run: Run) -> ClaimInfo:
     token = issue_run_token(session, run.id, run.repo_name, run.sha, run.pipeline, push_scope(session, settings, run))
     scope = None if run.deployable else secrets.SecretScope.ALL
     values = secrets.load_secrets(session, settings, run.repo_id, only=scope)
-    host = run.pipeline != "pr" and run.repo_name in host_execution_repos(session)
+    # Only reviewed code runs on the host: a deployable CI run (a commit on the protected default
+    # branch), never a PR's, nor a CI run someone started by hand on another ref or commit.
+    host = run.deployable and run.pipeline == "ci" and run.repo_name in host_execution_repos(session)
     info = run_payload(run, url=run_url(settings, run.id),
                        kubernetes_version=oldest_cluster_version(session, settings.data_dir))
     info["first_step_index"] = (session.execute(select(Step.index).where(Step.run_id == run.id)

@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, select
 import conveyor.registry as registry_api
 from conveyor.core import (
     Conflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     OutboundPolicy,
@@ -22,7 +23,7 @@ from conveyor.core import (
     record,
 )
 from conveyor.core.limits import NameText, SecretText, UrlText
-from conveyor.registry import gc, lineage, policy, refresh, signing
+from conveyor.registry import access, gc, lineage, policy, refresh, signing
 from conveyor.registry.models import (
     AnonymousPullPrefix,
     ImmutableTagRule,
@@ -142,7 +143,13 @@ def _tag_out(session: SessionDep, t: Tag) -> TagOut:
 def lock_tag(body: TagRef, session: SessionDep, principal: PrincipalDep) -> TagOut:
     """Lock a (deployed) tag: pushing over it or deleting it is refused until it is unlocked."""
     principal.require(Permission.WRITE)
-    registry_api.lock_tag(session, _check_repo_name(body.repository), body.tag, principal.name)
+    name = _check_repo_name(body.repository)
+    # A lock stops pushes to the tag, so it is set by who may push there (or manages repositories):
+    # otherwise anyone could freeze another user's or another app's tags.
+    if not principal.can(Permission.MANAGE_REPO) and not access.may_push(principal, name)[0]:
+        raise Forbidden(f"'{principal.name}' may not push to '{name}', so may not lock its tags",
+                        rule="registry.lock-scope")
+    registry_api.lock_tag(session, name, body.tag, principal.name)
     return _tag_out(session, policy.get_tag(session, body.repository, body.tag))
 
 
