@@ -152,7 +152,8 @@ class Scenario:
         number, head = self.board.run("Dana opens a PR: hello 1.1.0", self.open_change, "greeting", version, edit,
                                   "Greet GitOps users")
         self.outcome.prs["app"] = number
-        self.board.links.append(f"app PR #{number}: {self.p.url}/api/v1/repos/{APP}/pulls/{number}")
+        self.board.links.append(f"app PR #{number}: {self.p.url}/repos/{APP}/pulls/{number}   "
+                                f"promotion board: {self.p.url}/apps/{APP}   clusters: {self.p.url}/clusters")
         result = self.board.run(f"PR pipeline on #{number}", self.wait_check, APP, head, "conveyor/pr")
         if not result.startswith("success"):
             raise DemoError(f"the PR pipeline failed: {result}")
@@ -185,7 +186,7 @@ class Scenario:
         if code != 403:
             raise DemoError(f"Dana's own approval of the prod PR was not refused ({code})")
         self.outcome.refused_self_approval = str(body.get("detail"))
-        self.board.begin(f"prod: Dana's own approval refused ({body.get('rule')})").ok = True
+        self.board.passed(f"prod: Dana's own approval refused ({body.get('rule')})")
         for admin in ("olga", "omar"):
             code, body = self.review(GITOPS, prod["pr_number"], admin)
             if code != 201:

@@ -40,6 +40,13 @@ class Board:
         self.on_change()
         return st
 
+    def passed(self, name: str, detail: str = "") -> Stage:
+        """A stage that is over as soon as it is shown (a refusal observed): its time does not run on."""
+        st = self.begin(name, detail)
+        st.ok, st.ended = True, st.started
+        self.on_change()
+        return st
+
     def run(self, name: str, fn: Callable[..., T], *args: Any) -> T:
         """Run one stage, timing it; its result (when a string) becomes its detail."""
         st = self.begin(name)
