@@ -140,8 +140,8 @@ class RequestGuard:
             return
         try:
             check_target(scope["path"], scope.get("query_string", b""))
-            if scope["method"] in ("GET", "HEAD", "OPTIONS"):
-                await self.app(scope, receive, send)
+            if scope["method"] in ("GET", "HEAD", "OPTIONS") or not _checked_type(scope):
+                await self.app(scope, receive, send)  # binary uploads stream on to routes with limits of their own
                 return
             body = await self._read(scope, receive)
             self._check_body(scope, body)
@@ -173,12 +173,23 @@ class RequestGuard:
 
     @staticmethod
     def _check_body(scope: Scope, body: bytes) -> None:
-        ctype = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+        ctype = _content_type(scope)
         json_body = ctype in (b"", b"application/json") or ctype.endswith(b"+json")  # FastAPI reads no type as JSON
         if json_body and body.strip():
             parse_json(body)
         elif ctype == b"application/x-www-form-urlencoded" and (b"%00" in body or b"\x00" in body):
             raise InvalidInput("the form contains a NUL byte", rule="request.nul")
+
+
+def _content_type(scope: Scope) -> bytes:
+    return bytes(dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower())
+
+
+def _checked_type(scope: Scope) -> bool:
+    """Bodies the guard reads and checks: JSON (declared, or undeclared as FastAPI reads it) and forms."""
+    ctype = _content_type(scope)
+    return (ctype in (b"", b"application/json", b"application/x-www-form-urlencoded", b"multipart/form-data")
+            or ctype.endswith(b"+json"))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -47,14 +47,15 @@ class RunnerClient:
 
     def _call(self, method: str, path: str, *, json: Any = None, content: Any = None,
               params: dict[str, Any] | None = None, timeout: float | None = None,
-              patience: float | None = None) -> httpx.Response:
+              patience: float | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
         limit = self.patience if patience is None else patience
         for attempt in Retrying(retry=retry_if_exception(_transient), stop=stop_after_delay(limit),
                                 wait=wait_exponential(multiplier=0.2, max=10), reraise=True):
             with attempt:
-                kwargs: dict[str, Any] = {"json": json, "params": params}
+                kwargs: dict[str, Any] = {"json": json, "params": params, "headers": headers}
                 if content is not None:
-                    kwargs = {"content": content() if callable(content) else content, "params": params}
+                    kwargs = {"content": content() if callable(content) else content, "params": params,
+                              "headers": headers}
                 if timeout is not None:
                     kwargs["timeout"] = timeout
                 r = self.http.request(method, path, **kwargs)
@@ -103,6 +104,7 @@ class RunnerClient:
                     yield chunk
 
         r = self._call("PUT", f"/api/v1/runner/runs/{run_id}/artifacts/{name}", content=stream,
+                       headers={"Content-Type": "application/octet-stream"},
                        params={"kind": kind, "media_type": media_type, "instance": self.instance})
         return dict(r.json())
 
