@@ -9,7 +9,7 @@
 set -euo pipefail
 version="${COSIGN_VERSION:-v2.6.5}"
 module="github.com/sigstore/cosign/v2"
-cache="${CONVEYOR_CACHE:-$HOME/.cache/conveyor}/cosign/$version"
+cache="${CONVEYOR_CACHE_DIR:-${CONVEYOR_CACHE:-$HOME/.cache/conveyor}}/cosign/$version"
 bin="$cache/cosign"
 if [ -x "$bin" ]; then
   echo "$bin"

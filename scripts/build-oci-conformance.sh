@@ -6,7 +6,7 @@
 set -euo pipefail
 version="${OCI_CONFORMANCE_VERSION:-v0.0.0-20260831232431-97274622c111}"
 module="github.com/opencontainers/distribution-spec/conformance"
-cache="${CONVEYOR_CACHE:-$HOME/.cache/conveyor}/oci-conformance/$version"
+cache="${CONVEYOR_CACHE_DIR:-${CONVEYOR_CACHE:-$HOME/.cache/conveyor}}/oci-conformance/$version"
 bin="$cache/conformance.test"
 if [ -x "$bin" ]; then
   echo "$bin"

@@ -3,7 +3,7 @@
 # Python environment. Caches live outside the checkout (~/.cache/conveyor).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="${CONVEYOR_CACHE:-$HOME/.cache/conveyor}"
+cache="${CONVEYOR_CACHE_DIR:-${CONVEYOR_CACHE:-$HOME/.cache/conveyor}}"
 venv="${CONVEYOR_VENV:-$cache/venv}"
 mkdir -p "$cache"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from conveyor.clusters import kubeconfig
 from conveyor.clusters import spec as specs
 from conveyor.clusters.pki import ClusterPKI, cluster_cert_specs
-from conveyor.clusters.processes import ProcessGroup, ProcessSpec
+from conveyor.clusters.processes import ProcessGroup, ProcessSpec, pids_with_arg
 from conveyor.core import containers
 from conveyor.core.errors import InvalidInput
 
@@ -138,6 +139,34 @@ def test_a_recycled_pid_does_not_count_as_running(tmp_path: Path) -> None:
     # our own pid, but with a start time that is not ours: a pid reused by another process
     group.pid_file("ghost").write_text(f"{os.getpid()} 1\n")
     assert not group.running("ghost")
+
+
+def test_process_scans_find_matching_and_untracked_copies(tmp_path: Path) -> None:
+    """What `cluster create` relies on after an interrupted start: the running copy is recognised by
+    its argv, a copy no pid file tracks is found by program and cluster dir, and killed."""
+    group = ProcessGroup(tmp_path / "cluster" / "run", tmp_path / "cluster" / "logs")
+    marker = f"{tmp_path}/cluster/state"
+    spec = ProcessSpec("sleeper", [sys.executable, "-c", "import time; time.sleep(300)", marker])
+    pid = group.start(spec)
+    try:
+        deadline = time.monotonic() + 10  # Popen returns mid-execve, before the new argv is readable
+        while not group.matches(spec) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert group.matches(spec)
+        assert not group.matches(ProcessSpec("sleeper", [*spec.argv, "--new-flag"]))  # changed: restart it
+        assert pid in pids_with_arg(marker)
+        assert pid in pids_with_arg(f"(300) {marker} ")  # a trailing space anchors the last argument
+        assert pid not in pids_with_arg(f"(300) {marker}x")
+        assert group.kill_untracked(spec) == 0  # tracked: left alone
+        group.pid_file("sleeper").unlink()  # as if create died before writing it
+        assert group.kill_untracked(spec) == 1
+        deadline = time.monotonic() + 10
+        while pid in pids_with_arg(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pid not in pids_with_arg(marker)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_container_tool_argv_carry_the_machine_settings() -> None:

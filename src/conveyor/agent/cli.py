@@ -27,7 +27,7 @@ def _load(path: Path) -> agent_config.AgentConfig:
 def run(
     config: Path = typer.Option(..., "--config", "-c", help="agent.yaml"),
     once: bool = typer.Option(False, "--once", help="Reconcile every sync once and exit (1 if any is not Ready)"),
-    log_level: str = typer.Option("info", "--log-level"),
+    log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error"),
 ) -> None:
     """Run the agent (in the foreground)."""
     from conveyor.agent.runner import Agent
@@ -52,7 +52,7 @@ def _ago(ts: float | None) -> str:
 @agent_app.command("status")
 def status(
     config: Path = typer.Option(..., "--config", "-c", help="agent.yaml"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the status document as JSON"),
 ) -> None:
     """Status of every sync, from the running agent (or its last saved state when it is not running)."""
     cfg = _load(config)

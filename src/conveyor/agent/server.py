@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from conveyor.agent.config import AgentConfig
+from conveyor.agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from conveyor.agent.metrics import Metrics
 from conveyor.agent.status import StatusBoard
 
@@ -98,7 +99,7 @@ class AgentServer:
                 if path == "/status":
                     self._json(200, agent.status_document())
                 elif path == "/metrics":
-                    self._send(200, agent.metrics.render().encode(), "text/plain; version=0.0.4")
+                    self._send(200, agent.metrics.render(), METRICS_CONTENT_TYPE)
                 elif path == "/healthz":
                     self._send(200, b"ok\n", "text/plain")
                 else:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from conveyor.agent.cli import agent_app
+from conveyor.cli import help as _help  # noqa: F401 - flags show no <bool> type
 from conveyor.clusters.cli import cluster_app
 from conveyor.core import client
 from conveyor.core.cli import user_app

@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from conveyor.core import cache_dir
 from conveyor.core.errors import ConveyorError
 
 KUBERNETES_VERSION = "v1.34.4"
@@ -83,8 +84,7 @@ def _quiet(_: str) -> None:
 
 def cache_base() -> Path:
     """``~/.cache/conveyor`` (``CONVEYOR_CACHE_DIR`` moves it): every built component lives below it."""
-    base = os.environ.get("CONVEYOR_CACHE_DIR")
-    return Path(base).expanduser() if base else Path("~/.cache/conveyor").expanduser()
+    return cache_dir()
 
 
 def cache_root() -> Path:

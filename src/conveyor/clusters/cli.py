@@ -46,7 +46,7 @@ MANIFESTS_HELP = "Where a Flux cluster's manifests go (mode 0600; default ./flux
 
 @cluster_app.command("create")
 def create(
-    name: str,
+    name: str = typer.Argument(..., help="The new local cluster's name"),
     api_port: int = typer.Option(None, "--api-port", help="API server port (default: a free one)"),
     registry: list[str] = typer.Option(
         [], "--registry", help="plain-HTTP registry host:port the node may pull from (default: this Conveyor)"
@@ -80,7 +80,7 @@ def create(
 
 @cluster_app.command("add")
 def add(
-    name: str,
+    name: str = typer.Argument(..., help="The name environments will use for it"),
     kubeconfig: Path = typer.Option(..., "--kubeconfig", help="kubeconfig of an existing cluster"),
     context: str = typer.Option(None, "--context", help="context to use (default: its current-context)"),
     agent: str = typer.Option(None, "--agent", help=AGENT_HELP),
@@ -112,7 +112,7 @@ def list_clusters(as_json: bool = typer.Option(False, "--json", help="machine-re
 
 @cluster_app.command("delete")
 def delete(
-    name: str,
+    name: str = typer.Argument(..., help="The cluster"),
     force: bool = typer.Option(False, "--force", help="delete even if workloads are running"),
 ) -> None:
     """Delete a cluster: every process and file of a local one; a registered one is only forgotten."""
@@ -124,7 +124,7 @@ def delete(
 
 
 @cluster_app.command("kubeconfig")
-def kubeconfig(name: str) -> None:
+def kubeconfig(name: str = typer.Argument(..., help="The cluster")) -> None:
     """Print the path of the cluster's kubeconfig."""
     data_dir = _data_dir()
     try:

@@ -7,6 +7,11 @@ its argv stays the program's own). It writes stdout and stderr to ``logs/<name>.
 guards against a recycled pid: a pid file whose process has a different start time, or is a
 zombie, counts as dead. Restarting the dead ones is the caller's job (``conveyor cluster create``
 and ``conveyor up`` do it).
+
+Scans over every process (stragglers no pid file tracks, a socket path on a command line) go
+through psutil. The start time stays the raw field 22 (clock ticks since boot) rather than psutil's
+float ``create_time()``: it is what the pid files of clusters already running hold, and a changed
+format would make each of their processes look dead (and start twice) after an upgrade.
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from conveyor.core import netns as netns_mod
 
@@ -83,13 +91,13 @@ class ProcessGroup:
         if pid is None:
             return False
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
-            actual_ns = os.stat(f"/proc/{pid}/ns/net")
+            argv = psutil.Process(pid).cmdline()
+            actual_ns = os.stat(f"/proc/{pid}/ns/net")  # psutil has no namespaces
             wanted_ns = os.stat(netns_mod.path(spec.netns) if spec.netns else "/proc/self/ns/net")
-        except OSError:
+        except (OSError, psutil.Error):
             return False
         same_ns = (actual_ns.st_dev, actual_ns.st_ino) == (wanted_ns.st_dev, wanted_ns.st_ino)
-        return same_ns and [a.decode(errors="replace") for a in argv] == spec.argv
+        return same_ns and argv == spec.argv
 
     def names(self) -> list[str]:
         return sorted(p.stem for p in self.run_dir.glob("*.pid"))
@@ -99,19 +107,13 @@ class ProcessGroup:
         create can die between starting a process and writing its pid file. Returns how many."""
         if self.running(spec.name):
             return 0
-        program = os.path.basename(spec.argv[0]).encode()
-        marker = (str(self.run_dir.parent) + "/").encode()
+        program = os.path.basename(spec.argv[0])
+        marker = str(self.run_dir.parent) + "/"
         killed = 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
+        for pid, argv in _command_lines():
             if argv and os.path.basename(argv[0]) == program and any(marker in a for a in argv[1:]):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(int(entry.name), signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
                     killed += 1
         return killed
 
@@ -205,16 +207,17 @@ def kill_pids(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def _command_lines() -> Iterator[tuple[int, list[str]]]:
+    """(pid, argv) of every other process that can be read (kernel threads have an empty argv)."""
+    me = os.getpid()
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info["cmdline"]
+        if proc.pid != me and argv:
+            yield proc.pid, argv
+
+
 def pids_with_arg(fragment: str) -> list[int]:
-    """Processes whose command line contains ``fragment`` (e.g. a cluster-specific socket path)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if fragment in cmdline and int(entry.name) != os.getpid():
-            out.append(int(entry.name))
-    return out
+    """Processes whose command line contains ``fragment`` (e.g. a cluster-specific socket path).
+    The line is the argv with a space after each argument (as /proc's NUL-terminated one reads), so
+    a fragment ending in a space matches a whole last argument too."""
+    return [pid for pid, argv in _command_lines() if fragment in "".join(f"{a} " for a in argv)]

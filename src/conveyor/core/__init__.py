@@ -5,7 +5,7 @@ Public interface for other components:
 
 from conveyor.core import outbound  # the policy for URLs the server fetches
 from conveyor.core.auth import Kind, Permission, Principal, Role, Scope, agent_name, service_principal
-from conveyor.core.config import Settings
+from conveyor.core.config import Environment, Settings, cache_dir, environment
 from conveyor.core.db import Base, Database, UTCDateTime, after_commit, utcnow
 from conveyor.core.errors import Conflict, ConveyorError, Forbidden, InvalidInput, NotFound, Unauthorized, Unprocessable
 from conveyor.core.events import OutboxWorker, bind, record
@@ -39,7 +39,10 @@ __all__ = [
     "PrincipalDep",
     "Role",
     "SessionDep",
+    "Environment",
     "Settings",
+    "cache_dir",
+    "environment",
     "UTCDateTime",
     "Unauthorized",
     "Unprocessable",

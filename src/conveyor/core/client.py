@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -13,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from conveyor.core.config import DEFAULT_DATA_DIR
+from conveyor.core.config import default_data_dir, environment
 
 err_console = Console(stderr=True)
 console = Console()
@@ -26,16 +25,18 @@ class Target:
     data_dir: Path
 
 
-_target = Target(server=None, token=None, data_dir=DEFAULT_DATA_DIR)
+_target = Target(server=None, token=None, data_dir=Path("~/.local/share/conveyor").expanduser())
 
 
 def configure(server: str | None, token: str | None, data_dir: Path | None) -> None:
-    _target.server = server or os.environ.get("CONVEYOR_SERVER")
-    _target.token = token or os.environ.get("CONVEYOR_TOKEN")
-    if data_dir is not None:
-        _target.data_dir = data_dir.expanduser()
-    elif "CONVEYOR_DATA_DIR" in os.environ:
-        _target.data_dir = Path(os.environ["CONVEYOR_DATA_DIR"]).expanduser()
+    """The command line's --server, --token and --data-dir, else CONVEYOR_SERVER, _TOKEN, _DATA_DIR."""
+    try:
+        env = environment()
+    except ValueError as exc:
+        fail(str(exc))
+    _target.server = server or env.server
+    _target.token = token or env.token
+    _target.data_dir = data_dir.expanduser() if data_dir is not None else default_data_dir()
 
 
 def server_url() -> str:

@@ -76,6 +76,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psutil
+
 T = TypeVar("T")
 
 NETNS_RUN_DIR = Path("/run/netns")
@@ -218,11 +220,8 @@ def pids(name: str) -> list[int]:
     want = _ns_id(path(name))
     if want is None or not exists(name):
         return []
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _ns_id(entry / "ns" / "net") == want:
-            out.append(int(entry.name))
-    return sorted(out)
+    # psutil lists the processes; it has no namespaces, so each one's ns/net link is compared here
+    return sorted(pid for pid in psutil.pids() if _ns_id(Path(f"/proc/{pid}/ns/net")) == want)
 
 
 # ---- doing things inside ---------------------------------------------------------------------

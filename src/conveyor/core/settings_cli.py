@@ -35,7 +35,7 @@ def outbound_allow(hosts: list[str] = typer.Argument(..., help="host names, IP a
 
 
 @outbound_app.command("remove")
-def outbound_remove(hosts: list[str]) -> None:
+def outbound_remove(hosts: list[str] = typer.Argument(..., help="Hosts on the allow-list")) -> None:
     """Take hosts off the allow-list."""
     drop = {h.lower() for h in hosts}
     _put([h for h in _current() if h not in drop])

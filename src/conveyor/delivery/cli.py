@@ -17,7 +17,7 @@ freeze_app = typer.Typer(help="The stop switch: halt every new merge into enviro
 
 
 @gitops_app.command("init")
-def gitops_init(repo: str) -> None:
+def gitops_init(repo: str = typer.Argument(..., help="The GitOps repository to create")) -> None:
     """Create REPO with environments dev, qa, prod on main and one protected branch per environment."""
     out = request("POST", "/api/v1/gitops", json_body={"repo": repo})
     for name, env in out["environments"].items():
@@ -35,6 +35,7 @@ def _duration(seconds: float | None) -> str:
 
 @app_app.command("list")
 def app_list() -> None:
+    """The delivered apps with their source and GitOps repositories."""
     table = Table("app", "source repo", "GitOps repo")
     for a in request("GET", "/api/v1/apps"):
         table.add_row(a["name"], a["source_repo"], a["gitops_repo"])
@@ -42,7 +43,7 @@ def app_list() -> None:
 
 
 @app_app.command("status")
-def app_status(app: str) -> None:
+def app_status(app: str = typer.Argument(..., help="The app")) -> None:
     """Version, commit, image digest and state of APP in every environment."""
     table = Table("env", "cluster", "version", "commit", "image digest", "last state", "pending", "lead time")
     envs = request("GET", f"/api/v1/apps/{app}")
@@ -61,7 +62,10 @@ def app_status(app: str) -> None:
 
 
 @app_app.command("dora")
-def app_dora(app: str, days: int = typer.Option(30, "--days")) -> None:
+def app_dora(
+    app: str = typer.Argument(..., help="The app"),
+    days: int = typer.Option(30, "--days", help="The window: the last DAYS days"),
+) -> None:
     """The four DORA metrics of APP per environment."""
     table = Table("env", "deployments", "per day", "lead time (median)", "change failure rate", "time to restore")
     for d in request("GET", f"/api/v1/apps/{app}/dora", params={"days": days}):
@@ -85,12 +89,15 @@ def _print_promotion(p: dict[str, Any]) -> None:
 
 
 @promotion_app.command("show")
-def promotion_show(pid: int) -> None:
+def promotion_show(pid: int = typer.Argument(..., help="The promotion's id")) -> None:
+    """A promotion: version, image, source commit, GitOps PR, failure and its timeline."""
     _print_promotion(request("GET", f"/api/v1/promotions/{pid}"))
 
 
 @promotion_app.command("list")
-def promotion_list(app: str = typer.Option(None, "--app"), env: str = typer.Option(None, "--env")) -> None:
+def promotion_list(app: str = typer.Option(None, "--app", help="Only this app's promotions"),
+                   env: str = typer.Option(None, "--env", help="Only promotions to this environment")) -> None:
+    """Promotions, newest first: app, version, environment, state, GitOps PR."""
     table = Table("id", "app", "version", "env", "state", "PR", "created")
     params = {k: v for k, v in (("app", app), ("env", env)) if v}
     for p in request("GET", "/api/v1/promotions", params=params):
@@ -99,28 +106,43 @@ def promotion_list(app: str = typer.Option(None, "--app"), env: str = typer.Opti
     console.print(table)
 
 
-def promote(app: str, to: str = typer.Option(..., "--to"), version: str = typer.Option(None, "--version")) -> None:
+def promote(
+    app: str = typer.Argument(..., help="The app"),
+    to: str = typer.Option(..., "--to", help="The environment to promote to"),
+    version: str = typer.Option(None, "--version", help="The version (default: the one verified in the previous "
+                                "environment)"),
+) -> None:
     """Promote APP to an environment (default version: the one verified in the previous environment)."""
     p = request("POST", f"/api/v1/apps/{app}/promote", json_body={"env": to, "version": version})
     say(f"promotion {p['id']}: {p['app']} {p['version']} -> {p['env']}")
 
 
-def rollback(app: str, env: str = typer.Option(..., "--env"), to: str = typer.Option(None, "--to")) -> None:
+def rollback(
+    app: str = typer.Argument(..., help="The app"),
+    env: str = typer.Option(..., "--env", help="The environment to roll back"),
+    to: str = typer.Option(None, "--to", help="A verified version (default: the one before what runs now)"),
+) -> None:
     """Deploy an earlier verified version of APP to ENV again."""
     p = request("POST", f"/api/v1/apps/{app}/rollback", json_body={"env": env, "to": to})
     say(f"promotion {p['id']}: rolling {p['app']} in {p['env']} back to {p['version']}")
 
 
 @app_app.command("release")
-def app_release(app: str, env: str = typer.Option(..., "--env", help="The held environment"),
-                reason: str = typer.Option(..., "--reason", help="Why automatic promotions may go on")) -> None:
+def app_release(
+    app: str = typer.Argument(..., help="The app"),
+    env: str = typer.Option(..., "--env", help="The held environment"),
+    reason: str = typer.Option(..., "--reason", help="Why automatic promotions may go on"),
+) -> None:
     """Release APP's hold in ENV (set after a rollback): automatic promotions go on."""
     h = request("POST", f"/api/v1/apps/{app}/holds/{env}/release", json_body={"reason": reason})
     say(f"{app} in {env} released by {h['released_by']} (held since {h['created_at']}: {h['reason']})")
 
 
 @promotion_app.command("override")
-def promotion_override(pid: int, reason: str = typer.Option(..., "--reason", help="Why it may go now")) -> None:
+def promotion_override(
+    pid: int = typer.Argument(..., help="The promotion's id"),
+    reason: str = typer.Option(..., "--reason", help="Why it may go now"),
+) -> None:
     """Let promotion PID through its environment's freeze windows, once."""
     p = request("POST", f"/api/v1/promotions/{pid}/override", json_body={"reason": reason})
     say(f"promotion {p['id']} ({p['app']} {p['version']} -> {p['env']}) may pass freeze windows: {reason}")

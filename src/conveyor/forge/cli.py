@@ -17,13 +17,18 @@ status_app = typer.Typer(help="Commit statuses.", no_args_is_help=True)
 
 
 @repo_app.command("create")
-def repo_create(name: str, default_branch: str = typer.Option("main", "--default-branch")) -> None:
+def repo_create(
+    name: str = typer.Argument(..., help="The new repository's name"),
+    default_branch: str = typer.Option("main", "--default-branch", help="The branch HEAD names"),
+) -> None:
+    """Create an empty repository; prints its clone URL."""
     out = request("POST", "/api/v1/repos", json_body={"name": name, "default_branch": default_branch})
     say(f"created {out['name']}: {out['clone_url']}")
 
 
 @repo_app.command("list")
 def repo_list() -> None:
+    """The repositories: name, default branch, clone URL, creator."""
     table = Table("name", "default branch", "clone URL", "created by")
     for r in request("GET", "/api/v1/repos"):
         table.add_row(r["name"], r["default_branch"], r["clone_url"], r["created_by"])
@@ -31,7 +36,11 @@ def repo_list() -> None:
 
 
 @repo_app.command("delete")
-def repo_delete(name: str, yes: bool = typer.Option(False, "--yes", "-y", help="do not ask")) -> None:
+def repo_delete(
+    name: str = typer.Argument(..., help="The repository to delete"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation"),
+) -> None:
+    """Delete a repository and all its history (asks first unless --yes)."""
     if not yes:
         typer.confirm(f"Delete repository '{name}' and all its history?", abort=True)
     request("DELETE", f"/api/v1/repos/{name}")
@@ -40,12 +49,15 @@ def repo_delete(name: str, yes: bool = typer.Option(False, "--yes", "-y", help="
 
 @repo_app.command("protect")
 def repo_protect(
-    name: str,
-    branch: str,
-    approvals: int = typer.Option(0, "--approvals"),
-    require_check: list[str] = typer.Option([], "--require-check"),
-    approver_role: list[str] = typer.Option([], "--approver-role"),
-    no_self_approval: bool = typer.Option(False, "--no-self-approval"),
+    name: str = typer.Argument(..., help="The repository"),
+    branch: str = typer.Argument(..., help="The branch to protect"),
+    approvals: int = typer.Option(0, "--approvals", help="Approving reviews a merge needs"),
+    require_check: list[str] = typer.Option([], "--require-check",
+                                            help="A status context that must succeed (repeatable)"),
+    approver_role: list[str] = typer.Option([], "--approver-role",
+                                            help="Only approvals from this role count (repeatable)"),
+    no_self_approval: bool = typer.Option(False, "--no-self-approval",
+                                          help="The PR's author's own approval does not count"),
 ) -> None:
     """Protect a branch: no direct or force pushes; merges only through PRs meeting these rules."""
     out = request(
@@ -65,18 +77,22 @@ def repo_protect(
 
 
 @repo_app.command("unprotect")
-def repo_unprotect(name: str, branch: str) -> None:
+def repo_unprotect(
+    name: str = typer.Argument(..., help="The repository"),
+    branch: str = typer.Argument(..., help="The protected branch"),
+) -> None:
+    """Remove a branch's protection: direct pushes are allowed again."""
     request("DELETE", f"/api/v1/repos/{name}/protection/{branch}")
     say(f"unprotected {name}:{branch}")
 
 
 @pr_app.command("create")
 def pr_create(
-    repo: str,
-    source: str = typer.Option(..., "--from"),
-    target: str = typer.Option(..., "--to"),
-    title: str = typer.Option(..., "--title"),
-    body: str = typer.Option("", "--body"),
+    repo: str = typer.Argument(..., help="The repository"),
+    source: str = typer.Option(..., "--from", help="The branch with the changes"),
+    target: str = typer.Option(..., "--to", help="The branch to merge into"),
+    title: str = typer.Option(..., "--title", help="The PR's title"),
+    body: str = typer.Option("", "--body", help="The PR's description"),
 ) -> None:
     """Open a pull request; prints its number."""
     out = request(
@@ -87,7 +103,11 @@ def pr_create(
 
 
 @pr_app.command("list")
-def pr_list(repo: str, state: str = typer.Option(None, "--state", help="open | merged | closed")) -> None:
+def pr_list(
+    repo: str = typer.Argument(..., help="The repository"),
+    state: str = typer.Option(None, "--state", help="open | merged | closed (default: all)"),
+) -> None:
+    """A repository's pull requests: number, title, author, branches, state."""
     table = Table("#", "title", "author", "from", "to", "state")
     for p in request("GET", f"/api/v1/repos/{repo}/pulls", params={"state": state} if state else None):
         table.add_row(str(p["number"]), p["title"], p["author"], p["source_branch"], p["target_branch"], p["state"])
@@ -127,23 +147,41 @@ def _print_pr(p: dict[str, Any]) -> None:
 
 
 @pr_app.command("show")
-def pr_show(repo: str, number: int) -> None:
+def pr_show(
+    repo: str = typer.Argument(..., help="The repository"),
+    number: int = typer.Argument(..., help="The pull request's number"),
+) -> None:
+    """A pull request: commits, diffstat, reviews, checks, and what blocks the merge."""
     _print_pr(request("GET", f"/api/v1/repos/{repo}/pulls/{number}"))
 
 
 @pr_app.command("diff")
-def pr_diff(repo: str, number: int) -> None:
+def pr_diff(
+    repo: str = typer.Argument(..., help="The repository"),
+    number: int = typer.Argument(..., help="The pull request's number"),
+) -> None:
+    """The pull request's diff against its target branch."""
     say(request("GET", f"/api/v1/repos/{repo}/pulls/{number}/diff"))
 
 
 @pr_app.command("approve")
-def pr_approve(repo: str, number: int, message: str = typer.Option("", "-m", "--message")) -> None:
+def pr_approve(
+    repo: str = typer.Argument(..., help="The repository"),
+    number: int = typer.Argument(..., help="The pull request's number"),
+    message: str = typer.Option("", "-m", "--message", help="A comment with the approval"),
+) -> None:
+    """Approve the pull request's current head."""
     request("POST", f"/api/v1/repos/{repo}/pulls/{number}/reviews", json_body={"state": "approve", "body": message})
     say(f"approved #{number}")
 
 
 @pr_app.command("request-changes")
-def pr_request_changes(repo: str, number: int, message: str = typer.Option(..., "-m", "--message")) -> None:
+def pr_request_changes(
+    repo: str = typer.Argument(..., help="The repository"),
+    number: int = typer.Argument(..., help="The pull request's number"),
+    message: str = typer.Option(..., "-m", "--message", help="What should change"),
+) -> None:
+    """Request changes: the merge is blocked until the same reviewer approves."""
     request(
         "POST", f"/api/v1/repos/{repo}/pulls/{number}/reviews",
         json_body={"state": "request_changes", "body": message},
@@ -153,20 +191,30 @@ def pr_request_changes(repo: str, number: int, message: str = typer.Option(..., 
 
 @pr_app.command("merge")
 def pr_merge(
-    repo: str, number: int, method: str = typer.Option("merge", "--method", help="merge | squash | ff")
+    repo: str = typer.Argument(..., help="The repository"),
+    number: int = typer.Argument(..., help="The pull request's number"),
+    method: str = typer.Option("merge", "--method", help="merge | squash | ff"),
 ) -> None:
+    """Merge the pull request if its branch's protection rules are met."""
     out = request("POST", f"/api/v1/repos/{repo}/pulls/{number}/merge", json_body={"method": method})
     say(f"merged #{number} into {out['target_branch']} as {out['merge_commit_sha']}")
 
 
 @pr_app.command("close")
-def pr_close(repo: str, number: int) -> None:
+def pr_close(
+    repo: str = typer.Argument(..., help="The repository"),
+    number: int = typer.Argument(..., help="The pull request's number"),
+) -> None:
+    """Close the pull request without merging it."""
     request("POST", f"/api/v1/repos/{repo}/pulls/{number}/close")
     say(f"closed #{number}")
 
 
 @pr_app.command("revert")
-def pr_revert(repo: str, number: int) -> None:
+def pr_revert(
+    repo: str = typer.Argument(..., help="The repository"),
+    number: int = typer.Argument(..., help="The pull request's number"),
+) -> None:
     """Open a new PR that reverts a merged one; prints its number."""
     out = request("POST", f"/api/v1/repos/{repo}/pulls/{number}/revert")
     say(out["number"])
@@ -174,13 +222,14 @@ def pr_revert(repo: str, number: int) -> None:
 
 @status_app.command("set")
 def status_set(
-    repo: str,
-    sha: str,
-    state: str = typer.Option(..., "--state"),
-    context: str = typer.Option("default", "--context"),
-    description: str = typer.Option("", "--description"),
-    target_url: str = typer.Option("", "--target-url"),
+    repo: str = typer.Argument(..., help="The repository"),
+    sha: str = typer.Argument(..., help="The commit"),
+    state: str = typer.Option(..., "--state", help="pending | success | failure | error"),
+    context: str = typer.Option("default", "--context", help="The check's name (what protection requires)"),
+    description: str = typer.Option("", "--description", help="A one-line summary"),
+    target_url: str = typer.Option("", "--target-url", help="Where the details are"),
 ) -> None:
+    """Set a commit status (a check) on a commit."""
     request(
         "POST", f"/api/v1/repos/{repo}/statuses/{sha}",
         json_body={"state": state, "context": context, "description": description, "target_url": target_url},
@@ -189,7 +238,11 @@ def status_set(
 
 
 @status_app.command("show")
-def status_show(repo: str, ref: str) -> None:
+def status_show(
+    repo: str = typer.Argument(..., help="The repository"),
+    ref: str = typer.Argument(..., help="A commit, branch or tag"),
+) -> None:
+    """A commit's combined status and each context's latest state."""
     out = request("GET", f"/api/v1/repos/{repo}/commits/{ref}/status")
     say(f"{out['sha']}: {out['state']}")
     for s in out["statuses"]:
@@ -198,11 +251,12 @@ def status_show(repo: str, ref: str) -> None:
 
 @hook_app.command("add")
 def hook_add(
-    repo: str,
-    url: str,
-    secret: str = typer.Option(..., "--secret"),
-    events: str = typer.Option("push,pull_request,status", "--events"),
+    repo: str = typer.Argument(..., help="The repository"),
+    url: str = typer.Argument(..., help="Where deliveries are POSTed"),
+    secret: str = typer.Option(..., "--secret", help="The HMAC key that signs each delivery"),
+    events: str = typer.Option("push,pull_request,status", "--events", help="Comma-separated events to send"),
 ) -> None:
+    """Add a webhook; prints its id."""
     out = request(
         "POST", f"/api/v1/repos/{repo}/hooks",
         json_body={"url": url, "secret": secret, "events": [e.strip() for e in events.split(",") if e.strip()]},
@@ -211,7 +265,8 @@ def hook_add(
 
 
 @hook_app.command("list")
-def hook_list(repo: str) -> None:
+def hook_list(repo: str = typer.Argument(..., help="The repository")) -> None:
+    """A repository's webhooks."""
     table = Table("id", "url", "events", "active")
     for h in request("GET", f"/api/v1/repos/{repo}/hooks"):
         table.add_row(str(h["id"]), h["url"], ",".join(h["events"]), str(h["active"]))
@@ -219,7 +274,11 @@ def hook_list(repo: str) -> None:
 
 
 @hook_app.command("deliveries")
-def hook_deliveries(repo: str, hook_id: int) -> None:
+def hook_deliveries(
+    repo: str = typer.Argument(..., help="The repository"),
+    hook_id: int = typer.Argument(..., help="The webhook's id"),
+) -> None:
+    """A webhook's recent deliveries: status, attempts, response code, error, duration."""
     table = Table("id", "event", "status", "attempts", "code", "error", "ms")
     for d in request("GET", f"/api/v1/repos/{repo}/hooks/{hook_id}/deliveries"):
         table.add_row(str(d["id"]), d["event"], d["status"], str(d["attempts"]), str(d["last_status_code"]),
@@ -228,6 +287,10 @@ def hook_deliveries(repo: str, hook_id: int) -> None:
 
 
 @hook_app.command("delete")
-def hook_delete(repo: str, hook_id: int) -> None:
+def hook_delete(
+    repo: str = typer.Argument(..., help="The repository"),
+    hook_id: int = typer.Argument(..., help="The webhook's id"),
+) -> None:
+    """Delete a webhook."""
     request("DELETE", f"/api/v1/repos/{repo}/hooks/{hook_id}")
     say(f"deleted hook {hook_id}")

@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from conveyor.core import cache_dir as conveyor_cache_dir
+from conveyor.core import environment
 from conveyor.core.containers import buildah, skopeo
 
 DEFAULT_SUITE = "bookworm"
@@ -29,14 +31,14 @@ class BaseImageError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    root = Path(os.environ.get("CONVEYOR_CACHE", "~/.cache/conveyor")).expanduser()
-    return root / "base-images"
+    return conveyor_cache_dir() / "base-images"
 
 
 def host_debian_mirror() -> str | None:
     """The Debian mirror this machine's apt already uses (no mirror name is baked into Conveyor)."""
-    if os.environ.get("CONVEYOR_DEBIAN_MIRROR"):
-        return os.environ["CONVEYOR_DEBIAN_MIRROR"]
+    mirror = environment().debian_mirror
+    if mirror:
+        return mirror
     candidates: list[str] = []
     for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
         for m in re.finditer(r"^URIs:\s*(\S+)", path.read_text(errors="replace"), re.M):

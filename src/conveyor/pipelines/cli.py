@@ -27,8 +27,10 @@ def _line(r: dict[str, Any]) -> str:
 
 
 @run_app.command("list")
-def list_runs(repo: str = typer.Argument(None), state: str = typer.Option(None, "--state"),
-              limit: int = typer.Option(30, "--limit")) -> None:
+def list_runs(repo: str = typer.Argument(None, help="Only this repository's runs (default: all)"),
+              state: str = typer.Option(None, "--state", help="Only runs in this state (queued | running | success | "
+                                        "failure | error | cancelled)"),
+              limit: int = typer.Option(30, "--limit", help="At most this many")) -> None:
     """Newest runs first (of one repository, or all)."""
     params: dict[str, Any] = {"limit": limit}
     if repo:
@@ -40,7 +42,10 @@ def list_runs(repo: str = typer.Argument(None), state: str = typer.Option(None, 
 
 
 @run_app.command("show")
-def show(run_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
+def show(
+    run_id: int = typer.Argument(..., help="The run's id"),
+    as_json: bool = typer.Option(False, "--json", help="Print the run as JSON"),
+) -> None:
     """A run with its steps, outputs and artifacts."""
     r = request("GET", f"/api/v1/runs/{run_id}")
     if as_json:
@@ -58,7 +63,10 @@ def show(run_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @run_app.command("logs")
-def logs(run_id: int, follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the run ends")) -> None:
+def logs(
+    run_id: int = typer.Argument(..., help="The run's id"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the run ends"),
+) -> None:
     """Print a run's log; with --follow, keep printing as it is written."""
     after = 0
     while True:
@@ -76,20 +84,23 @@ def logs(run_id: int, follow: bool = typer.Option(False, "--follow", "-f", help=
 
 
 @run_app.command("cancel")
-def cancel(run_id: int) -> None:
+def cancel(run_id: int = typer.Argument(..., help="The run's id")) -> None:
+    """Cancel a queued run, or ask a running one's runner to stop it."""
     r = request("POST", f"/api/v1/runs/{run_id}/cancel")
     say(f"run {run_id}: {'cancel requested' if r['state'] == 'running' else r['state']}")
 
 
 @run_app.command("retry")
-def retry(run_id: int) -> None:
+def retry(run_id: int = typer.Argument(..., help="The run's id")) -> None:
     """Queue a new run of the same pipeline at the same commit; prints its id."""
     say(request("POST", f"/api/v1/runs/{run_id}/retry")["id"])
 
 
 @run_app.command("start")
-def start(repo: str, pipeline: str = typer.Option("ci", "--pipeline"), ref: str = typer.Option(None, "--ref"),
-          sha: str = typer.Option(None, "--sha")) -> None:
+def start(repo: str = typer.Argument(..., help="The repository"),
+          pipeline: str = typer.Option("ci", "--pipeline", help="pr | ci"),
+          ref: str = typer.Option(None, "--ref", help="A branch (default: the repository's default branch)"),
+          sha: str = typer.Option(None, "--sha", help="A commit (default: the branch's tip)")) -> None:
     """Queue a run by hand; prints its id."""
     body = {"pipeline": pipeline, "ref": ref, "sha": sha}
     say(request("POST", f"/api/v1/repos/{repo}/runs", json_body=body)["id"])
@@ -134,14 +145,16 @@ def secret_list(repo: str = typer.Argument(..., help="Repository")) -> None:
 
 
 @secret_app.command("delete")
-def secret_delete(repo: str, name: str) -> None:
+def secret_delete(repo: str = typer.Argument(..., help="Repository"),
+                  name: str = typer.Argument(..., help="Secret name")) -> None:
+    """Delete a repository's secret."""
     request("DELETE", f"/api/v1/repos/{repo}/secrets/{name}")
 
 
 @image_app.command("base")
 def base_image(
     tag: str = typer.Option("cache/debian-python:12", "--tag", help="REPOSITORY:TAG in Conveyor's registry"),
-    suite: str = typer.Option("bookworm", "--suite"),
+    suite: str = typer.Option("bookworm", "--suite", help="The Debian release to debootstrap"),
     packages: str = typer.Option("python3", "--packages", help="Comma-separated Debian packages"),
     mirror: str = typer.Option(None, "--mirror", help="Debian mirror (default: the one apt uses here)"),
     user: str = typer.Option("admin", "--user", help="Registry user the token belongs to"),

@@ -1,19 +1,45 @@
-"""Pipeline engine settings, from CONVEYOR_PIPELINE_* environment variables."""
+"""Pipeline engine settings, from CONVEYOR_PIPELINE_* environment variables (typed by
+pydantic-settings, like core's ``Environment``; a malformed value fails naming its variable)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.orm import Session
 
 from conveyor.core import Settings
 
 
-def _int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
+class PipelineEnvironment(BaseSettings):
+    """The CONVEYOR_PIPELINE_* variables (and CONVEYOR_ARTIFACT_RETENTION_DAYS); empty counts as unset."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_PIPELINE_", env_ignore_empty=True, extra="ignore")
+
+    workers: int = Field(default=2, ge=0)
+    lease_seconds: int = Field(default=20, gt=0)
+    max_log_mb: int = Field(default=10, gt=0)
+    max_attempts: int = Field(default=2, gt=0)
+    artifact_retention_days: int = Field(default=90, gt=0, validation_alias=AliasChoices(
+        "CONVEYOR_ARTIFACT_RETENTION_DAYS"))
+    poll_seconds: float = Field(default=0.5, gt=0)
+    max_artifact_mb: int = Field(default=512, gt=0)
+    default_image: str = "cache/debian-python:12"
+    containers_root: Path | None = None
+
+
+def pipeline_environment() -> PipelineEnvironment:
+    try:
+        return PipelineEnvironment()
+    except ValidationError as exc:
+        bad = ", ".join(f"{_variable(str(e['loc'][0]))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"bad environment variable ({bad})") from None
+
+
+def _variable(field: str) -> str:
+    return field.upper() if field.upper().startswith("CONVEYOR_") else f"CONVEYOR_PIPELINE_{field.upper()}"
 
 
 @dataclass(frozen=True)
@@ -29,15 +55,16 @@ class EngineConfig:
 
     @classmethod
     def from_env(cls) -> EngineConfig:
+        env = pipeline_environment()
         return cls(
-            concurrency=_int("CONVEYOR_PIPELINE_WORKERS", 2),
-            lease_seconds=_int("CONVEYOR_PIPELINE_LEASE_SECONDS", 20),
-            max_log_bytes=_int("CONVEYOR_PIPELINE_MAX_LOG_MB", 10) * 1024 * 1024,
-            max_attempts=_int("CONVEYOR_PIPELINE_MAX_ATTEMPTS", 2),
-            artifact_retention_days=_int("CONVEYOR_ARTIFACT_RETENTION_DAYS", 90),
-            poll_interval=float(os.environ.get("CONVEYOR_PIPELINE_POLL_SECONDS", "0.5")),
-            max_artifact_bytes=_int("CONVEYOR_PIPELINE_MAX_ARTIFACT_MB", 512) * 1024 * 1024,
-            default_image=os.environ.get("CONVEYOR_PIPELINE_DEFAULT_IMAGE", "cache/debian-python:12"),
+            concurrency=env.workers,
+            lease_seconds=env.lease_seconds,
+            max_log_bytes=env.max_log_mb * 1024 * 1024,
+            max_attempts=env.max_attempts,
+            artifact_retention_days=env.artifact_retention_days,
+            poll_interval=env.poll_seconds,
+            max_artifact_bytes=env.max_artifact_mb * 1024 * 1024,
+            default_image=env.default_image,
         )
 
 
@@ -55,8 +82,8 @@ def artifacts_dir(settings: Settings) -> Path:
 
 def containers_root(settings: Settings) -> Path:
     """The pipelines' own image storage (layer cache included), apart from the machine's shared one."""
-    env = os.environ.get("CONVEYOR_PIPELINE_CONTAINERS_ROOT")
-    return Path(env).expanduser() if env else pipelines_dir(settings) / "containers"
+    given = pipeline_environment().containers_root
+    return given.expanduser() if given else pipelines_dir(settings) / "containers"
 
 
 def run_url(settings: Settings, run_id: int) -> str:

@@ -44,7 +44,7 @@ def repos() -> None:
 
 
 @registry_app.command("tags")
-def tags(repository: str) -> None:
+def tags(repository: str = typer.Argument(..., help="The repository")) -> None:
     """List a repository's tags with their digests and locks."""
     for t in request("GET", "/api/v1/registry/tags", params={"repository": repository}):
         lock = f"\tlocked by {t['locked_by']}" if t["locked"] else ""
@@ -52,7 +52,7 @@ def tags(repository: str) -> None:
 
 
 @registry_app.command("lock")
-def lock(reference: str = typer.Argument(..., metavar="REPOSITORY:TAG")) -> None:
+def lock(reference: str = typer.Argument(..., metavar="REPOSITORY:TAG", help="The tag to lock")) -> None:
     """Lock a tag: pushing over it or deleting it is refused until it is unlocked."""
     repo, tag = _repo_tag(reference)
     out = request("POST", "/api/v1/registry/locks", json_body={"repository": repo, "tag": tag})
@@ -60,7 +60,8 @@ def lock(reference: str = typer.Argument(..., metavar="REPOSITORY:TAG")) -> None
 
 
 @registry_app.command("unlock")
-def unlock(reference: str = typer.Argument(..., metavar="REPOSITORY:TAG")) -> None:
+def unlock(reference: str = typer.Argument(..., metavar="REPOSITORY:TAG", help="The locked tag")) -> None:
+    """Unlock a tag: it may be pushed over or deleted again."""
     repo, tag = _repo_tag(reference)
     request("DELETE", "/api/v1/registry/locks", params={"repository": repo, "tag": tag})
     say(f"unlocked {repo}:{tag}")
@@ -68,52 +69,63 @@ def unlock(reference: str = typer.Argument(..., metavar="REPOSITORY:TAG")) -> No
 
 @registry_app.command("locks")
 def locks() -> None:
+    """The locked tags: digest, who locked each and when."""
     for r in request("GET", "/api/v1/registry/locks"):
         say(f"{r['repository']}:{r['tag']}\t{r['digest']}\tlocked by {r['locked_by']} at {r['locked_at']}")
 
 
 @immutable_app.command("add")
-def immutable_add(repository: str, pattern: str) -> None:
+def immutable_add(
+    repository: str = typer.Argument(..., help="A repository (its tags and those of the repositories below it)"),
+    pattern: str = typer.Argument(..., help="A tag glob, e.g. 'v*'"),
+) -> None:
     """Make tags matching the glob PATTERN in REPOSITORY (and below it) immutable."""
     out = request("POST", "/api/v1/registry/immutable-tags", json_body={"repository": repository, "pattern": pattern})
     say(f"tags '{out['pattern']}' of {out['repository']} are immutable")
 
 
 @immutable_app.command("remove")
-def immutable_remove(repository: str, pattern: str) -> None:
+def immutable_remove(
+    repository: str = typer.Argument(..., help="A repository (its tags and those of the repositories below it)"),
+    pattern: str = typer.Argument(..., help="A tag glob, e.g. 'v*'"),
+) -> None:
+    """Remove an immutable-tag rule: matching tags may move again."""
     request("DELETE", "/api/v1/registry/immutable-tags", params={"repository": repository, "pattern": pattern})
     say(f"removed '{pattern}' on {repository}")
 
 
 @immutable_app.command("list")
 def immutable_list() -> None:
+    """The immutable-tag rules: repository and tag glob."""
     for r in request("GET", "/api/v1/registry/immutable-tags"):
         say(f"{r['repository']}\t{r['pattern']}")
 
 
 @anonymous_app.command("add")
-def anonymous_add(prefix: str) -> None:
+def anonymous_add(prefix: str = typer.Argument(..., help="A repository prefix, e.g. 'public'")) -> None:
     """Allow anonymous pulls of PREFIX and every repository below it."""
     request("POST", "/api/v1/registry/anonymous-prefixes", json_body={"prefix": prefix})
     say(f"anonymous pull allowed under '{prefix}'")
 
 
 @anonymous_app.command("remove")
-def anonymous_remove(prefix: str) -> None:
+def anonymous_remove(prefix: str = typer.Argument(..., help="A prefix from `anonymous list`")) -> None:
+    """Require credentials again to pull under PREFIX."""
     request("DELETE", "/api/v1/registry/anonymous-prefixes", params={"prefix": prefix})
     say(f"anonymous pull no longer allowed under '{prefix}'")
 
 
 @anonymous_app.command("list")
 def anonymous_list() -> None:
+    """The prefixes anyone may pull without credentials."""
     for p in request("GET", "/api/v1/registry/anonymous-prefixes"):
         say(p)
 
 
 @upstream_app.command("add")
 def upstream_add(
-    prefix: str,
-    url: str,
+    prefix: str = typer.Argument(..., help="The local repository prefix, e.g. 'cache'"),
+    url: str = typer.Argument(..., help="The upstream registry's URL"),
     creds: str = typer.Option(None, "--creds", help="USER:PASSWORD for the upstream"),
 ) -> None:
     """Serve PREFIX/... as a pull-through cache of the registry at URL."""
@@ -129,13 +141,15 @@ def upstream_add(
 
 @upstream_app.command("list")
 def upstream_list() -> None:
+    """The pull-through caches: prefix, upstream URL, user."""
     for u in request("GET", "/api/v1/registry/upstreams"):
         user = f"\tas {u['username']}" if u["username"] else ""
         say(f"{u['prefix']}\t{u['url']}{user}")
 
 
 @upstream_app.command("remove")
-def upstream_remove(prefix: str) -> None:
+def upstream_remove(prefix: str = typer.Argument(..., help="A prefix from `upstream list`")) -> None:
+    """Stop mirroring an upstream under PREFIX (what was cached stays)."""
     request("DELETE", "/api/v1/registry/upstreams", params={"prefix": prefix})
     say(f"removed upstream '{prefix}'")
 
@@ -243,7 +257,7 @@ def keys_rotate() -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str) -> None:
+def keys_revoke(key_id: str = typer.Argument(..., help="A retired key's id (from `signing-key list`)")) -> None:
     """Distrust a retired key: images only it signed fail verification from now on."""
     out = request("POST", f"/api/v1/registry/signing-keys/{key_id}/revoke")
     say(f"revoked {out['key_id']}")
@@ -272,7 +286,7 @@ def lineage(image: str = typer.Argument(..., metavar="IMAGE", help="REPO, REPO:T
 
 
 @registry_app.command("history")
-def history(reference: str = typer.Argument(..., metavar="REPOSITORY:TAG")) -> None:
+def history(reference: str = typer.Argument(..., metavar="REPOSITORY:TAG", help="The tag")) -> None:
     """Where a tag pointed before (a refreshed cache keeps the old digest pullable)."""
     repo, tag = _repo_tag(reference)
     for h in request("GET", "/api/v1/registry/tag-history", params={"repository": repo, "tag": tag}):
@@ -286,7 +300,8 @@ def _add_refresh(body: dict[str, object]) -> None:
 
 
 @refresh_app.command("upstream")
-def refresh_upstream(prefix: str, every: str = typer.Option("6h", "--every"),
+def refresh_upstream(prefix: str = typer.Argument(..., help="A pull-through cache's prefix"),
+                     every: str = typer.Option("6h", "--every", help="How often: 30m, 6h, 1d or seconds"),
                      tags: str = typer.Option("*", "--tags", help="comma-separated tag globs")) -> None:
     """Refresh the tags cached under the pull-through PREFIX every interval."""
     _add_refresh({"kind": "upstream", "target": prefix, "interval_seconds": _seconds(every),
@@ -294,11 +309,14 @@ def refresh_upstream(prefix: str, every: str = typer.Option("6h", "--every"),
 
 
 @refresh_app.command("import")
-def refresh_import(repository: str, source: str = typer.Argument(..., help="docker://HOST/REPO"),
-                   every: str = typer.Option("1d", "--every"),
-                   tags: str = typer.Option("latest", "--tags", help="comma-separated tags or globs"),
-                   src_creds: str = typer.Option(None, "--src-creds"),
-                   src_insecure: bool = typer.Option(False, "--src-insecure")) -> None:
+def refresh_import(
+    repository: str = typer.Argument(..., help="The repository in Conveyor"),
+    source: str = typer.Argument(..., help="docker://HOST/REPO"),
+    every: str = typer.Option("1d", "--every", help="How often: 30m, 6h, 1d or seconds"),
+    tags: str = typer.Option("latest", "--tags", help="comma-separated tags or globs"),
+    src_creds: str = typer.Option(None, "--src-creds", help="USER:PASSWORD for the source"),
+    src_insecure: bool = typer.Option(False, "--src-insecure", help="plain HTTP for the source"),
+) -> None:
     """Re-import REPOSITORY's tags from SOURCE every interval."""
     user, _, password = (src_creds or "").partition(":")
     _add_refresh({"kind": "import", "target": repository, "source": source, "interval_seconds": _seconds(every),
@@ -308,6 +326,7 @@ def refresh_import(repository: str, source: str = typer.Argument(..., help="dock
 
 @refresh_app.command("list")
 def refresh_list() -> None:
+    """The refresh policies: id, kind, target, interval and whether the last refresh worked."""
     for p in request("GET", "/api/v1/registry/refresh-policies"):
         health = f"FAILING since {p['failing_since']}: {p['last_error']}" if p["failing_since"] else \
             f"ok at {p['last_ok_at'] or 'never yet'}"
@@ -315,7 +334,7 @@ def refresh_list() -> None:
 
 
 @refresh_app.command("run")
-def refresh_run(policy_id: int) -> None:
+def refresh_run(policy_id: int = typer.Argument(..., help="The policy's id (from `refresh list`)")) -> None:
     """Refresh now."""
     out = request("POST", f"/api/v1/registry/refresh-policies/{policy_id}/run")
     for m in out["moved"]:
@@ -326,6 +345,7 @@ def refresh_run(policy_id: int) -> None:
 
 
 @refresh_app.command("remove")
-def refresh_remove(policy_id: int) -> None:
+def refresh_remove(policy_id: int = typer.Argument(..., help="The policy's id (from `refresh list`)")) -> None:
+    """Delete a refresh policy (the cached tags stay as they are)."""
     request("DELETE", f"/api/v1/registry/refresh-policies/{policy_id}")
     say(f"removed refresh policy {policy_id}")

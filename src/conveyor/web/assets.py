@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
+
+from conveyor.core import cache_dir, environment
 
 STATIC = Path(__file__).parent / "static"
 
@@ -12,12 +13,12 @@ STATIC = Path(__file__).parent / "static"
 @lru_cache(maxsize=1)
 def htmx_path() -> Path | None:
     """htmx is installed by scripts/setup.sh from the npm registry; without it pages still work."""
-    candidates = [os.environ.get("CONVEYOR_HTMX_JS", "")]
-    cache = os.environ.get("CONVEYOR_CACHE") or str(Path.home() / ".cache" / "conveyor")
-    candidates.append(str(Path(cache) / "web" / "node_modules" / "htmx.org" / "dist" / "htmx.min.js"))
+    given = environment().htmx_js
+    candidates = [given] if given else []
+    candidates.append(cache_dir() / "web" / "node_modules" / "htmx.org" / "dist" / "htmx.min.js")
     for c in candidates:
-        if c and Path(c).is_file():
-            return Path(c)
+        if c.expanduser().is_file():
+            return c.expanduser()
     return None
 
 

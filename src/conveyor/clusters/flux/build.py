@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conveyor.clusters.binaries import go_binary
+from conveyor.core import cache_dir
 from conveyor.core.errors import ConveyorError
 
 FLUX_VERSION = "v1.9.6"
@@ -60,9 +61,7 @@ def _quiet(_: str) -> None:
 
 
 def build_dir(version: str = FLUX_VERSION) -> Path:
-    base = os.environ.get("CONVEYOR_CACHE_DIR")
-    root = Path(base).expanduser() if base else Path("~/.cache/conveyor").expanduser()
-    return root / "flux" / version
+    return cache_dir() / "flux" / version
 
 
 @dataclass(frozen=True)
