@@ -1,0 +1,137 @@
+"""Application secrets at the agent, against the real local cluster and a real `conveyor up`.
+
+The cluster's age key is installed in the cluster (only its public half reaches the server); a
+revision's SOPS-encrypted Secret is decrypted in memory, applied, read from inside a pod, and pruned
+when it leaves; a document this cluster's key cannot open refuses the whole revision, naming the
+Secret. A plaintext scan of the server's data dir, the agent's state dir and its output shows the
+value is in none of them (and that the same scan finds a planted canary).
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from conveyor.agent import agekey, sops
+from tests.agent.helpers import commit_statuses, configmap, get_json, manifest, run_once, saved_status, write_config
+from tests.forge.helpers import WorkingCopy, new_repo, unique
+from tests.support.clusters import ClusterHandle, busybox, shell_pod
+from tests.support.server import ServerHandle
+
+
+def plaintext_hits(roots: list[Path], needle: str) -> list[str]:
+    """Every file under ``roots`` whose bytes contain ``needle`` (SQLite files and WAL included)."""
+    raw = needle.encode()
+    hits = []
+    for root in roots:
+        for f in [root] if root.is_file() else root.rglob("*"):
+            if f.is_file() and not f.is_symlink():
+                try:
+                    if raw in f.read_bytes():
+                        hits.append(str(f))
+                except OSError:
+                    continue
+    return hits
+
+
+def secret_doc(name: str, **values: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": name},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}}
+
+
+def sync_for(wc: WorkingCopy, name: str, namespace: str) -> dict[str, Any]:
+    return {"name": name, "url": f"{wc.server.url}/git/{wc.repo}.git", "branch": "main", "path": "deploy",
+            "target_namespace": namespace, "retry_interval": "1s"}
+
+
+def push(wc: WorkingCopy) -> str:
+    code, out = wc.push("main")
+    assert code == 0, out
+    return wc.head()
+
+
+def test_the_key_stays_in_the_cluster_and_only_its_public_half_is_registered(
+    cluster: ClusterHandle, forge: ServerHandle, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "agent.yaml", forge, cluster, [])
+    runs = [subprocess.run([sys.executable, "-m", "conveyor", "agent", "key", "install", "--config", str(cfg)],
+                           capture_output=True, text=True, timeout=120) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    recipient = runs[0].stdout.strip()
+    assert runs[1].stdout.strip() == recipient  # a second install keeps the key secrets are encrypted to
+    assert sops.check_recipient(recipient)
+    kept = get_json(cluster, "secret", agekey.KEY_SECRET, "-n", "conveyor-system")
+    private = base64.b64decode(kept["data"][agekey.KEY_FIELD]).decode().strip()
+    assert private.startswith("AGE-SECRET-KEY-1") and sops.recipient_of(private) == recipient
+
+    api = forge.api()
+    r = api.put(f"/api/v1/clusters/{cluster.name}/age-recipient", json={"age_recipient": "age1nope"})
+    assert r.status_code == 400 and r.json()["rule"] == "cluster.age-recipient", r.text
+    r = api.put(f"/api/v1/clusters/{cluster.name}/age-recipient", json={"age_recipient": recipient})
+    assert r.status_code == 200, r.text
+    assert api.get(f"/api/v1/clusters/{cluster.name}").json()["age_recipient"] == recipient
+
+    # the scan finds what the server stores (a planted canary) but not the private key
+    canary = unique("canary-in-the-db")
+    assert api.post("/api/v1/repos", json={"name": unique("c"), "description": canary}).status_code == 201
+    assert plaintext_hits([forge.data_dir], canary)
+    assert plaintext_hits([forge.data_dir], private) == []
+
+
+def test_an_encrypted_secret_is_applied_read_in_a_pod_refused_with_another_key_and_pruned(
+    cluster: ClusterHandle, forge: ServerHandle, hello_image: str, tmp_path: Path
+) -> None:
+    recipient = agekey.install_with(cluster.kubeconfig)
+    value = unique("s3cret-value")
+    wc = new_repo(forge, tmp_path, kind="gitops")
+    ns, name = unique("secrets"), unique("s")
+    pod = shell_pod("reader", hello_image)
+    pod["spec"]["containers"][0]["env"] = [
+        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "PASSWORD"}}}]
+    wc.commit_file("deploy/db.sops.yaml", sops.encrypt(secret_doc("db", PASSWORD=value), [recipient]))
+    wc.commit_file("deploy/app.yaml", manifest(configmap("settings", x="1"), pod))
+    push(wc)
+    cfg = write_config(tmp_path / "agent.yaml", forge, cluster, [sync_for(wc, name, ns)])
+
+    p = run_once(cfg)
+    assert p.returncode == 0, p.stdout + p.stderr
+    live = get_json(cluster, "secret", "db", "-n", ns)
+    assert base64.b64decode(live["data"]["PASSWORD"]).decode() == value
+    assert "sops" not in live
+    cluster.wait_for("the reader pod", lambda: get_json(cluster, "pod", "reader", "-n", ns)["status"]
+                     .get("phase") == "Running")
+    seen = busybox(cluster, "reader", "printenv", "PASSWORD", namespace=ns)
+    assert seen.returncode == 0 and seen.stdout.strip() == value, seen.stderr
+
+    # a document for another cluster's key: the whole revision is refused, the Secret named
+    _, other = sops.new_identity()
+    wc.commit_file("deploy/other.sops.yaml", sops.encrypt(secret_doc("other", TOKEN=value + "-2"), [other]))
+    wc.commit_file("deploy/app.yaml", manifest(configmap("settings", x="2"), pod))
+    refused = push(wc)
+    p = run_once(cfg)
+    assert p.returncode == 1, p.stdout + p.stderr
+    st = saved_status(cfg, name)
+    assert st["reason"] == "DecryptionFailed" and "Secret other" in st["message"], st
+    assert value not in st["message"]
+    status = commit_statuses(forge, wc.repo, refused)[f"conveyor/deploy/{cluster.name}/{name}"]
+    assert status["state"] == "failure" and "Secret other" in status["description"], status
+    assert get_json(cluster, "configmap", "settings", "-n", ns)["data"] == {"x": "1"}  # nothing applied
+    assert get_json(cluster, "secret", "other", "-n", ns) is None
+
+    # removed from the revision: pruned like any object
+    wc.git("rm", "-q", "deploy/other.sops.yaml", "deploy/db.sops.yaml")
+    wc.git("commit", "-q", "-m", "remove the secrets")
+    push(wc)
+    p = run_once(cfg)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert get_json(cluster, "secret", "db", "-n", ns) is None
+
+    state_dir = tmp_path / "agent-state"
+    assert state_dir.is_dir()
+    for needle in (value, base64.b64encode(value.encode()).decode()):
+        assert plaintext_hits([forge.data_dir, state_dir, forge.data_dir.parent / f"{forge.data_dir.name}.log"],
+                              needle) == []
+        assert needle not in p.stdout + p.stderr
