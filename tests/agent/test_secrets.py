@@ -135,3 +135,141 @@ def test_an_encrypted_secret_is_applied_read_in_a_pod_refused_with_another_key_a
         assert plaintext_hits([forge.data_dir, state_dir, forge.data_dir.parent / f"{forge.data_dir.name}.log"],
                               needle) == []
         assert needle not in p.stdout + p.stderr
+
+
+# --- through the GitOps repository: set, deploy, read back, rotate, remove ---------------------------
+
+def _merge(forge: ServerHandle, repo: str, number: int, approver: str) -> None:
+    """Approve as ``approver`` (not the author), give the head its required checks, merge as admin."""
+    api = forge.api()
+    pr = api.get(f"/api/v1/repos/{repo}/pulls/{number}").json()
+    r = forge.api(approver).post(f"/api/v1/repos/{repo}/pulls/{number}/reviews", json={"state": "approve"})
+    assert r.status_code == 201, r.text
+    have = {s["context"] for s in api.get(f"/api/v1/repos/{repo}/statuses/{pr['head_sha']}").json()["statuses"]}
+    for context in ("conveyor/diff", "conveyor/cd/gate"):
+        if context not in have:  # delivery posts them on its own PRs; a hand-made workload PR gets them here
+            r = api.post(f"/api/v1/repos/{repo}/statuses/{pr['head_sha']}",
+                         json={"state": "success", "context": context, "description": "test"})
+            assert r.status_code == 201, r.text
+    r = api.post(f"/api/v1/repos/{repo}/pulls/{number}/merge", json={"method": "merge"})
+    assert r.status_code == 200, r.text
+
+
+def _workload_pr(forge: ServerHandle, tmp_path: Path, repo: str, app: str, text: str | None, title: str) -> int:
+    wc = WorkingCopy(forge, repo, tmp_path / unique("wc"))
+    branch = unique("wl")
+    wc.git("checkout", "-q", "-b", branch, "origin/env/dev")
+    if text is None:
+        wc.git("rm", "-q", f"rendered/{app}.yaml")
+        wc.git("commit", "-q", "-m", title)
+    else:
+        wc.commit_file(f"rendered/{app}.yaml", text, title)
+    code, out = wc.push(branch)
+    assert code == 0, out
+    r = forge.api().post(f"/api/v1/repos/{repo}/pulls", json={"source": branch, "target": "env/dev", "title": title})
+    assert r.status_code == 201, r.text
+    return int(r.json()["number"])
+
+
+def _secret_cli(forge: ServerHandle, token: str, *args: str, stdin: str | None = None
+                ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "conveyor", "env", "secret", *args], input=stdin,
+                          capture_output=True, text=True, env=forge.env(token), timeout=120)
+
+
+def _pr_number(p: subprocess.CompletedProcess[str]) -> int:
+    assert p.returncode == 0, p.stdout + p.stderr
+    return int(p.stdout.split("PR #", 1)[1].split()[0])
+
+
+def _reader_value(cluster: ClusterHandle, ns: str) -> tuple[str, str]:
+    pods = [p for p in cluster.get(f"/api/v1/namespaces/{ns}/pods?labelSelector=app=web")["items"]
+            if not p["metadata"].get("deletionTimestamp") and p["status"].get("phase") == "Running"]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    name = pods[0]["metadata"]["name"]
+    seen = busybox(cluster, name, "printenv", "PASSWORD", namespace=ns)
+    assert seen.returncode == 0, seen.stderr
+    return name, seen.stdout.strip()
+
+
+def test_set_deploy_read_rotate_and_remove_through_reviewed_gitops_prs(
+    cluster: ClusterHandle, forge: ServerHandle, hello_image: str, tmp_path: Path
+) -> None:
+    from tests.agent.helpers import agent_token
+    from tests.support.clusters import deployment
+
+    agent_token(forge, cluster.name)  # registered
+    api = forge.api()
+    recipient = agekey.install_with(cluster.kubeconfig)
+    assert api.put(f"/api/v1/clusters/{cluster.name}/age-recipient",
+                   json={"age_recipient": recipient}).status_code == 200
+    repo, app = unique("gops"), unique("app")
+    envs = {"dev": {"cluster": cluster.name, "namespace": "{app}-dev", "approvals": {"required": 0}}}
+    r = api.post("/api/v1/gitops", json={"repo": repo, "environments": envs})
+    assert r.status_code == 201, r.text
+    dana_name = unique("dana")
+    dana = forge.create_user(dana_name, "developer")
+    reviewer = forge.create_user(unique("theo"), "reviewer")
+    ns = f"{app}-dev"
+
+    value, rotated = unique("first-pw"), unique("second-pw")
+    p = _secret_cli(forge, dana, "set", app, "dev", "db", "--key", "PASSWORD", "--gitops", repo, stdin=value + "\n")
+    first_pr = _pr_number(p)
+    pr = api.get(f"/api/v1/repos/{repo}/pulls/{first_pr}").json()
+    assert pr["author"] == dana_name  # the person's PR (so another person approves it), not delivery's
+    assert "PASSWORD" in pr["body"] and "hmac-sha256:" in pr["body"] and value not in pr["body"]
+    _merge(forge, repo, first_pr, reviewer)
+    listed = api.get(f"/api/v1/apps/{app}/envs/dev/secrets", params={"gitops": repo}).json()
+    assert list(listed) == ["db"] and list(listed["db"]) == ["PASSWORD"]
+
+    # the workload (as a promotion would render it): a Deployment reading the secret, plus a planted canary
+    canary = unique("canary-in-git")
+    web = deployment("web", hello_image, env=[{"name": "PASSWORD",
+                                               "valueFrom": {"secretKeyRef": {"name": "db", "key": "PASSWORD"}}}])
+    web["metadata"]["namespace"] = ns
+    objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, web,
+               {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "canary", "namespace": ns},
+                "data": {"c": canary}}]
+    from conveyor.delivery import secret_refs
+
+    git = subprocess.run(["git", "-C", str(forge.data_dir / "repos" / f"{repo}.git"), "show",
+                          f"env/dev:rendered/secrets/{app}/db.sops.yaml"], capture_output=True, check=True)
+    stamped = secret_refs.stamp(manifest(*objects), {"db": git.stdout}, env="dev")
+    _merge(forge, repo, _workload_pr(forge, tmp_path, repo, app, stamped, "deploy web"), dana)
+
+    sync = {"name": unique("s"), "url": f"{forge.url}/git/{repo}.git", "branch": "env/dev", "path": "rendered",
+            "retry_interval": "1s", "wait": True, "timeout": "3m"}
+    cfg = write_config(tmp_path / "agent.yaml", forge, cluster, [sync])
+    p = run_once(cfg)
+    assert p.returncode == 0, p.stdout + p.stderr
+    first_pod, seen = _reader_value(cluster, ns)
+    assert seen == value
+
+    # rotate: the PR carries the new document and the re-stamped workload, so the pod is replaced
+    p = _secret_cli(forge, dana, "set", app, "dev", "db", "--key", "PASSWORD", "--gitops", repo, stdin=rotated)
+    rotate_pr = _pr_number(p)
+    assert "PASSWORD changed" in p.stdout
+    _merge(forge, repo, rotate_pr, reviewer)
+    p = run_once(cfg)
+    assert p.returncode == 0, p.stdout + p.stderr
+    cluster.wait_for("the old pod to go", lambda: _reader_value(cluster, ns)[0] != first_pod)
+    assert _reader_value(cluster, ns)[1] == rotated
+
+    # removal: refused while a workload uses it; after the workload goes, pruned by the agent
+    p = _secret_cli(forge, dana, "remove", app, "dev", "db", "--gitops", repo)
+    assert p.returncode != 0 and "still used by Deployment/web" in p.stdout + p.stderr, p.stdout + p.stderr
+    _merge(forge, repo, _workload_pr(forge, tmp_path, repo, app, None, "remove web"), dana)
+    _merge(forge, repo, _pr_number(_secret_cli(forge, dana, "remove", app, "dev", "db", "--gitops", repo)), reviewer)
+    p = run_once(cfg)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert get_json(cluster, "secret", "db", "-n", ns) is None
+
+    # the scan: the canary is found in git history, the values nowhere (DB, server log, agent state, git)
+    history = subprocess.run(["git", "-C", str(forge.data_dir / "repos" / f"{repo}.git"), "log", "-p", "--all"],
+                             capture_output=True, text=True, check=True).stdout
+    assert canary in history
+    roots = [forge.data_dir, forge.data_dir.parent / f"{forge.data_dir.name}.log", tmp_path / "agent-state"]
+    for secret_value in (value, rotated):
+        for needle in (secret_value, base64.b64encode(secret_value.encode()).decode()):
+            assert needle not in history
+            assert plaintext_hits(roots, needle) == []

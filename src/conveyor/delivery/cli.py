@@ -175,35 +175,44 @@ def _read_values(key: str, from_file: Path | None, env_file: Path | None) -> dic
     return {key: raw.removesuffix(b"\n") if from_file is None else raw}
 
 
+GITOPS_HELP = "GitOps repository (default: the app's, or the only one)"
+
+
 @env_secret_app.command("set")
 def secret_set(
     app: str, env: str, name: str,
     key: str = typer.Option("value", "--key", help="The key in the Secret that holds the value"),
     from_file: Path = typer.Option(None, "--from-file", help="Read the value from this file (as is)"),
     env_file: Path = typer.Option(None, "--env-file", help="KEY=VALUE lines: several keys at once"),
+    gitops: str = typer.Option(None, "--gitops", help=GITOPS_HELP),
 ) -> None:
     """Set the Secret NAME of APP in ENV (value from stdin, --from-file or --env-file): encrypted to the
     environment's cluster and proposed as a PR to its branch. It replaces every key of the Secret."""
     values = _read_values(key, from_file, env_file)
     body = {"values": {k: base64.b64encode(v).decode() for k, v in values.items()}}
-    out = request("PUT", f"/api/v1/apps/{app}/envs/{env}/secrets/{name}", json_body=body)
+    out = request("PUT", f"/api/v1/apps/{app}/envs/{env}/secrets/{name}", json_body=body, params=_repo(gitops))
     _say_proposed(out)
 
 
 @env_secret_app.command("remove")
-def secret_remove(app: str, env: str, name: str) -> None:
+def secret_remove(app: str, env: str, name: str,
+                  gitops: str = typer.Option(None, "--gitops", help="GitOps repository")) -> None:
     """Remove the Secret NAME of APP in ENV through a PR to its branch (the agent prunes it after the merge)."""
-    _say_proposed(request("DELETE", f"/api/v1/apps/{app}/envs/{env}/secrets/{name}"))
+    _say_proposed(request("DELETE", f"/api/v1/apps/{app}/envs/{env}/secrets/{name}", params=_repo(gitops)))
 
 
 @env_secret_app.command("list")
-def secret_list(app: str, env: str) -> None:
+def secret_list(app: str, env: str, gitops: str = typer.Option(None, "--gitops", help="GitOps repository")) -> None:
     """The app's secrets in ENV: names, keys and fingerprints (values are never shown)."""
     table = Table("secret", "key", "fingerprint")
-    for name, keys in request("GET", f"/api/v1/apps/{app}/envs/{env}/secrets").items():
+    for name, keys in request("GET", f"/api/v1/apps/{app}/envs/{env}/secrets", params=_repo(gitops)).items():
         for k, fp in keys.items():
             table.add_row(name, k, fp)
     console.print(table)
+
+
+def _repo(gitops: str | None) -> dict[str, Any] | None:
+    return {"gitops": gitops} if gitops else None
 
 
 def _say_proposed(out: dict[str, Any]) -> None:

@@ -81,7 +81,12 @@ def check_names(name: str, values: dict[str, bytes] | None) -> None:
         raise InvalidInput(f"the values exceed {MAX_TOTAL} bytes in all", rule="secret.size")
 
 
-def gitops_repo_of(session: Session, app: str) -> str:
+def gitops_repo_of(session: Session, app: str, explicit: str | None = None) -> str:
+    """The GitOps repository of ``app``: named, delivery's record of the app, else the only one."""
+    if explicit:
+        if explicit not in gitops_repo_names(session):
+            raise NotFound(f"'{explicit}' is not a GitOps repository", rule="secret.gitops-repo")
+        return explicit
     row = session.execute(select(App).where(App.name == app)).scalar_one_or_none()
     if row is not None:
         return row.gitops_repo
@@ -150,10 +155,10 @@ def _branch_name(session: Session, settings: Settings, repo: str, app: str, env:
 
 
 def propose(db: Database, session: Session, settings: Settings, principal: Principal, app: str, env_name: str,
-            name: str, values: dict[str, bytes] | None) -> Proposed:
+            name: str, values: dict[str, bytes] | None, gitops: str | None = None) -> Proposed:
     """Open the PR that sets (``values``) or removes (``None``) the Secret ``name`` of ``app`` in ``env_name``."""
     check_names(name, values)
-    repo_name = gitops_repo_of(session, app)
+    repo_name = gitops_repo_of(session, app, gitops)
     env = environment(session, settings, repo_name, env_name)
     repo = get_repo(session, repo_name)
     git = bare(settings, repo)
@@ -228,9 +233,10 @@ def _restamped(git: BareRepo, tip: str, app: str, env: Environment, name: str, c
     return {} if new == manifests else {f"rendered/{app}.yaml": new}
 
 
-def secret_names(session: Session, settings: Settings, app: str, env_name: str) -> dict[str, dict[str, str]]:
+def secret_names(session: Session, settings: Settings, app: str, env_name: str, gitops: str | None = None
+                 ) -> dict[str, dict[str, str]]:
     """The secrets ``app`` has in ``env_name`` now (on the environment branch): name -> key -> fingerprint."""
-    repo_name = gitops_repo_of(session, app)
+    repo_name = gitops_repo_of(session, app, gitops)
     env = environment(session, settings, repo_name, env_name)
     git = bare(settings, get_repo(session, repo_name))
     docs = documents(git, git.branch_tip(env.branch), app)

@@ -46,25 +46,26 @@ def _out(p: secrets.Proposed) -> ProposedOut:
 
 @router.put("/{name}", response_model=ProposedOut, status_code=201)
 def set_secret(app: str, env: str, name: str, body: SecretIn, request: Request, session: SessionDep,
-               principal: PrincipalDep) -> ProposedOut:
+               principal: PrincipalDep, gitops: str | None = None) -> ProposedOut:
     """Propose the Secret NAME with these keys (all of them: it replaces the Secret) as a GitOps PR."""
     principal.require(Permission.WRITE)
     st = state_of(request)
-    return _out(secrets.propose(st.db, session, st.settings, principal, app, env, name, _decode(body.values)))
+    return _out(secrets.propose(st.db, session, st.settings, principal, app, env, name, _decode(body.values),
+                                 gitops))
 
 
 @router.delete("/{name}", response_model=ProposedOut, status_code=201)
 def remove_secret(app: str, env: str, name: str, request: Request, session: SessionDep,
-                  principal: PrincipalDep) -> ProposedOut:
+                  principal: PrincipalDep, gitops: str | None = None) -> ProposedOut:
     """Propose removing the Secret NAME (the agent prunes it once the PR merges)."""
     principal.require(Permission.WRITE)
     st = state_of(request)
-    return _out(secrets.propose(st.db, session, st.settings, principal, app, env, name, None))
+    return _out(secrets.propose(st.db, session, st.settings, principal, app, env, name, None, gitops))
 
 
 @router.get("", response_model=dict[str, dict[str, str]])
 def list_secrets(app: str, env: str, request: Request, session: SessionDep,
-                 principal: PrincipalDep) -> dict[str, dict[str, str]]:
+                 principal: PrincipalDep, gitops: str | None = None) -> dict[str, dict[str, str]]:
     """The app's secrets in the environment now: name -> key -> fingerprint (never values)."""
     principal.require(Permission.READ)
-    return secrets.secret_names(session, state_of(request).settings, app, env)
+    return secrets.secret_names(session, state_of(request).settings, app, env, gitops)
