@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from sqlalchemy.orm import Session
 from conveyor.agent import sops
 from conveyor.clusters import age_recipient
 from conveyor.core import Conflict, Database, InvalidInput, NotFound, Principal, Settings, record
-from conveyor.core.settings_store import shared_secret
+from conveyor.core.settings_store import get_setting, put_setting
 from conveyor.delivery import secret_refs
 from conveyor.delivery.contexts import DIFF_CHECK
 from conveyor.delivery.environments import Environment
@@ -154,7 +155,7 @@ def _branch_name(session: Session, settings: Settings, repo: str, app: str, env:
     return f"secret/{app}/{env}/{name}-{n}"
 
 
-def propose(db: Database, session: Session, settings: Settings, principal: Principal, app: str, env_name: str,
+def propose(db: Database | None, session: Session, settings: Settings, principal: Principal, app: str, env_name: str,
             name: str, values: dict[str, bytes] | None, gitops: str | None = None) -> Proposed:
     """Open the PR that sets (``values``) or removes (``None``) the Secret ``name`` of ``app`` in ``env_name``."""
     check_names(name, values)
@@ -172,7 +173,7 @@ def propose(db: Database, session: Session, settings: Settings, principal: Princ
     fps: dict[str, str] = {}
     content: bytes | None = None
     if values is not None:
-        key = shared_secret(db, FINGERPRINT_SECRET)
+        key = _fingerprint_key(session)
         fps = {k: fingerprint(key, v) for k, v in values.items()}
         doc = _document(app, env, name, values, fps)
         content = sops.encrypt(doc, [age_recipient(session, env.cluster)]).encode()
@@ -192,6 +193,17 @@ def propose(db: Database, session: Session, settings: Settings, principal: Princ
            payload={"app": app, "env": env_name, "name": name, "repo": repo_name, "pr": pr.number,
                     "keys": sorted(fps), "fingerprints": fps, "changes": changes})
     return Proposed(repo_name, pr.number, branch, path, fps, changes)
+
+
+def _fingerprint_key(session: Session) -> bytes:
+    """The installation's fingerprint key, made on first use in the request's own transaction (a second
+    session would wait for this one's write lock on SQLite)."""
+    value = get_setting(session, FINGERPRINT_SECRET)
+    if value is None:
+        value = secrets.token_hex(32)
+        put_setting(session, FINGERPRINT_SECRET, value, "system")
+        session.flush()
+    return bytes.fromhex(str(value))
 
 
 def _delivery() -> Principal:
