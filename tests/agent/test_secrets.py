@@ -174,7 +174,7 @@ def _write_rendered(forge: ServerHandle, repo: str, app: str, text: str | None, 
     tip = git("rev-parse", "refs/heads/env/dev")
     git("read-tree", tip)
     if text is None:
-        git("update-index", "--remove", "--force-remove", f"rendered/{app}.yaml")
+        git("update-index", "--index-info", stdin=f"0 {'0' * 40}\trendered/{app}.yaml\n")  # mode 0: drop it
     else:
         blob = git("hash-object", "-w", "--stdin", stdin=text)
         git("update-index", "--add", "--cacheinfo", f"100644,{blob},rendered/{app}.yaml")
