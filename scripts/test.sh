@@ -8,7 +8,7 @@ export PATH="$venv/bin:$PATH"
 echo "== ruff" && ruff check src tests benchmarks
 echo "== mypy" && mypy
 echo "== import contracts" && lint-imports --no-cache
-# Tools built from their Go modules, cached in ~/.cache/conveyor (minutes each on a cold machine,
+# Tools built from their Go modules (Kubernetes, CoreDNS, Flux, cosign, sops), cached in ~/.cache/conveyor (minutes each on a cold machine,
 # seconds once cached). Built here rather than in session fixtures so that no test's timeout covers a
 # cold build and a failed build is reported once, by name, instead of as errors of every test using it.
 mkdir -p test-output
@@ -19,8 +19,10 @@ for tool in conveyor.clusters.binaries conveyor.clusters.coredns conveyor.cluste
   python -m "$tool" >>test-output/tools.log 2>&1 || echo "building $tool FAILED (see test-output/tools.log); the tests that need it will say so"
   echo "$tool: $((SECONDS - start)) s"
 done
-start=$SECONDS
-"$here/scripts/build-cosign.sh" >>test-output/tools.log 2>&1 || echo "building cosign FAILED (see test-output/tools.log)"
-echo "cosign: $((SECONDS - start)) s"
+for tool in cosign sops; do
+  start=$SECONDS
+  "$here/scripts/build-$tool.sh" >>test-output/tools.log 2>&1 || echo "building $tool FAILED (see test-output/tools.log)"
+  echo "$tool: $((SECONDS - start)) s"
+done
 echo "== pytest"
 exec pytest -p no:cacheprovider -rfEs --junitxml=test-output/junit.xml "$@"

@@ -24,6 +24,7 @@ from conveyor.core.limits import RequestGuard
 from conveyor.core.settings_api import router as settings_router
 from conveyor.delivery import lifecycle as delivery_lifecycle
 from conveyor.delivery.api import router as delivery_router
+from conveyor.delivery.secrets_api import router as delivery_secrets_router
 from conveyor.docs_routes import install_docs
 from conveyor.forge import lifecycle as forge_lifecycle
 from conveyor.forge.api import router as forge_router
@@ -146,6 +147,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(pipelines_router)
     app.include_router(runner_router)
     app.include_router(delivery_router)
+    app.include_router(delivery_secrets_router)
     app.mount("/git", GitHttpApp(state))
     # The OCI Distribution API: its own ASGI app, for spec-exact errors and streaming.
     app.include_router(registry_router)

@@ -32,10 +32,17 @@ database. Objects it deletes are only ever those recorded in its inventory; `con
 an object when it leaves the revision, `conveyor.dev/force: "true"` lets it be recreated when an immutable field
 changes.
 
-Public interface for other components (delivery's live diff on GitOps PRs):
+Application secrets: the cluster's age key is a Secret in ``inventory_namespace`` (agekey.py, `conveyor agent key
+install|rotate`); SOPS documents in a revision (sops.py) are decrypted in memory before the dry run
+(secrets.py) and a document that does not open refuses the whole revision, naming it.
+
+Public interface for other components (delivery's live diff on GitOps PRs, the server's encryption of secrets,
+installing a cluster's key at registration):
 """
 
+from conveyor.agent import sops
+from conveyor.agent.agekey import install_with as install_age_key
 from conveyor.agent.apply import ObjectError, RevisionInvalid
 from conveyor.agent.preview import Change, preview_revision
 
-__all__ = ["Change", "ObjectError", "RevisionInvalid", "preview_revision"]
+__all__ = ["Change", "ObjectError", "RevisionInvalid", "install_age_key", "preview_revision", "sops"]

@@ -45,6 +45,29 @@ def run(
     agent.run()
 
 
+key_app = typer.Typer(help="The cluster's age key for application secrets (the private key stays in the cluster).",
+                      no_args_is_help=True)
+agent_app.add_typer(key_app, name="key")
+
+
+@key_app.command("install")
+def key_install(config: Path = typer.Option(..., "--config", "-c", help="agent.yaml")) -> None:
+    """Create the cluster's age key unless it has one; prints its public key (for the server)."""
+    from conveyor.agent.agekey import install_with
+
+    cfg = _load(config)
+    typer.echo(install_with(cfg.cluster.kubeconfig, cfg.cluster.context, cfg.inventory_namespace))
+
+
+@key_app.command("rotate")
+def key_rotate(config: Path = typer.Option(..., "--config", "-c", help="agent.yaml")) -> None:
+    """Make a new newest age key (the previous one still decrypts); prints the new public key."""
+    from conveyor.agent.agekey import rotate_with
+
+    cfg = _load(config)
+    typer.echo(rotate_with(cfg.cluster.kubeconfig, cfg.cluster.context, cfg.inventory_namespace))
+
+
 def _ago(ts: float | None) -> str:
     return "-" if ts is None else f"{int(time.time() - ts)}s ago"
 

@@ -136,6 +136,18 @@ class Kube:
             raise _not_served(exc) from exc
         return dict(result)
 
+    def create(self, obj: dict[str, Any]) -> bool:
+        """Create only (never overwrite): False if the object already exists."""
+        try:
+            self._any.create(self._instance(obj), field_manager=FIELD_MANAGER)
+        except ApiError as exc:
+            if exc.status.code == 409:
+                return False
+            raise
+        except httpx2.HTTPStatusError as exc:
+            raise _not_served(exc) from exc
+        return True
+
     def get(self, oid: ObjectId) -> dict[str, Any] | None:
         cls = self.kinds.type_of(oid.api_version, oid.kind)
         try:

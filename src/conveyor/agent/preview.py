@@ -31,11 +31,22 @@ class Change:
         return f"{self.id.kind}/{ns}{self.id.name}"
 
 
+def _hidden(body: dict[str, Any]) -> dict[str, Any]:
+    """A Secret with its values hidden: the PR's diff shows its keys and that it changes, never a value
+    (not even a digest, which would let a weak value be guessed offline)."""
+    for field in ("data", "stringData"):
+        if isinstance(body.get(field), dict):
+            body[field] = {k: "(hidden)" for k in body[field]}
+    return body
+
+
 def _yaml(obj: Any) -> list[str]:
     if obj is None:
         return []
     body = dict(obj)
     body.pop("status", None)
+    if body.get("kind") == "Secret":
+        body = _hidden(body)
     return yaml.safe_dump(body, sort_keys=True).splitlines(keepends=True)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx2
 from lightkube.core.exceptions import ApiError
 
-from conveyor.agent import health
+from conveyor.agent import agekey, health
 from conveyor.agent.apply import Applier, ApplyFailed, Outcome, RevisionInvalid
 from conveyor.agent.build import BuildError, build
 from conveyor.agent.config import AgentConfig, SyncConfig
@@ -26,6 +26,7 @@ from conveyor.agent.kube import Kube, NotServed, UnknownKind, api_error_text
 from conveyor.agent.metrics import Metrics
 from conveyor.agent.objects import ObjectId
 from conveyor.agent.reporter import ERROR, FAILURE, PENDING, SUCCESS, Reporter
+from conveyor.agent.secrets import DecryptionFailed, decrypt_objects
 from conveyor.agent.source import GitSource, SourceError, redact
 from conveyor.agent.status import READY, RECONCILING, STALLED, SUSPENDED, StatusBoard
 from conveyor.agent.verify import Policy, Verifier, as_dicts
@@ -132,6 +133,7 @@ class SyncReconciler:
         except BuildError as exc:
             self._report(revision, FAILURE, f"build failed: {exc}")
             raise Failure("BuildFailed", str(exc)) from exc
+        objects = self._decrypt(objects, revision)
         self._verify(objects, revision)
         if new_revision:
             self._report(revision, PENDING, f"applying {revision[:12]} to {self.config.cluster.name}")
@@ -183,6 +185,17 @@ class SyncReconciler:
                           last_error=None, last_success_at=time.time(),
                           **({} if written and not new_revision else {"drifted": []}))
         self._report(revision, SUCCESS, f"{revision[:12]} applied and healthy on {self.config.cluster.name}")
+
+    def _decrypt(self, objects: list[dict[str, Any]], revision: str) -> list[dict[str, Any]]:
+        """The revision's encrypted Secrets, opened in memory with the cluster's age key (secrets.py)."""
+        try:
+            return decrypt_objects(objects, lambda: agekey.identities(self.kube, self.config.inventory_namespace))
+        except DecryptionFailed as exc:
+            names = ", ".join(label for label, _ in exc.failures)
+            self._report(revision, FAILURE, f"refused: cannot decrypt {names}")
+            raise Failure("DecryptionFailed", f"revision {revision[:12]} refused, nothing applied: {exc}") from exc
+        except (ApiError, httpx2.HTTPError, OSError) as exc:
+            raise Failure("ClusterUnreachable", f"reading the cluster's age key: {exc}") from exc
 
     def _verify(self, objects: list[dict[str, Any]], revision: str) -> None:
         """Signatures of the revision's Conveyor-built images, before anything of it is applied."""

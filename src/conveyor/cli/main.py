@@ -15,7 +15,7 @@ from conveyor.clusters.cli import cluster_app
 from conveyor.core import client
 from conveyor.core.cli import user_app
 from conveyor.core.settings_cli import settings_app
-from conveyor.delivery.cli import app_app, freeze_app, gitops_app, promote, promotion_app, rollback
+from conveyor.delivery.cli import app_app, env_app, freeze_app, gitops_app, promote, promotion_app, rollback
 from conveyor.demo.cli import demo
 from conveyor.forge.cli import hook_app, pr_app, repo_app, status_app
 from conveyor.pipelines.cli import image_app, run_app, runner_app, secret_app
@@ -32,6 +32,7 @@ app.add_typer(cluster_app, name="cluster")
 app.add_typer(registry_app, name="registry")
 app.add_typer(gitops_app, name="gitops")
 app.add_typer(app_app, name="app")
+app.add_typer(env_app, name="env")
 app.add_typer(promotion_app, name="promotion")
 app.command("promote")(promote)
 app.command("rollback")(rollback)

@@ -8,12 +8,13 @@ from conveyor.clusters.external import add as add_external
 from conveyor.clusters.kubeapi import KubeClient, node_ready
 from conveyor.clusters.layout import Layout
 from conveyor.clusters.local import admin_client, create, delete, ensure_running, list_status, status
-from conveyor.clusters.registration import AgentKind, get_registration, registrations
+from conveyor.clusters.registration import AgentKind, age_recipient, get_registration, registrations
 from conveyor.clusters.spec import ClusterSpec, list_specs, load
 from conveyor.clusters.state import ClusterStatus
 
 __all__ = [
     "AgentKind",
+    "age_recipient",
     "get_registration",
     "registrations",
     "KUBERNETES_VERSION",

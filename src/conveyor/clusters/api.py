@@ -19,12 +19,18 @@ class ClusterIn(BaseModel):
     name: str = Field(min_length=1, max_length=20)
     agent: str = Field(default="conveyor", max_length=16)
     kubernetes_version: str = Field(default="", max_length=32)
+    age_recipient: str | None = Field(default=None, max_length=100)  # the public half of the cluster's age key
+
+
+class AgeRecipientIn(BaseModel):
+    age_recipient: str = Field(min_length=1, max_length=100)
 
 
 class ClusterOut(BaseModel):
     name: str
     agent: str
     kubernetes_version: str
+    age_recipient: str | None
     agent_user: str
     created_by: str
     created_at: datetime
@@ -41,7 +47,8 @@ class AgentToken(BaseModel):
 
 def _out(row: RegisteredCluster) -> ClusterOut:
     return ClusterOut(name=row.name, agent=row.agent, kubernetes_version=row.kubernetes_version,
-                      agent_user=agent_name(row.name), created_by=row.created_by, created_at=row.created_at)
+                      age_recipient=row.age_recipient, agent_user=agent_name(row.name), created_by=row.created_by,
+                      created_at=row.created_at)
 
 
 @router.post("", response_model=ClusterRegistered, status_code=201)
@@ -50,7 +57,8 @@ def register_cluster(body: ClusterIn, request: Request, session: SessionDep,
     """Register a cluster and create its agent identity; the agent token (and a Flux cluster's HMAC
     key) is shown once."""
     principal.require(Permission.MANAGE_REPO)
-    row, token = registration.register(session, principal, body.name, body.agent, body.kubernetes_version)
+    row, token = registration.register(session, principal, body.name, body.agent, body.kubernetes_version,
+                                       body.age_recipient)
     flux = None
     if row.agent == registration.AgentKind.FLUX:
         flux = flux_api.bundle(session, state_of(request).settings, principal, row, flux_api.targets_of(request),
@@ -75,6 +83,13 @@ def rotate_agent_token(name: str, session: SessionDep, principal: PrincipalDep) 
     """Issue a new agent token; every earlier one stops working at once."""
     principal.require(Permission.MANAGE_REPO)
     return AgentToken(agent_token=registration.rotate_agent_token(session, principal, name))
+
+
+@router.put("/{name}/age-recipient", response_model=ClusterOut)
+def set_age_recipient(name: str, body: AgeRecipientIn, session: SessionDep, principal: PrincipalDep) -> ClusterOut:
+    """Record the public half of the cluster's age key (installed or rotated in the cluster)."""
+    principal.require(Permission.MANAGE_REPO)
+    return _out(registration.set_age_recipient(session, principal, name, body.age_recipient))
 
 
 @router.delete("/{name}", status_code=204)

@@ -72,7 +72,7 @@ def create(
     console.print(f"cluster {spec.name} ready: {spec.api_url}", highlight=False)
     console.print(f"kubeconfig: {Layout(data_dir, spec).kubeconfig}", highlight=False)
     if agent is not None:
-        _register(name, agent, spec.version, token_file, manifests)
+        _register(name, agent, spec.version, token_file, manifests, _install_key(data_dir, name, agent))
     ports = ", ".join(str(p) for p in spec.forwarded_ports)
     console.print(f"pods reach the host at {spec.host_gateway} (host.conveyor.internal), ports {ports}",
                   highlight=False)
@@ -94,7 +94,7 @@ def add(
         fail(exc.detail)
     console.print(f"registered {spec.name} (context {spec.context})", highlight=False)
     if agent is not None:
-        _register(name, agent, "", token_file, manifests)
+        _register(name, agent, "", token_file, manifests, _install_key(_data_dir(), name, agent))
 
 
 @cluster_app.command("list")
@@ -142,6 +142,9 @@ def register(
                                            help="Default: the local cluster's version, if it is local"),
     token_file: Path = typer.Option(None, "--token-file", help="Write the agent token here (mode 0600)"),
     manifests: Path = typer.Option(None, "--manifests", help=MANIFESTS_HELP),
+    age_recipient: str = typer.Option(None, "--age-recipient",
+                                      help="The cluster's public age key (default: install one in a cluster of "
+                                           "this data dir, `conveyor agent key install` elsewhere)"),
 ) -> None:
     """Register a cluster with the server and create its agent identity (prints the agent token once;
     for Flux also its events URL, HMAC key and manifests)."""
@@ -151,12 +154,47 @@ def register(
             version = specs.load(_data_dir(), name).version
         except ConveyorError:
             version = ""
-    _register(name, agent, version or "", token_file, manifests)
+    recipient = age_recipient or _install_key(_data_dir(), name, agent)
+    _register(name, agent, version or "", token_file, manifests, recipient)
 
 
-def _register(name: str, agent: str, version: str, token_file: Path | None, manifests: Path | None) -> None:
+def _install_key(data_dir: Path, name: str, agent: str, rotate: bool = False) -> str | None:
+    """Install the cluster's age key in the cluster itself (a Secret in the agent's namespace) and
+    return its public half, for a Conveyor-agent cluster this data dir can reach; None otherwise."""
+    if agent != "conveyor":
+        return None
+    try:
+        spec = specs.load(data_dir, name)
+    except ConveyorError:
+        return None
+    from conveyor.agent import agekey
+
+    kubeconfig = Layout(data_dir, spec).kubeconfig
+    if rotate:
+        return agekey.rotate_with(kubeconfig, spec.context)
+    return agekey.install_with(kubeconfig, spec.context)
+
+
+@cluster_app.command("age-key")
+def age_key(
+    name: str = typer.Argument(..., help="Registered cluster"),
+    recipient: str = typer.Option(None, "--recipient", help="A public key installed elsewhere "
+                                  "(`conveyor agent key install|rotate` prints it)"),
+    rotate: bool = typer.Option(False, "--rotate", help="Make a new key in the cluster (the old one still decrypts)"),
+) -> None:
+    """Install (or rotate) the cluster's age key in the cluster and tell the server its public half."""
+    value = recipient or _install_key(_data_dir(), name, "conveyor", rotate=rotate)
+    if not value:
+        fail(f"cluster {name} is not in this data dir; pass --recipient from `conveyor agent key install`")
+    out = client.request("PUT", f"/api/v1/clusters/{name}/age-recipient", json_body={"age_recipient": value})
+    client.say(out["age_recipient"])
+
+
+def _register(name: str, agent: str, version: str, token_file: Path | None, manifests: Path | None,
+              age_recipient: str | None = None) -> None:
     out = client.request("POST", "/api/v1/clusters",
-                         json_body={"name": name, "agent": agent, "kubernetes_version": version})
+                         json_body={"name": name, "agent": agent, "kubernetes_version": version,
+                                    "age_recipient": age_recipient})
     _emit_token(out["agent_token"], token_file, f"cluster {name} registered; agent identity {out['agent_user']}")
     if out.get("flux"):
         _emit_flux(name, out["flux"], manifests)

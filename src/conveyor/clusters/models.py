@@ -27,6 +27,9 @@ class RegisteredCluster(Base):
     # The key notification-controller's generic-hmac Provider signs events with (X-Signature).
     # Kept in clear like webhook secrets: verifying an HMAC needs the key itself.
     flux_hmac_key: Mapped[str | None] = mapped_column(String(128), nullable=True, default=None)
+    # The public half (age1...) of the cluster's age key: what application secrets are encrypted to.
+    # The private half exists only in the cluster (agent/agekey.py); the server never sees it.
+    age_recipient: Mapped[str | None] = mapped_column(String(100), nullable=True, default=None)
 
 
 class FluxReport(Base):

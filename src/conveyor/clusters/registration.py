@@ -47,15 +47,17 @@ def registrations(session: Session) -> list[RegisteredCluster]:
 
 
 def register(session: Session, principal: Principal, name: str, agent: str = "conveyor",
-             kubernetes_version: str = "") -> tuple[RegisteredCluster, str]:
+             kubernetes_version: str = "", age_recipient: str | None = None) -> tuple[RegisteredCluster, str]:
     """Register a cluster and create its agent identity; returns the registration and an agent token."""
     check_name(name)
     kind = parse_agent(agent)
+    recipient = check_age_recipient(age_recipient) if age_recipient else None
     if session.execute(select(RegisteredCluster.id).where(RegisteredCluster.name == name)).first() is not None:
         raise Conflict(f"cluster '{name}' is already registered", rule="cluster.unique-name")
     row = RegisteredCluster(name=name, agent=kind.value, kubernetes_version=kubernetes_version[:32],
                             created_by=principal.name,
-                            flux_hmac_key=new_hmac_key() if kind == AgentKind.FLUX else None)
+                            flux_hmac_key=new_hmac_key() if kind == AgentKind.FLUX else None,
+                            age_recipient=recipient)
     session.add(row)
     user = ensure_identity(session, agent_name(name), Kind.AGENT)
     set_disabled(session, user, False)
@@ -64,8 +66,37 @@ def register(session: Session, principal: Principal, name: str, agent: str = "co
     token = issue_token(session, user, f"agent of cluster {name}")
     session.flush()
     record(session, actor=principal.name, action="cluster.registered", target=name,
-           payload={"cluster": name, "agent": kind.value, "kubernetes_version": row.kubernetes_version})
+           payload={"cluster": name, "agent": kind.value, "kubernetes_version": row.kubernetes_version,
+                    "age_recipient": recipient})
     return row, token
+
+
+def check_age_recipient(value: str) -> str:
+    from conveyor.agent import sops
+
+    try:
+        return sops.check_recipient(value.strip())
+    except ValueError as exc:
+        raise InvalidInput(f"age_recipient: {exc}", rule="cluster.age-recipient") from None
+
+
+def set_age_recipient(session: Session, principal: Principal, name: str, recipient: str) -> RegisteredCluster:
+    """Record the cluster's (new) public age key. Only the public key: the private one never leaves
+    the cluster. Secrets encrypted to the previous key open while the cluster keeps that key too."""
+    row = get_registration(session, name)
+    row.age_recipient = check_age_recipient(recipient)
+    record(session, actor=principal.name, action="cluster.age_recipient_set", target=name,
+           payload={"cluster": name, "age_recipient": row.age_recipient})
+    return row
+
+
+def age_recipient(session: Session, name: str) -> str:
+    """The public age key application secrets for this cluster are encrypted to."""
+    row = get_registration(session, name)
+    if not row.age_recipient:
+        raise Conflict(f"cluster '{name}' has no age key registered; install one with `conveyor cluster age-key "
+                       f"{name}` (or `conveyor agent key install` where its agent runs)", rule="cluster.age-key")
+    return row.age_recipient
 
 
 def rotate_agent_token(session: Session, principal: Principal, name: str) -> str:

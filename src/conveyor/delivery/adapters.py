@@ -11,6 +11,7 @@ from conveyor.clusters import KUBERNETES_VERSION
 from conveyor.clusters import load as load_cluster
 from conveyor.core import ConveyorError, Database, NotFound, Principal, Role, Settings, service_principal
 from conveyor.core.identities import get_user
+from conveyor.delivery import secret_refs
 from conveyor.delivery.clusters_access import pod_restarts, probe_service
 from conveyor.delivery.contexts import deploy_prefix
 from conveyor.delivery.environments import Environment, app_values
@@ -19,6 +20,7 @@ from conveyor.delivery.live_diff import live_diff
 from conveyor.delivery.models import Promotion
 from conveyor.delivery.ports import LiveDiff, Ports, Probe, PullView, Rendered, Verdict
 from conveyor.delivery.records import SERVICE_USER
+from conveyor.delivery.secrets import documents
 from conveyor.forge import (
     bare,
     close_pr,
@@ -186,6 +188,8 @@ class TemplatesRenderer:
         if found:
             raise RenderError(f"rendered manifests of {p.app} for {env.name} are invalid for Kubernetes {version} "
                               f"(cluster {env.cluster}): " + "; ".join(found[:5]), rule="render.validate")
+        # every Secret the workloads use must exist for the environment; their checksums roll them
+        manifests = secret_refs.stamp(manifests, documents(git, git.branch_tip(env.branch), p.app), env=env.name)
         files: dict[str, bytes | None] = {f"rendered/{p.app}.yaml": manifests.encode()}
         for rel, content in bundle.files.items():
             files[f"source/{p.app}/templates/{rel}"] = content

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -12,6 +15,10 @@ from conveyor.core.client import console, request, say
 gitops_app = typer.Typer(help="The GitOps repository.", no_args_is_help=True)
 app_app = typer.Typer(help="Delivered apps: where each version runs.", no_args_is_help=True)
 promotion_app = typer.Typer(help="Promotion records and their timelines.", no_args_is_help=True)
+env_app = typer.Typer(help="Environments of the GitOps repository.", no_args_is_help=True)
+env_secret_app = typer.Typer(help="Application secrets, encrypted to the environment's cluster and set by PR.",
+                             no_args_is_help=True)
+env_app.add_typer(env_secret_app, name="secret")
 freeze_app = typer.Typer(help="The stop switch: halt every new merge into environment branches.",
                          no_args_is_help=True)
 
@@ -172,3 +179,64 @@ def freeze_list(all_: bool = typer.Option(False, "--all", help="Include ended on
         table.add_row(str(f["id"]), f["env"] or "*", f["reason"], f["started_at"], f["started_by"],
                       f["ended_at"] or "-", f["ended_by"] or "-")
     console.print(table)
+
+
+def _read_values(key: str, from_file: Path | None, env_file: Path | None) -> dict[str, bytes]:
+    """The values to set: KEY=VALUE lines of --env-file, or one value for --key from --from-file or stdin
+    (never from the command line, where other users of the machine would see it)."""
+    if env_file is not None:
+        out = {}
+        for line in env_file.read_text().splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                k, sep, v = line.partition("=")
+                if not sep:
+                    raise typer.BadParameter(f"{env_file}: a line without '=' (KEY=VALUE expected)")
+                out[k.strip()] = v.encode()
+        return out
+    raw = from_file.read_bytes() if from_file is not None else sys.stdin.buffer.read()
+    return {key: raw.removesuffix(b"\n") if from_file is None else raw}
+
+
+GITOPS_HELP = "GitOps repository (default: the app's, or the only one)"
+
+
+@env_secret_app.command("set")
+def secret_set(
+    app: str, env: str, name: str,
+    key: str = typer.Option("value", "--key", help="The key in the Secret that holds the value"),
+    from_file: Path = typer.Option(None, "--from-file", help="Read the value from this file (as is)"),
+    env_file: Path = typer.Option(None, "--env-file", help="KEY=VALUE lines: several keys at once"),
+    gitops: str = typer.Option(None, "--gitops", help=GITOPS_HELP),
+) -> None:
+    """Set the Secret NAME of APP in ENV (value from stdin, --from-file or --env-file): encrypted to the
+    environment's cluster and proposed as a PR to its branch. It replaces every key of the Secret."""
+    values = _read_values(key, from_file, env_file)
+    body = {"values": {k: base64.b64encode(v).decode() for k, v in values.items()}}
+    out = request("PUT", f"/api/v1/apps/{app}/envs/{env}/secrets/{name}", json_body=body, params=_repo(gitops))
+    _say_proposed(out)
+
+
+@env_secret_app.command("remove")
+def secret_remove(app: str, env: str, name: str,
+                  gitops: str = typer.Option(None, "--gitops", help="GitOps repository")) -> None:
+    """Remove the Secret NAME of APP in ENV through a PR to its branch (the agent prunes it after the merge)."""
+    _say_proposed(request("DELETE", f"/api/v1/apps/{app}/envs/{env}/secrets/{name}", params=_repo(gitops)))
+
+
+@env_secret_app.command("list")
+def secret_list(app: str, env: str, gitops: str = typer.Option(None, "--gitops", help="GitOps repository")) -> None:
+    """The app's secrets in ENV: names, keys and fingerprints (values are never shown)."""
+    table = Table("secret", "key", "fingerprint")
+    for name, keys in request("GET", f"/api/v1/apps/{app}/envs/{env}/secrets", params=_repo(gitops)).items():
+        for k, fp in keys.items():
+            table.add_row(name, k, fp)
+    console.print(table)
+
+
+def _repo(gitops: str | None) -> dict[str, Any] | None:
+    return {"gitops": gitops} if gitops else None
+
+
+def _say_proposed(out: dict[str, Any]) -> None:
+    changes = ", ".join(f"{k} {c}" for k, c in out["changes"].items())
+    say(f"PR #{out['pr_number']} in {out['repo']} ({out['branch']} -> {out['path']}): {changes}")

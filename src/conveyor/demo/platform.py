@@ -142,14 +142,18 @@ class Platform:
     # --- clusters -----------------------------------------------------------------------------
     def create_clusters(self, progress: Callable[[str], None]) -> None:
         """Each cluster is created, then registered by a cluster administrator: that creates its agent
-        identity, whose token can read the GitOps repository and post only that cluster's deploy statuses."""
+        identity, whose token can read the GitOps repository and post only that cluster's deploy statuses.
+        A Conveyor-agent cluster gets its age key installed in the cluster first; only the public half is
+        registered (what `conveyor env secret set` encrypts to)."""
+        from conveyor.agent import install_age_key
         from conveyor.clusters import create
 
         for name in CLUSTERS:
             spec = create(self.data_dir, name, registries=[self.registry], progress=progress)
             kind = "flux" if name in self.flux_clusters else "conveyor"
+            recipient = install_age_key(self.kubeconfig(name)) if kind == "conveyor" else None
             with self.api("olga") as api:
-                r = api.post("/api/v1/clusters", json={"name": name, "agent": kind,
+                r = api.post("/api/v1/clusters", json={"name": name, "agent": kind, "age_recipient": recipient,
                                                        "kubernetes_version": spec.version})
                 if r.status_code != 201:
                     raise DemoError(f"registering cluster {name}: {r.text}")

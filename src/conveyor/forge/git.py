@@ -217,7 +217,8 @@ class BareRepo:
                 git("rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", d.rstrip("/") + "/")
             for path, content in files.items():
                 if content is None:
-                    git("update-index", "--force-remove", "--", path)
+                    # mode 0 drops the entry; --force-remove wants a work tree, which a bare repo lacks
+                    git("update-index", "--index-info", input=f"0 {'0' * 40}\t{path}\n".encode())
                     continue
                 blob = git("hash-object", "-w", "--stdin", input=content).decode().strip()
                 git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
