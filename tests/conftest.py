@@ -24,9 +24,9 @@ from tests.support.server import ServerHandle
 BACKENDS = ["sqlite", "postgres"]
 
 # What makes a test slow here: a real cluster (Kubernetes binaries built from source on first use),
-# the PostgreSQL server, images built with buildah, Flux, or the whole demo. `pytest -m "not slow"`
-# keeps every component's logic on SQLite and fakes-free servers (the README's quick loop).
-SLOW_FIXTURES = {"kube_binaries", "postgres", "hello_image", "flux_controllers", "demo"}
+# the PostgreSQL server, images built with buildah, or Flux; the e2e demo tests mark themselves.
+# `pytest -m "not slow"` keeps every component's logic on SQLite (the README's quick loop).
+SLOW_FIXTURES = {"kube_binaries", "postgres", "hello_image", "flux_controllers"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

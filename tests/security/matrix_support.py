@@ -79,6 +79,7 @@ OVERRIDES = {
     "/repos/{name}/pulls/{number}/review": {"name": "repo"},
     "/repos/{name}/pulls/{number}/merge": {"name": "repo"},
     "/api/v1/clusters/{name}/flux/events": {"name": "cluster"},
+    "/api/v1/clusters/{name}/agent-status": {"name": "cluster"},
 }
 WEB = {"/login", "/logout", "/repos/{name}/pulls/{number}/review", "/repos/{name}/pulls/{number}/merge"}
 

@@ -69,6 +69,11 @@ MATRIX: list[tuple[str, str, Any, str]] = [
     ("POST", "/api/v1/clusters/{name}/flux/events", {},
      "403:flux.agent-only 403:flux.agent-only 403:flux.agent-only 403:flux.agent-only "
      "401:flux.credentials-required 403:flux.agent-only ok 403:flux.agent-only"),
+    ("PUT", "/api/v1/clusters/{name}/agent-status", {"syncs": [], "events": []},
+     "403:cluster.agent-only 403:cluster.agent-only 403:cluster.agent-only 403:cluster.agent-only "
+     "A 403:cluster.agent-only ok 403:cluster.agent-only"),
+    ("PUT", "/api/v1/clusters/{name}/age-recipient", {"age_recipient": "age1matrix"},
+     "403:role.manage-repo 403:role.manage-repo ok ok A T T T"),
     # pipelines: runs, secrets
     ("POST", "/api/v1/runs/{run_id}/cancel", None, "403:run.owner 403:run.owner ok ok A T T T"),
     ("POST", "/api/v1/runs/{run_id}/retry", None, "403:run.owner 403:run.owner ok ok A T T T"),
@@ -103,6 +108,8 @@ MATRIX: list[tuple[str, str, Any, str]] = [
     ("POST", "/api/v1/freezes/end", {"reason": "matrix"}, "403:role.manage-repo 403:role.manage-repo ok ok A T T T"),
     ("POST", "/api/v1/apps/{app}/holds/{env}/release", {"reason": "m"}, "ok ok ok ok A T T T"),
     ("POST", "/api/v1/promotions/{pid}/override", {"reason": "m"}, "ok ok ok ok A T T T"),
+    ("PUT", "/api/v1/apps/{app}/envs/{env}/secrets/{name}", {"values": {"k": "dg=="}}, "ok ok ok ok A T T T"),
+    ("DELETE", "/api/v1/apps/{app}/envs/{env}/secrets/{name}", None, "ok ok ok ok A T T T"),
     # registry administration
     ("POST", "/api/v1/registry/locks", {"repository": "users/nobody/x", "tag": "1"},
      "403:registry.lock-scope 403:registry.lock-scope ok ok A T T T"),

@@ -84,3 +84,38 @@ def test_clusters_page_says_which_agent_runs_and_what_flux_last_reported(
     flux = page[page.index(f'id="cl-{fx.cluster}"'):]
     assert "What Flux last reported" in flux and "ReconciliationFailed" in flux and "Not_A_Valid_Name" in flux
     assert "posted failure" in flux
+
+
+def test_agents_report_their_status_to_the_server_and_the_page_shows_it(
+    server_factory: Callable[..., ServerHandle],
+) -> None:
+    """No URL configured: Conveyor's agent puts its /status document to the server itself (the
+    agent's real Reporter against a real server); only that cluster's agent identity may."""
+    from conveyor.agent.reporter import Reporter
+
+    server = server_factory("sqlite")
+    api = server.api()
+    reg = api.post("/api/v1/clusters", json={"name": "selfreport"}).json()
+    other = api.post("/api/v1/clusters", json={"name": "otherc"}).json()
+    board = StatusBoard(["shop-dev"])
+    board.update("shop-dev", state="Ready", reason="ReconciliationSucceeded", message="applied and healthy",
+                 inventory=[DEPLOYMENT, SERVICE], drifted=[DEPLOYMENT])
+    board.event("shop-dev", "DriftCorrected", "Deployment/shop: spec.replicas 3 -> 1")
+    reporter = Reporter(server.url, reg["agent_token"], "selfreport", None)
+    try:
+        assert reporter.upload_status(board.snapshot())
+    finally:
+        reporter.close()
+    url = f"{server.url}/api/v1/clusters/selfreport/agent-status"
+    for token in (server.admin_token, other["agent_token"]):  # an admin, another cluster's agent
+        r = httpx.put(url, json=board.snapshot(), headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert r.status_code == 403 and r.json()["rule"] == "cluster.agent-only", r.text
+    r = httpx.put(url, json={"syncs": "no"}, headers={"Authorization": f"Bearer {reg['agent_token']}"}, timeout=30)
+    assert r.status_code == 400 and r.json()["rule"] == "cluster.agent-status", r.text
+    html = signed_in(server, server.admin_token).get("/clusters").text
+    sections = {part.split('"', 1)[0]: part for part in html.split('id="cl-')[1:]}
+    section = sections["selfreport"]
+    assert "reported by the agent" in section and "ReconciliationSucceeded: applied and healthy" in section
+    assert "corrected" in section[section.index(DEPLOYMENT):].split("</tr>")[0]
+    assert "spec.replicas 3 -&gt; 1" in section
+    assert "once this cluster's agent reports them" in sections["otherc"]

@@ -15,6 +15,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -72,6 +73,21 @@ class Reporter:
         if outcome == "retry":
             self._enqueue(key, item)
         return outcome != "refused"
+
+    def upload_status(self, document: dict[str, Any]) -> bool:
+        """The agent's whole /status document for the server's clusters page (best effort: the next
+        upload, a few seconds later, carries the same and newer news)."""
+        if not self.server or not self.token:
+            return False
+        try:
+            r = self.http.put(f"{self.server}/api/v1/clusters/{self.cluster}/agent-status", json=document,
+                              headers={"Authorization": f"Bearer {self.token}"})
+        except httpx.HTTPError as exc:
+            log.debug("status document not uploaded: %s", exc)
+            return False
+        if r.status_code >= 300:
+            log.warning("forge refused the status document: %s %s", r.status_code, r.text[:200])
+        return r.status_code < 300
 
     def _send(self, item: _Queued) -> str:
         """'sent', 'refused' (a 4xx other than 429: retrying cannot help) or 'retry'."""

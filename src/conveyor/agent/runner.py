@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
+import time
 from types import FrameType
 
 from conveyor.agent.config import AgentConfig
@@ -15,6 +17,9 @@ from conveyor.agent.reporter import Reporter
 from conveyor.agent.server import AgentServer
 from conveyor.agent.status import StatusBoard
 from conveyor.agent.verify import HttpSource, KeyRing, Verifier
+
+# The clusters page shows what the agent reports: within a few seconds of a change, and a heartbeat.
+STATUS_UPLOAD_EVERY, STATUS_HEARTBEAT = 3.0, 60.0
 
 log = logging.getLogger("conveyor.agent")
 
@@ -89,6 +94,7 @@ class Agent:
             threading.Thread(target=self.reconcilers[n].run, args=(self.stop_event,), name=f"sync-{n}", daemon=True)
             for n in self.order
         ]
+        threads.append(threading.Thread(target=self._upload_status, name="status-upload", daemon=True))
         for t in threads:
             t.start()
 
@@ -103,6 +109,16 @@ class Agent:
         for t in threads:
             t.join(timeout=10)
         self.close()
+
+    def _upload_status(self) -> None:
+        """Report the status document to the server when it changed, and at least once a minute."""
+        last, sent_at = "", 0.0
+        while not self.stop_event.is_set():
+            doc = self.board.snapshot()
+            digest = json.dumps(doc, sort_keys=True, default=str)
+            if (digest != last or time.monotonic() - sent_at > STATUS_HEARTBEAT) and self.reporter.upload_status(doc):
+                last, sent_at = digest, time.monotonic()
+            self.stop_event.wait(STATUS_UPLOAD_EVERY)
 
     def close(self) -> None:
         self.server.stop()

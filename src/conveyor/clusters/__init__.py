@@ -3,6 +3,7 @@
 Public interface for other components (the agent, delivery, tests):
 """
 
+from conveyor.clusters.agent_reports import last_report as last_agent_report
 from conveyor.clusters.binaries import KUBERNETES_VERSION, BinariesMissing, KubeBinaries, ensure_binaries
 from conveyor.clusters.external import add as add_external
 from conveyor.clusters.kubeapi import KubeClient, node_ready
@@ -17,6 +18,7 @@ __all__ = [
     "age_recipient",
     "get_registration",
     "registrations",
+    "last_agent_report",
     "KUBERNETES_VERSION",
     "BinariesMissing",
     "ClusterSpec",

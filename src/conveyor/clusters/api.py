@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from conveyor.clusters import registration
+from conveyor.clusters import agent_reports, registration
 from conveyor.clusters.flux import api as flux_api
 from conveyor.clusters.models import RegisteredCluster
 from conveyor.core import Permission, PrincipalDep, SessionDep, agent_name, state_of
@@ -90,6 +91,13 @@ def set_age_recipient(name: str, body: AgeRecipientIn, session: SessionDep, prin
     """Record the public half of the cluster's age key (installed or rotated in the cluster)."""
     principal.require(Permission.MANAGE_REPO)
     return _out(registration.set_age_recipient(session, principal, name, body.age_recipient))
+
+
+@router.put("/{name}/agent-status", status_code=204)
+def report_agent_status(name: str, body: dict[str, Any], session: SessionDep, principal: PrincipalDep) -> Response:
+    """The cluster's agent reports its /status document (syncs, inventory, events) for the dashboard."""
+    agent_reports.store(session, principal, name, body)
+    return Response(status_code=204)
 
 
 @router.delete("/{name}", status_code=204)

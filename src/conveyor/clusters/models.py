@@ -8,8 +8,9 @@ and external clusters alike.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from conveyor.core.db import Base, UTCDateTime, utcnow
@@ -49,4 +50,15 @@ class FluxReport(Base):
     message: Mapped[str] = mapped_column(Text)
     revision: Mapped[str] = mapped_column(String(300), default="")
     outcome: Mapped[str] = mapped_column(String(300), default="")  # what Conveyor made of it
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AgentReport(Base):
+    """What a cluster's Conveyor agent last reported about itself (its /status document: each sync's
+    state, inventory and recent events), pushed by the agent so no one has to configure its URL."""
+
+    __tablename__ = "cluster_agent_reports"
+
+    cluster: Mapped[str] = mapped_column(String(20), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

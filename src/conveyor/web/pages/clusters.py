@@ -1,5 +1,6 @@
-"""Clusters and agents: each sync's state from the deploy statuses the agents post, and, where an agent's
-``/status`` URL is configured, its inventory, drift corrections and events."""
+"""Clusters and agents: each sync's state from the deploy statuses the agents post, and each Conveyor
+agent's inventory, drift corrections and events, as the agent last reported them to the server (or, where
+``CONVEYOR_AGENT_STATUS_URLS`` names an agent's ``/status`` URL, read from it live)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from conveyor.clusters import AgentKind, list_specs, registrations
+from conveyor.clusters import AgentKind, last_agent_report, list_specs, registrations
 from conveyor.clusters.flux import FluxReport, last_reports
 from conveyor.core import ConveyorError, Settings, state_of
 from conveyor.delivery import gitops_repo_names
@@ -52,6 +53,7 @@ class ClusterView:
     syncs: list[SyncRow] = field(default_factory=list)
     agent: dict[str, Any] | None = None
     agent_error: str = ""
+    agent_reported_at: datetime | None = None  # when the agent last reported (None: read from its URL)
     agent_kind: str = ""  # conveyor | flux, when the cluster is registered with the server
     flux: list[FluxReport] = field(default_factory=list)  # what Flux last reported, per object
 
@@ -125,6 +127,8 @@ async def clusters(request: Request) -> Response:
                 v.agent_kind = reg.agent
                 if reg.agent == AgentKind.FLUX:
                     v.flux = last_reports(s, reg.name)
+                elif (report := last_agent_report(s, reg.name)) is not None:
+                    v.agent, v.agent_reported_at = report
         return views
 
     views = await asyncio.to_thread(collect)
