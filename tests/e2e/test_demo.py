@@ -54,6 +54,7 @@ def test_demo_succeeds(demo: dict[str, Any]) -> None:
     assert demo["returncode"] == 0, "conveyor demo failed; see test-output/demo.log"
     assert demo["ok"] and demo["verified"] == {"dev": True, "qa": True, "prod": True}
     assert demo["rolled_back"]
+    assert "[freeze.stop-switch]" in demo["freeze_held"]  # the approved prod PR waited for the freeze to end
 
 
 def test_endpoints_answer_with_the_verified_versions(demo: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ Olga and Omar (cluster administrators)."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from conveyor.demo.view import Board
 
 PIPELINE_TIMEOUT = 1200
 DEPLOY_TIMEOUT = 900
+FREEZE_WATCH = 6.0  # seconds the demo watches an approved PR stay unmerged under the stop switch
 
 BROKEN_SERVER_PATCH = '''
 
@@ -36,6 +38,7 @@ class Outcome:
     refused_self_approval: str = ""
     rolled_back: bool = False
     dev_after_rollback: str = ""
+    freeze_held: str = ""  # the gate's words while the stop switch held the approved prod PR
 
 
 class Scenario:
@@ -78,6 +81,23 @@ class Scenario:
 
         result: str = wait_until(f"{context} on {sha[:12]}", done, timeout, 2)
         return result
+
+    def held_by_freeze(self, number: int, version: str) -> str:
+        """The approved prod PR's `conveyor/cd/gate` is pending on the stop switch, and stays unmerged."""
+        def gate() -> str | None:
+            with self.p.api() as api:
+                head = api.get(f"/api/v1/repos/{GITOPS}/pulls/{number}").json()["head_sha"]
+                for st in api.get(f"/api/v1/repos/{GITOPS}/statuses/{head}").json()["statuses"]:
+                    if st["context"] == "conveyor/cd/gate" and "[freeze.stop-switch]" in st["description"]:
+                        return str(st["description"])
+            return None
+
+        held: str = wait_until("the stop switch on the prod gate", gate, 60, 1)
+        time.sleep(FREEZE_WATCH)  # several engine steps: approvals are in, and still nothing merges
+        row = self.promotion("prod", version)
+        if row is None or row["state"] != PromotionState.PR_OPEN:
+            raise DemoError(f"prod moved on during the freeze: {row}")
+        return held
 
     def review(self, repo: str, number: int, user: str) -> tuple[int, dict[str, Any]]:
         with self.p.api(user) as api:
@@ -187,11 +207,15 @@ class Scenario:
             raise DemoError(f"Dana's own approval of the prod PR was not refused ({code})")
         self.outcome.refused_self_approval = str(body.get("detail"))
         self.board.passed(f"prod: Dana's own approval refused ({body.get('rule')})")
+        self.p.cli("freeze", "start", "--env", "prod", "--reason", "demo: change freeze on prod", user="olga")
         for admin in ("olga", "omar"):
             code, body = self.review(GITOPS, prod["pr_number"], admin)
             if code != 201:
                 raise DemoError(f"{admin}'s approval was refused: {body}")
-        self.board.run(f"prod: Olga and Omar approved #{prod['pr_number']}; verified", self.wait_promotion, "prod",
+        self.outcome.freeze_held = self.board.run("prod: approved, but Olga's stop switch holds the merge",
+                                                  self.held_by_freeze, prod["pr_number"], version)
+        self.p.cli("freeze", "end", "--env", "prod", "--reason", "demo: freeze lifted", user="olga")
+        self.board.run(f"prod: freeze lifted; #{prod['pr_number']} merged and verified", self.wait_promotion, "prod",
                    version, {PromotionState.VERIFIED})
         self.outcome.verified["prod"] = True
         self.outcome.versions["good"] = version
