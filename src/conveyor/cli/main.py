@@ -11,6 +11,7 @@ from rich.console import Console
 
 from conveyor.agent.cli import agent_app
 from conveyor.cli import help as _help  # noqa: F401 - flags show no <bool> type
+from conveyor.clusters.agent_cli import install as agent_install
 from conveyor.clusters.cli import cluster_app
 from conveyor.core import client
 from conveyor.core.cli import user_app
@@ -42,6 +43,7 @@ app.add_typer(run_app, name="run")
 app.add_typer(secret_app, name="secret")
 app.add_typer(image_app, name="image")
 app.add_typer(runner_app, name="runner")
+agent_app.command("install")(agent_install)  # needs the server and the data dir: not the agent's own code
 app.add_typer(agent_app, name="agent")
 
 

@@ -82,8 +82,10 @@ def node_ready(node: dict[str, Any]) -> bool:
     return False
 
 
-# the kinds Conveyor itself applies to a local cluster (its add-ons), and their REST plural
+# the kinds Conveyor itself applies to a local cluster (its add-ons, the in-cluster agent), and their REST plural
 PLURALS = {
+    ("v1", "Namespace"): "namespaces",
+    ("v1", "Secret"): "secrets",
     ("v1", "ServiceAccount"): "serviceaccounts",
     ("v1", "ConfigMap"): "configmaps",
     ("v1", "Service"): "services",

@@ -1,0 +1,160 @@
+"""The Conveyor agent inside its cluster: the objects `conveyor agent install CLUSTER` applies.
+
+What runs: the agent image (``conveyor.images``, variant ``agent``) as a one-replica Deployment in
+``conveyor-system`` (``Recreate``: two agents would fight over the same objects), with
+
+- a ServiceAccount bound to ``cluster-admin``. The agent applies and prunes whatever its GitOps
+  branches hold: namespaces, CRDs, RBAC, any kind. A narrower role would have to list every kind a
+  branch may ever contain, and an agent allowed to write RoleBindings can grant itself the rest
+  anyway, so, like Flux's kustomize-controller, it gets the whole cluster; who may write to the
+  branches is what limits it (branch protection on the GitOps repository);
+- a Secret with the cluster's agent token (its own identity, narrowed to GitOps repositories and its
+  cluster's deploy statuses) and an image pull secret made of the same token;
+- a ConfigMap with agent.yaml: the syncs, and the forge at its address as pods see it
+  (``http://host.conveyor.internal:PORT`` on a local cluster);
+- a Service for push webhooks (port 9797) and readiness on ``/status``.
+
+State lives in the cluster: the agent keeps each sync's inventory in a ConfigMap of ``conveyor-system``
+and re-fetches its sources, so the pod's volumes are emptyDirs and a new pod picks up where the old one
+stopped. The pod template carries a checksum of the config and token, so installing again (a new token,
+other syncs) rolls the pod.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+NAMESPACE = "conveyor-system"
+NAME = "conveyor-agent"
+PORT = 9797
+UID = 65532
+_SECRET_DIR = "/etc/conveyor-agent/secret"
+
+
+@dataclass(frozen=True)
+class Sync:
+    """One GitOps branch the agent keeps applied (``url`` as the pod reaches it)."""
+
+    name: str
+    url: str
+    branch: str
+    path: str = "."
+    interval: str = "1m"
+
+
+@dataclass(frozen=True)
+class Install:
+    cluster: str
+    image: str
+    forge_url: str  # as pods reach it
+    token: str
+    agent_user: str
+    registry: str  # the image's registry host, as the node pulls from it
+    syncs: tuple[Sync, ...]
+
+
+def agent_config(inst: Install) -> dict[str, Any]:
+    return {
+        "cluster": {"name": inst.cluster},  # no kubeconfig: the pod's service account
+        "forge": {"server": inst.forge_url, "token_file": f"{_SECRET_DIR}/token", "token_env": None},
+        "listen": f"0.0.0.0:{PORT}",
+        "public_url": f"http://{NAME}.{NAMESPACE}.svc:{PORT}/status",
+        "state_dir": "/var/lib/conveyor-agent",
+        "inventory_namespace": NAMESPACE,
+        "syncs": [{"name": s.name, "url": s.url, "branch": s.branch, "path": s.path, "interval": s.interval,
+                   "retry_interval": "5s", "prune": True, "wait": True, "timeout": "5m"} for s in inst.syncs],
+    }
+
+
+def _pull_secret(inst: Install) -> dict[str, Any]:
+    auth = base64.b64encode(f"{inst.agent_user}:{inst.token}".encode()).decode()
+    config = json.dumps({"auths": {inst.registry: {"auth": auth}}})
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": f"{NAME}-pull", "namespace": NAMESPACE},
+            "stringData": {".dockerconfigjson": config}}
+
+
+def _rbac() -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": NAME, "namespace": NAMESPACE}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": NAME},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+         "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]},
+    ]
+
+
+def _pod(inst: Install, checksum: str) -> dict[str, Any]:
+    probe = {"httpGet": {"path": "/status", "port": "http"}, "periodSeconds": 2}
+    container = {
+        "name": "agent", "image": inst.image, "imagePullPolicy": "IfNotPresent",
+        "args": ["run", "--config", "/etc/conveyor-agent/agent.yaml"],
+        "env": [{"name": "HOME", "value": "/var/lib/conveyor-agent"}],
+        "ports": [{"name": "http", "containerPort": PORT}],
+        "readinessProbe": probe,
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 30,
+                          "failureThreshold": 4},
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [
+            {"name": "config", "mountPath": "/etc/conveyor-agent/agent.yaml", "subPath": "agent.yaml"},
+            {"name": "secret", "mountPath": _SECRET_DIR, "readOnly": True},
+            {"name": "state", "mountPath": "/var/lib/conveyor-agent"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    return {
+        "metadata": {"labels": {"app": NAME}, "annotations": {"conveyor.dev/config-checksum": checksum}},
+        "spec": {
+            "serviceAccountName": NAME,
+            "imagePullSecrets": [{"name": f"{NAME}-pull"}],
+            "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID},
+            "terminationGracePeriodSeconds": 15,
+            "containers": [container],
+            "volumes": [
+                {"name": "config", "configMap": {"name": NAME}},
+                {"name": "secret", "secret": {"secretName": NAME}},
+                {"name": "state", "emptyDir": {}},
+                {"name": "tmp", "emptyDir": {}},
+            ],
+        },
+    }
+
+
+def manifests(inst: Install) -> list[dict[str, Any]]:
+    """Every object of the installation, in the order they are applied."""
+    config = yaml.safe_dump(agent_config(inst), sort_keys=False)
+    checksum = hashlib.sha256(f"{config}|{inst.token}|{inst.image}".encode()).hexdigest()[:16]
+    labels = {"app": NAME}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        *_rbac(),
+        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": NAME, "namespace": NAMESPACE},
+         "stringData": {"token": inst.token}},
+        _pull_secret(inst),
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": NAME, "namespace": NAMESPACE},
+         "data": {"agent.yaml": config}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels},
+         "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": labels},
+                  "template": _pod(inst, checksum)}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels},
+         "spec": {"selector": labels, "ports": [{"name": "http", "port": PORT, "targetPort": "http"}]}},
+    ]
+
+
+def parse_sync(value: str, forge_url: str, interval: str = "1m") -> Sync:
+    """``NAME=REPO@BRANCH[:PATH]`` (e.g. ``dev=platform/gitops@env/dev:rendered``), the repository on the forge."""
+    name, eq, rest = value.partition("=")
+    repo, at, branch_path = rest.partition("@")
+    branch, _, path = branch_path.partition(":")
+    if not (eq and at and name and repo and branch):
+        raise ValueError(f"--sync {value!r}: expected NAME=REPO@BRANCH[:PATH]")
+    return Sync(name=name, url=f"{forge_url.rstrip('/')}/git/{repo}.git", branch=branch, path=path or ".",
+                interval=interval)
