@@ -67,10 +67,23 @@ def _wait_ready(kube: KubeClient, timeout: float) -> float:
          f"describe pod -l app={agent_install.NAME}`")
 
 
+def _syncs(name: str, given: list[str], pod_forge: str, interval: str) -> tuple[agent_install.Sync, ...]:
+    if not given:
+        envs = client.request("GET", f"/api/v1/clusters/{name}/environments")
+        if not envs:
+            fail(f"no environment runs on cluster {name} (see `conveyor gitops init`); name branches with --sync")
+        return agent_install.environment_syncs(envs, pod_forge, interval)
+    try:
+        return tuple(agent_install.parse_sync(s, pod_forge, interval) for s in given)
+    except ValueError as exc:
+        fail(str(exc))
+
+
 def install(
     name: str = typer.Argument(..., help="A local cluster of this data dir, registered with the server"),
-    sync: list[str] = typer.Option(..., "--sync", help="NAME=REPO@BRANCH[:PATH], a GitOps branch to keep applied "
-                                   "(repeatable), e.g. dev=platform/gitops@env/dev:rendered"),
+    sync: list[str] = typer.Option([], "--sync", help="NAME=REPO@BRANCH[:PATH], a GitOps branch to keep applied "
+                                   "(repeatable), e.g. dev=platform/gitops@env/dev:rendered; default: every "
+                                   "environment on the cluster"),
     forge_url: str = typer.Option(None, "--forge-url", help="The server as pods reach it "
                                   f"(default http://{HOST_NAME}:PORT)"),
     interval: str = typer.Option("1m", "--interval", help="How often each sync polls its branch (e.g. 30s, 1m)"),
@@ -86,10 +99,7 @@ def install(
         fail(exc.detail)
     port = _server_port(spec)
     pod_forge = forge_url or f"http://{HOST_NAME}:{port}"
-    try:
-        syncs = tuple(agent_install.parse_sync(s, pod_forge, interval) for s in sync)
-    except ValueError as exc:
-        fail(str(exc))
+    syncs = _syncs(name, sync, pod_forge, interval)
     registry = f"127.0.0.1:{port}"
     image = _push_image(registry)
     token = client.request("POST", f"/api/v1/clusters/{name}/agent-token")["agent_token"]

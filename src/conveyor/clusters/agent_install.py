@@ -149,6 +149,18 @@ def manifests(inst: Install) -> list[dict[str, Any]]:
     ]
 
 
+def environment_syncs(envs: list[dict[str, str]], forge_url: str, interval: str = "1m") -> tuple[Sync, ...]:
+    """One sync per environment the server says the cluster runs (``GET /api/v1/clusters/{name}/environments``),
+    named after the environment, or ``REPO-ENV`` when two GitOps repositories name one alike."""
+    names = [e["env"] for e in envs]
+    out = []
+    for e in envs:
+        name = e["env"] if names.count(e["env"]) == 1 else f"{e['repo']}-{e['env']}".replace("/", "-")[:52]
+        out.append(Sync(name=name, url=f"{forge_url.rstrip('/')}/git/{e['repo']}.git", branch=e["branch"],
+                        path=e["path"], interval=interval))
+    return tuple(out)
+
+
 def parse_sync(value: str, forge_url: str, interval: str = "1m") -> Sync:
     """``NAME=REPO@BRANCH[:PATH]`` (e.g. ``dev=platform/gitops@env/dev:rendered``), the repository on the forge."""
     name, eq, rest = value.partition("=")

@@ -46,6 +46,15 @@ class AgentToken(BaseModel):
     agent_token: str
 
 
+class EnvironmentOut(BaseModel):
+    """An environment whose branch the cluster runs: what its agent syncs."""
+
+    repo: str
+    env: str
+    branch: str
+    path: str
+
+
 def _out(row: RegisteredCluster) -> ClusterOut:
     return ClusterOut(name=row.name, agent=row.agent, kubernetes_version=row.kubernetes_version,
                       age_recipient=row.age_recipient, agent_user=agent_name(row.name), created_by=row.created_by,
@@ -77,6 +86,16 @@ def list_clusters(session: SessionDep, principal: PrincipalDep) -> list[ClusterO
 def show_cluster(name: str, session: SessionDep, principal: PrincipalDep) -> ClusterOut:
     principal.require(Permission.READ)
     return _out(registration.get_registration(session, name))
+
+
+@router.get("/{name}/environments", response_model=list[EnvironmentOut])
+def cluster_environments(name: str, request: Request, session: SessionDep,
+                         principal: PrincipalDep) -> list[EnvironmentOut]:
+    """Delivery's environments (each GitOps repository's main) on this cluster: `agent install`'s syncs."""
+    principal.require(Permission.READ)
+    registration.get_registration(session, name)
+    found = flux_api.targets_of(request)(session, state_of(request).settings, name)
+    return [EnvironmentOut(repo=t.repo, env=t.env, branch=t.branch, path=t.path.removeprefix("./")) for t in found]
 
 
 @router.post("/{name}/agent-token", response_model=AgentToken, status_code=201)
