@@ -87,3 +87,20 @@ def test_the_server_lists_the_environments_a_cluster_runs(srv: ServerHandle) -> 
     assert r.json() == [{"repo": repo, "env": "dev", "branch": "env/dev", "path": "rendered"}]
     missing = api.get("/api/v1/clusters/nope/environments")
     assert missing.status_code == 404 and missing.json()["rule"] == "cluster.registered"
+
+
+def test_the_config_is_the_agents_own_and_keeps_signature_checks_on_the_nodes_registry_name() -> None:
+    from conveyor.agent.config import AgentConfig
+    from conveyor.agent.verify import HttpSource
+    from conveyor.clusters.agent_install import agent_config
+
+    cfg = AgentConfig.model_validate(agent_config(_install()))
+    registries, insecure = cfg.conveyor_registries()
+    assert registries == {"127.0.0.1:8080"}  # what images name, so apps/ images there are verified
+    source = HttpSource({"host.conveyor.internal:8080": "cnv_t"}, insecure, cfg.signatures.endpoints)
+    try:
+        url, headers = source._url("127.0.0.1:8080", "apps/web/manifests/1.0.0")
+    finally:
+        source.close()
+    assert url == "http://host.conveyor.internal:8080/v2/apps/web/manifests/1.0.0"
+    assert headers == {"Authorization": "Bearer cnv_t"}

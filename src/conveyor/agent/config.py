@@ -70,6 +70,9 @@ class SignaturesConfig(BaseModel):
     registries: list[str] = Field(default_factory=list)
     keys_file: Path | None = None
     insecure_registries: list[str] = Field(default_factory=list)  # plain HTTP (the forge's own when http://)
+    # Where to reach a registry named otherwise in image references: an agent in a local cluster reads
+    # 127.0.0.1:PORT/apps/... (the node's name for Conveyor's registry) from host.conveyor.internal:PORT.
+    endpoints: dict[str, str] = Field(default_factory=dict)
 
 
 class SyncConfig(BaseModel):

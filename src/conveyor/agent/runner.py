@@ -52,7 +52,7 @@ def verifier_for(config: AgentConfig, token: str | None) -> tuple[Verifier, Http
     forge_host = forge.split("://", 1)[1].split("/", 1)[0] if forge else None
     tokens = {forge_host: token} if forge_host and token else {}
     keyring = KeyRing(forge, token, config.signatures.keys_file, config.state_dir / "signing-keys.json")
-    source = HttpSource(tokens, insecure)
+    source = HttpSource(tokens, insecure, config.signatures.endpoints)
     return Verifier(source, keyring, registries), source
 
 

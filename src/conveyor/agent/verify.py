@@ -108,14 +108,16 @@ class ImageSource(Protocol):
 class HttpSource:
     """The OCI Distribution API, with the agent's own token for Conveyor's registry."""
 
-    def __init__(self, tokens: dict[str, str], insecure_hosts: set[str]) -> None:
-        self.tokens, self.insecure = tokens, insecure_hosts
+    def __init__(self, tokens: dict[str, str], insecure_hosts: set[str], endpoints: dict[str, str] | None = None
+                 ) -> None:
+        self.tokens, self.insecure, self.endpoints = tokens, insecure_hosts, endpoints or {}
         self.http = httpx.Client(timeout=httpx.Timeout(20.0, connect=5.0), follow_redirects=True)
 
     def close(self) -> None:
         self.http.close()
 
     def _url(self, host: str, path: str) -> tuple[str, dict[str, str]]:
+        host = self.endpoints.get(host, host)  # tokens and plain HTTP go by the address actually dialled
         scheme = "http" if host in self.insecure else "https"
         headers = {"Authorization": f"Bearer {self.tokens[host]}"} if host in self.tokens else {}
         return f"{scheme}://{host}/v2/{path}", headers

@@ -67,9 +67,16 @@ def agent_config(inst: Install) -> dict[str, Any]:
         "public_url": f"http://{NAME}.{NAMESPACE}.svc:{PORT}/status",
         "state_dir": "/var/lib/conveyor-agent",
         "inventory_namespace": NAMESPACE,
+        # Images name Conveyor's registry as the node pulls it (127.0.0.1:PORT); the pod reads their
+        # signatures from the forge's address, so Conveyor-built apps/ images are still verified.
+        "signatures": {"registries": [inst.registry], "endpoints": {inst.registry: _host_of(inst.forge_url)}},
         "syncs": [{"name": s.name, "url": s.url, "branch": s.branch, "path": s.path, "interval": s.interval,
                    "retry_interval": "5s", "prune": True, "wait": True, "timeout": "5m"} for s in inst.syncs],
     }
+
+
+def _host_of(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0]
 
 
 def _pull_secret(inst: Install) -> dict[str, Any]:
