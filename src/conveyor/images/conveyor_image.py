@@ -15,8 +15,10 @@ Python 3.11, Conveyor's wheel built from this checkout, and the variant's Python
   this is Conveyor's own, trusted build, never a pipeline's.
 
 The archive is cached in ``~/.cache/conveyor/images`` under a key of the variant, the packages and
-the hash of Conveyor's sources, so an unchanged checkout reuses it; the root filesystem (the slow
-part, debootstrap) and the wheelhouse are cached apart and survive source changes.
+the hash of Conveyor's sources, so an unchanged checkout reuses it. It has two layers: the
+dependencies (root filesystem, venv, wheels; built once and kept in buildah's storage) and Conveyor's
+wheel, so a source change rebuilds, pushes and pulls only the small top layer. The root filesystem
+(debootstrap, the slow part) and the wheelhouse are cached apart too.
 """
 
 from __future__ import annotations
@@ -113,7 +115,11 @@ def _wheel(root: Path, out: Path, log: Callable[[str], None]) -> Path:
 
 
 def conveyor_image(variant: str, log: Callable[[str], None] = print) -> Path:
-    """The OCI archive of Conveyor's ``variant`` image (built on first use for these sources)."""
+    """The OCI archive of Conveyor's ``variant`` image (built on first use for these sources).
+
+    Two layers: the dependencies (root filesystem, virtual environment, the variant's wheels), kept in
+    buildah's storage under a key of what they hold, and Conveyor's wheel on top. A source change
+    rebuilds the top layer only, and registries and nodes that have the first keep it."""
     if variant not in VARIANTS:
         raise BaseImageError(f"unknown image variant {variant!r}; there are {', '.join(VARIANTS)}")
     v = VARIANTS[variant]
@@ -125,13 +131,12 @@ def conveyor_image(variant: str, log: Callable[[str], None] = print) -> Path:
         log(f"using cached image {archive}")
         return archive
     archive.parent.mkdir(parents=True, exist_ok=True)
-    rootfs = rootfs_tarball(packages=v.debian_packages, log=log)
-    wheels = wheelhouse(requirements, log) if requirements else None
+    base = _dependencies_image(v, requirements, log)
     with tempfile.TemporaryDirectory(prefix="conveyor-image-") as tmp:
         wheel = _wheel(root, Path(tmp), log)
-        ctr = _run(buildah("from", "--name", f"conveyor-{v.name}-{os.getpid()}", "scratch"), log).strip()
+        ctr = _run(buildah("from", "--pull-never", "--name", f"conveyor-{v.name}-{os.getpid()}", base), log).strip()
         try:
-            _build(ctr, v, rootfs, wheel, wheels, requirements, log)
+            _install_wheel(ctr, v, wheel, log)
             partial = archive.with_suffix(".partial")
             partial.unlink(missing_ok=True)
             _run(buildah("commit", "--rm", ctr, f"oci-archive:{partial}"), log)
@@ -147,25 +152,44 @@ def conveyor_image(variant: str, log: Callable[[str], None] = print) -> Path:
     return archive
 
 
-def _build(ctr: str, v: Variant, rootfs: Path, wheel: Path, wheels: Path | None, requirements: list[str],
-           log: Callable[[str], None]) -> None:
-    _run(buildah("add", ctr, str(rootfs), "/"), log)
+def _inside(ctr: str, log: Callable[[str], None], *argv: str, network: str = "none") -> None:
+    _run(buildah("run", "--network", network, ctr, "--", *argv), log, timeout=3600)
+
+
+PIP = (f"{VENV}/bin/pip", "install", "-q", "--no-cache-dir", "--disable-pip-version-check")
+
+
+def _dependencies_image(v: Variant, requirements: list[str], log: Callable[[str], None]) -> str:
+    """The lower layer, in buildah's local storage: made once per set of packages and requirements."""
+    key = hashlib.sha256(f"{v.debian_packages}|{requirements}|{IMAGE_PLATFORMS}".encode()).hexdigest()[:16]
+    ref = f"localhost/conveyor-{v.name}-deps:{key}"
+    if subprocess.run(buildah("inspect", "--type", "image", ref), capture_output=True).returncode == 0:
+        log(f"using cached dependencies image {ref}")
+        return ref
+    rootfs = rootfs_tarball(packages=v.debian_packages, log=log)
+    ctr = _run(buildah("from", "--name", f"conveyor-{v.name}-deps-{os.getpid()}", "scratch"), log).strip()
+    try:
+        _run(buildah("add", ctr, str(rootfs), "/"), log)
+        _inside(ctr, log, "python3", "-m", "venv", VENV)
+        if requirements:
+            _run(buildah("copy", ctr, str(wheelhouse(requirements, log)), "/tmp/wheels"), log)
+            _inside(ctr, log, *PIP, "--no-index", "--find-links", "/tmp/wheels", *requirements)
+            _inside(ctr, log, "rm", "-rf", "/tmp/wheels")
+        _run(buildah("commit", "--rm", ctr, ref), log)
+        ctr = ""
+    finally:
+        if ctr:
+            subprocess.run(buildah("rm", ctr), capture_output=True)
+    return ref
+
+
+def _install_wheel(ctr: str, v: Variant, wheel: Path, log: Callable[[str], None]) -> None:
     _run(buildah("copy", ctr, str(wheel), f"/tmp/{wheel.name}"), log)
-    if wheels is not None:
-        _run(buildah("copy", ctr, str(wheels), "/tmp/wheels"), log)
-
-    def inside(*argv: str, network: str = "none") -> None:
-        _run(buildah("run", "--network", network, ctr, "--", *argv), log, timeout=3600)
-
-    inside("python3", "-m", "venv", VENV)
-    pip = (f"{VENV}/bin/pip", "install", "-q", "--no-cache-dir", "--disable-pip-version-check")
     if v.full_dependencies:
-        inside(*pip, f"/tmp/{wheel.name}", network="host")
+        _inside(ctr, log, *PIP, f"/tmp/{wheel.name}", network="host")
     else:
-        inside(*pip, "--no-deps", f"/tmp/{wheel.name}")
-    if requirements:
-        inside(*pip, "--no-index", "--find-links", "/tmp/wheels", *requirements)
-    inside("rm", "-rf", f"/tmp/{wheel.name}", "/tmp/wheels")
+        _inside(ctr, log, *PIP, "--no-deps", f"/tmp/{wheel.name}")
+    _inside(ctr, log, "rm", "-rf", f"/tmp/{wheel.name}")
     _run(buildah("config", "--env", f"PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                  "--env", "LANG=C.UTF-8", "--env", "PYTHONUNBUFFERED=1", "--user", "0",
                  "--entrypoint", "[" + ", ".join(f'"{a}"' for a in v.entrypoint) + "]", "--cmd", "",
