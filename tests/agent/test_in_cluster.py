@@ -96,15 +96,15 @@ def test_in_cluster_agent_applies_reports_and_survives_its_pod(
     assert get_json(cluster, "configmap", "other", "-n", ns) is None
 
     # installing again (the image cached, a new token) rolls the pod, which carries on too
+    started = time.monotonic()
+    p = install(cluster, forge, f"{name}={wc.repo}@main:deploy")  # Recreate: the old pod is gone once it is ready
+    assert p.returncode == 0, p.stdout + p.stderr
     third = manifest(namespace, {**configmap("settings", mode="red"), "metadata": {"name": "settings",
                                                                                  "namespace": ns}})
     wc.commit_file("deploy/app.yaml", third)
     code, out = wc.push("main")
     assert code == 0, out
     sha3 = wc.head()
-    started = time.monotonic()
-    p = install(cluster, forge, f"{name}={wc.repo}@main:deploy")
-    assert p.returncode == 0, p.stdout + p.stderr
     cluster.wait_for("the reinstalled agent's status", lambda: deployed(forge, wc, sha3, context), timeout=180)
     print(f"reinstall (image cached) -> applied {time.monotonic() - started:.1f}s")
     (again,) = agent_pods(cluster)
