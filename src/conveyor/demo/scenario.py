@@ -3,7 +3,10 @@ Olga and Omar (cluster administrators)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +16,7 @@ import yaml
 
 from conveyor.core import Settings
 from conveyor.delivery import PromotionState, probe_service
-from conveyor.demo.platform import APP, GITOPS, DemoError, Platform, git, wait_until
+from conveyor.demo.platform import API_KEY_SECRET, APP, GITOPS, DemoError, Platform, git, wait_until
 from conveyor.demo.view import Board
 
 PIPELINE_TIMEOUT = 1200
@@ -39,15 +42,28 @@ class Outcome:
     rolled_back: bool = False
     dev_after_rollback: str = ""
     freeze_held: str = ""  # the gate's words while the stop switch held the approved prod PR
+    api_keys: dict[str, str] = field(default_factory=dict)  # env -> fingerprint of the API key set there
+    api_keys_seen: dict[str, bool] = field(default_factory=dict)  # env -> its pods answered with that one
 
 
 class Scenario:
-    def __init__(self, platform: Platform, board: Board, wc: Path) -> None:
+    def __init__(self, platform: Platform, board: Board, wc: Path | None = None) -> None:
         self.p = platform
         self.board = board
-        self.wc = wc
+        self._wc = wc
         self.outcome = Outcome()
         self.settings = Settings(data_dir=platform.data_dir)
+
+    @property
+    def wc(self) -> Path:
+        """The application repo's working copy (made after the secrets, which the first release needs)."""
+        if self._wc is None:
+            raise DemoError("the application repository is not created yet")
+        return self._wc
+
+    @wc.setter
+    def wc(self, path: Path) -> None:
+        self._wc = path
 
     # --- steps ------------------------------------------------------------------------------------
     def app_version(self) -> str:
@@ -137,11 +153,69 @@ class Scenario:
                                             reached, timeout, 2)
         return result
 
-    def endpoint_version(self, env: str) -> str:
+    def endpoint(self, env: str) -> dict[str, Any]:
         r = probe_service(self.settings, "prod" if env == "prod" else "nonprod", f"{APP}-{env}", APP, None, "/")
         if r.status != 200:
             raise DemoError(f"{env} endpoint answered {r.status}: {r.error or r.body[:200]}")
-        return str(json.loads(r.body)["version"])
+        body: dict[str, Any] = json.loads(r.body)
+        return body
+
+    def endpoint_version(self, env: str) -> str:
+        return str(self.endpoint(env)["version"])
+
+    # --- application secrets -----------------------------------------------------------------------
+    SECRET_APPROVERS = {"dev": ("theo",), "qa": ("theo",), "prod": ("olga", "omar")}
+
+    def set_api_keys(self) -> None:
+        """Dana sets hello's API key per environment with `conveyor env secret set`: encrypted to the
+        environment's cluster key, proposed as a PR to its branch (keys and fingerprints only), approved
+        by someone else, merged, and decrypted and applied by that cluster's agent."""
+        for env in self.p.secret_envs():
+            value = secrets.token_urlsafe(18)
+            self.board.run(f"{env}: Dana sets hello's API key (encrypted to the cluster, by PR)",
+                           self.set_api_key, env, value)
+            self.outcome.api_keys[env] = "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+
+    def set_api_key(self, env: str, value: str) -> str:
+        said = self.p.cli("env", "secret", "set", APP, env, API_KEY_SECRET, "--key", "api-key", user="dana",
+                          stdin=value)
+        found = re.search(r"PR #(\d+)", said)
+        if not found:
+            raise DemoError(f"`conveyor env secret set` said: {said}")
+        number = int(found.group(1))
+        for user in self.SECRET_APPROVERS.get(env, ("theo",)):
+            code, body = self.review(GITOPS, number, user)
+            if code != 201:
+                raise DemoError(f"{user}'s approval of secret PR #{number} was refused: {body}")
+
+        def merged() -> str | None:
+            with self.p.api("dana") as api:
+                r = api.post(f"/api/v1/repos/{GITOPS}/pulls/{number}/merge", json={"method": "merge"})
+                return str(r.json()["merge_commit_sha"]) if r.status_code == 200 else None
+
+        sha: str = wait_until(f"secret PR #{number} to merge", merged, 120, 2)
+        self.wait_deployed(sha)
+        return f"PR #{number} merged, applied"
+
+    def wait_deployed(self, sha: str) -> None:
+        def applied() -> bool:
+            with self.p.api() as api:
+                statuses = api.get(f"/api/v1/repos/{GITOPS}/statuses/{sha}").json()["statuses"]
+            deploys = [s for s in statuses if s["context"].startswith("conveyor/deploy/")]
+            if any(s["state"] in ("failure", "error") for s in deploys):
+                raise DemoError(f"the agent refused {sha[:12]}: {deploys}")
+            return any(s["state"] == "success" for s in deploys)
+
+        wait_until(f"the agent to apply {sha[:12]}", applied, DEPLOY_TIMEOUT, 2)
+
+    def api_keys_answer(self) -> str:
+        """Each environment's pods read their own environment's key (hello reports its fingerprint)."""
+        for env, expected in self.outcome.api_keys.items():
+            got = self.endpoint(env).get("api_key")
+            if got != expected:
+                raise DemoError(f"{env} answers API key {got}, expected {expected}")
+            self.outcome.api_keys_seen[env] = True
+        return ", ".join(f"{env} {fp}" for env, fp in self.outcome.api_keys.items())
 
     # --- the story ----------------------------------------------------------------------------------
     def first_release(self) -> str:
@@ -219,6 +293,8 @@ class Scenario:
                    version, {PromotionState.VERIFIED})
         self.outcome.verified["prod"] = True
         self.outcome.versions["good"] = version
+        if self.outcome.api_keys:
+            self.board.run("each environment's pods read their own API key (fingerprints)", self.api_keys_answer)
 
     def broken_change(self) -> None:
         version = "1.2.0"
