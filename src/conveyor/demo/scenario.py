@@ -44,6 +44,7 @@ class Outcome:
     freeze_held: str = ""  # the gate's words while the stop switch held the approved prod PR
     api_keys: dict[str, str] = field(default_factory=dict)  # env -> fingerprint of the API key set there
     api_keys_seen: dict[str, bool] = field(default_factory=dict)  # env -> its pods answered with that one
+    risky_qa: list[str] = field(default_factory=list)  # the risk rules qa's promotion of 1.1.0 tripped
 
 
 class Scenario:
@@ -70,7 +71,7 @@ class Scenario:
         data = yaml.safe_load((self.wc / ".conveyor/app.yaml").read_text())
         return str(data["version"])
 
-    def open_change(self, branch: str, version: str, edit: Any, title: str) -> tuple[int, str]:
+    def open_change(self, branch: str, version: str, edit: Any, title: str, body: str = "") -> tuple[int, str]:
         git(self.wc, "fetch", "-q", "origin")
         git(self.wc, "checkout", "-q", "-B", branch, "origin/main")
         app_yaml = self.wc / ".conveyor/app.yaml"
@@ -82,7 +83,7 @@ class Scenario:
         head = git(self.wc, "rev-parse", "HEAD").strip()
         with self.p.api("dana") as api:
             r = api.post(f"/api/v1/repos/{APP}/pulls", json={"source": branch, "target": "main", "title": title,
-                                                             "body": f"Bumps {APP} to {version}."})
+                                                             "body": f"Bumps {APP} to {version}.{body}"})
             if r.status_code != 201:
                 raise DemoError(f"opening the PR: {r.text}")
             return int(r.json()["number"]), head
@@ -120,9 +121,9 @@ class Scenario:
             r = api.post(f"/api/v1/repos/{repo}/pulls/{number}/reviews", json={"state": "approve"})
             return r.status_code, r.json()
 
-    def merge_app_pr(self, number: int) -> str:
+    def merge_app_pr(self, number: int, method: str = "merge") -> str:
         with self.p.api("dana") as api:
-            r = api.post(f"/api/v1/repos/{APP}/pulls/{number}/merge", json={"method": "merge"})
+            r = api.post(f"/api/v1/repos/{APP}/pulls/{number}/merge", json={"method": method})
             if r.status_code != 200:
                 raise DemoError(f"merging #{number}: {r.text}")
             return str(r.json()["merge_commit_sha"])
@@ -243,16 +244,17 @@ class Scenario:
                 '        self.assertEqual(self.get("/greeting"), (200, {"greeting": "Hello, GitOps!"}))\n'
                 "\n\nif __name__"))
 
+        # A `Security:` trailer (kept by the squash merge) makes it a risky change: qa asks one more approval.
         number, head = self.board.run("Dana opens a PR: hello 1.1.0", self.open_change, "greeting", version, edit,
-                                  "Greet GitOps users")
+                                  "Greet GitOps users", "\n\nSecurity: escapes the greeting's input (demo)")
         self.outcome.prs["app"] = number
         self.board.links.append(f"app PR #{number}: {self.p.url}/repos/{APP}/pulls/{number}   "
                                 f"promotion board: {self.p.url}/apps/{APP}   clusters: {self.p.url}/clusters")
         result = self.board.run(f"PR pipeline on #{number}", self.wait_check, APP, head, "conveyor/pr")
         if not result.startswith("success"):
             raise DemoError(f"the PR pipeline failed: {result}")
-        self.board.run("Theo approves, Dana merges", lambda: (self.review(APP, number, "theo"),
-                                                          self.merge_app_pr(number))[1])
+        self.board.run("Theo approves, Dana squash-merges", lambda: (self.review(APP, number, "theo"),
+                                                                 self.merge_app_pr(number, "squash"))[1])
         merge = self.promotion_source_commit(number)
         result = self.board.run("CI pushes the image and templates", self.wait_check, APP, merge, "conveyor/ci")
         if not result.startswith("success"):
@@ -267,11 +269,17 @@ class Scenario:
         qa = self.board.run("qa: PR waits for a reviewer", self.wait_promotion, "qa", version,
                             {PromotionState.PR_OPEN})
         self.outcome.prs["qa"] = qa["pr_number"]
-        code, body = self.review(GITOPS, qa["pr_number"], "theo")
-        if code != 201:
-            raise DemoError(f"Theo's approval of qa PR #{qa['pr_number']} was refused: {body}")
-        self.board.run(f"qa: Theo approved #{qa['pr_number']}; deployed and verified", self.wait_promotion, "qa",
-                   version, {PromotionState.VERIFIED})
+        detail = self.p.api().get(f"/api/v1/promotions/{qa['id']}").json()
+        self.outcome.risky_qa = [r["rule"] for r in detail.get("risk") or []]
+        if detail.get("extra_approvals") != 1:
+            raise DemoError(f"qa's promotion of a `Security:` change asks no extra approval: {detail}")
+        self.board.passed(f"qa: a risky change ({', '.join(self.outcome.risky_qa)}): two approvals")
+        for user in ("theo", "olga"):
+            code, body = self.review(GITOPS, qa["pr_number"], user)
+            if code != 201:
+                raise DemoError(f"{user}'s approval of qa PR #{qa['pr_number']} was refused: {body}")
+        self.board.run(f"qa: Theo and Olga approved #{qa['pr_number']}; deployed and verified", self.wait_promotion,
+                       "qa", version, {PromotionState.VERIFIED})
         self.outcome.verified["qa"] = True
         prod = self.board.run("prod: PR needs two cluster admins", self.wait_promotion, "prod", version,
                               {PromotionState.PR_OPEN})
