@@ -212,7 +212,27 @@ class Platform:
                         json={"approvals": 1, "required_checks": ["conveyor/pr"], "no_self_approval": True})
             if r.status_code != 200:
                 raise DemoError(f"protecting main: {r.text}")
+        self._deployable_first_run()
         return wc
+
+    def _deployable_first_run(self) -> None:
+        """The first push queues CI before main is protected (a protected branch refuses the push that
+        would create it) — unless the protection won the race. CI of an unprotected branch is never
+        deployable, so when it lost, Olga cancels that run and Dana starts CI of main again."""
+        def first() -> dict[str, Any] | None:
+            with self.api() as api:
+                runs = [r for r in api.get("/api/v1/runs", params={"repo": APP}).json() if r["pipeline"] == "ci"]
+            return runs[-1] if runs else None
+
+        run: dict[str, Any] = wait_until("the first CI run", first, 60, 0.3)
+        if run["deployable"]:
+            return
+        with self.api("olga") as api:
+            api.post(f"/api/v1/runs/{run['id']}/cancel")
+        with self.api("dana") as api:
+            r = api.post(f"/api/v1/repos/{APP}/runs", json={"pipeline": "ci", "ref": "main"})
+            if r.status_code != 201 or not r.json().get("deployable"):
+                raise DemoError(f"starting CI of protected main: {r.status_code} {r.text}")
 
     # --- agents ---------------------------------------------------------------------------------
     def start_agents(self, progress: Callable[[str], None] = lambda _: None) -> None:
