@@ -6,33 +6,4 @@
 # writes to the GitOps repo (agent/sops.py), i.e. that they are real SOPS files.
 # The go.mod that pins it is generated in the cache directory; no third-party code enters the repo.
 set -euo pipefail
-version="${SOPS_VERSION:-v3.13.2}"
-module="github.com/getsops/sops/v3"
-cache="${CONVEYOR_CACHE_DIR:-${CONVEYOR_CACHE:-$HOME/.cache/conveyor}}/sops/$version"
-bin="$cache/sops"
-if [ -x "$bin" ]; then
-  echo "$bin"
-  exit 0
-fi
-command -v go >/dev/null || { echo "build-sops: 'go' is not installed" >&2; exit 1; }
-mkdir -p "$cache"
-exec 9>"$cache/.build.lock"
-flock 9
-if [ -x "$bin" ]; then
-  echo "$bin"
-  exit 0
-fi
-cd "$cache"
-cat > go.mod <<GOMOD
-module conveyor.invalid/sops
-
-go 1.25.8
-
-require $module $version
-GOMOD
-rm -f go.sum
-export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
-nice -n 19 go mod download "$module" >&2
-nice -n 19 go build -trimpath -o "$bin.tmp" "$module/cmd/sops" >&2
-mv "$bin.tmp" "$bin"
-echo "$bin"
+exec "$(dirname "${BASH_SOURCE[0]}")/go-tool.sh" sops github.com/getsops/sops/v3 "${SOPS_VERSION:-v3.13.2}" 1.25.8

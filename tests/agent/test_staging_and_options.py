@@ -131,3 +131,25 @@ def test_depends_on_waits_for_ready_and_suspend_applies_nothing(
     assert p.returncode == 0, p.stdout + p.stderr
     assert data_of(cluster, ns_app, "base") == {"k": "v"}
     assert data_of(cluster, ns_off, "base") is None
+
+
+def test_create_namespaces_makes_the_namespaces_a_revision_uses_but_does_not_define(
+    cluster: ClusterHandle, forge: ServerHandle, tmp_path: Path
+) -> None:
+    """An environment's first Secret arrives before the app that brings its Namespace (issue 19):
+    without `create_namespaces` the revision is refused; with it the namespace is made, not inventoried."""
+    wc = new_repo(forge, tmp_path, kind="gitops")
+    ns, name = unique("made"), unique("s")
+    cm = configmap("first", k="v")
+    cm["metadata"]["namespace"] = ns
+    wc.commit_file("deploy/a.yaml", manifest(cm))
+    push(wc)
+    sync = sync_for(wc, name, ns)
+    del sync["target_namespace"]
+    cfg = write_config(tmp_path / "agent.yaml", forge, cluster, [sync])
+    assert run_once(cfg).returncode == 1  # namespace not found
+    cfg = write_config(tmp_path / "agent.yaml", forge, cluster, [{**sync, "create_namespaces": True}])
+    p = run_once(cfg)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert data_of(cluster, ns, "first") == {"k": "v"}
+    assert saved_status(cfg, name)["inventory"] == [f"ConfigMap/{ns}/first"]

@@ -66,7 +66,9 @@ def test_environments_of_two_repositories_with_one_name_get_distinct_syncs() -> 
     envs = [{"repo": "a/ops", "env": "dev", "branch": "env/dev", "path": "rendered"},
             {"repo": "b/ops", "env": "dev", "branch": "env/dev", "path": "rendered"},
             {"repo": "b/ops", "env": "qa", "branch": "env/qa", "path": "rendered"}]
-    assert [s.name for s in environment_syncs(envs, FORGE)] == ["a-ops-dev", "b-ops-dev", "qa"]
+    syncs = environment_syncs(envs, FORGE)
+    assert [s.name for s in syncs] == ["a-ops-dev", "b-ops-dev", "qa"]
+    assert all(s.create_namespaces and s.path == "rendered" for s in syncs)
 
 
 @pytest.fixture(scope="module")

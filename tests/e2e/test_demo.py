@@ -54,7 +54,11 @@ def test_demo_succeeds(demo: dict[str, Any]) -> None:
     assert demo["returncode"] == 0, "conveyor demo failed; see test-output/demo.log"
     assert demo["ok"] and demo["verified"] == {"dev": True, "qa": True, "prod": True}
     assert demo["rolled_back"]
+    assert demo["risky_qa"] == ["risk.security-change"]  # the `Security:` trailer asked qa for one more approval
     assert "[freeze.stop-switch]" in demo["freeze_held"]  # the approved prod PR waited for the freeze to end
+    # each environment's pods read the API key set for it with `conveyor env secret set` (by fingerprint)
+    assert set(demo["api_keys"]) == {"dev", "qa", "prod"} and len(set(demo["api_keys"].values())) == 3
+    assert demo["api_keys_seen"] == {"dev": True, "qa": True, "prod": True}
 
 
 def test_endpoints_answer_with_the_verified_versions(demo: dict[str, Any]) -> None:

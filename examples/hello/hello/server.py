@@ -1,8 +1,10 @@
-"""GET / answers with the service's version; GET /healthz answers ok."""
+"""GET / answers with the service's version (and, when the environment gave it one, a fingerprint of
+its API key: proof the Secret arrived, never the key); GET /healthz answers ok."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,12 +14,24 @@ def version() -> str:
     return os.environ.get("APP_VERSION", "0.0.0-dev")
 
 
+def api_key_fingerprint() -> str | None:
+    key = os.environ.get("API_KEY")
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:12] if key else None
+
+
+def answer() -> dict[str, str]:
+    body = {"app": "hello", "version": version()}
+    if (fingerprint := api_key_fingerprint()) is not None:
+        body["api_key"] = fingerprint
+    return body
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "hello"
 
     def do_GET(self) -> None:  # noqa: N802 (the http.server API)
         if self.path == "/":
-            self._send(200, {"app": "hello", "version": version()})
+            self._send(200, answer())
         elif self.path == "/healthz":
             self._send(200, {"status": "ok"})
         else:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -32,6 +33,17 @@ class ServerTest(unittest.TestCase):
 
     def test_root_reports_version(self) -> None:
         self.assertEqual(self.get("/"), (200, {"app": "hello", "version": "9.9.9"}))
+
+    def test_api_key_is_reported_as_a_fingerprint_only(self) -> None:
+        os.environ["API_KEY"] = "s3cret-key"
+        try:
+            status, body = self.get("/")
+        finally:
+            del os.environ["API_KEY"]
+        self.assertEqual(status, 200)
+        expected = "sha256:" + hashlib.sha256(b"s3cret-key").hexdigest()[:12]
+        self.assertEqual(body["api_key"], expected)
+        self.assertNotIn("s3cret-key", json.dumps(body))
 
     def test_healthz(self) -> None:
         self.assertEqual(self.get("/healthz"), (200, {"status": "ok"}))

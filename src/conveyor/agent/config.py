@@ -87,6 +87,10 @@ class SyncConfig(BaseModel):
     health_checks: list[ObjectRef] = Field(default_factory=list)
     timeout: float = 300.0
     target_namespace: str | None = None
+    # Create the namespaces the revision's objects live in when the revision does not define them
+    # (Argo CD's CreateNamespace=true): an environment's first Secret arrives before the app that
+    # brings its Namespace. Such namespaces are not in the inventory, so they are never pruned.
+    create_namespaces: bool = False
     suspend: bool = False
     depends_on: list[str] = Field(default_factory=list)
     webhook_secret: str | None = None

@@ -220,6 +220,9 @@ class SyncReconciler:
         if self.sync.target_namespace:
             ensure_namespace(self.kube, self.sync.target_namespace)
         objects_n = self.applier.normalize(objects, self.sync.target_namespace)
+        if self.sync.create_namespaces:
+            for ns in missing_namespaces(objects_n):
+                ensure_namespace(self.kube, ns)
         entries = [ObjectId.of(o) for o in objects_n]
         planned = self.applier.validate(objects_n)
         old, inventory_revision = self.inventory.read()
@@ -307,3 +310,10 @@ class SyncReconciler:
 
 def state_path(config: AgentConfig) -> Path:
     return config.state_dir / "status.json"
+
+
+def missing_namespaces(objects: list[dict[str, Any]]) -> list[str]:
+    """Namespaces objects of the revision live in that the revision itself does not define."""
+    defined = {o["metadata"]["name"] for o in objects if o.get("kind") == "Namespace" and o.get("apiVersion") == "v1"}
+    used = {str(ns) for o in objects if (ns := (o.get("metadata") or {}).get("namespace"))}
+    return sorted(used - defined)

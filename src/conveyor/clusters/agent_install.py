@@ -46,6 +46,7 @@ class Sync:
     branch: str
     path: str = "."
     interval: str = "1m"
+    create_namespaces: bool = False  # environments: a first Secret may come before the app's Namespace
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def agent_config(inst: Install) -> dict[str, Any]:
         # signatures from the forge's address, so Conveyor-built apps/ images are still verified.
         "signatures": {"registries": [inst.registry], "endpoints": {inst.registry: _host_of(inst.forge_url)}},
         "syncs": [{"name": s.name, "url": s.url, "branch": s.branch, "path": s.path, "interval": s.interval,
-                   "retry_interval": "5s", "prune": True, "wait": True, "timeout": "5m"} for s in inst.syncs],
+                   "retry_interval": "5s", "prune": True, "wait": True, "timeout": "5m",
+                   "create_namespaces": s.create_namespaces} for s in inst.syncs],
     }
 
 
@@ -164,7 +166,7 @@ def environment_syncs(envs: list[dict[str, str]], forge_url: str, interval: str 
     for e in envs:
         name = e["env"] if names.count(e["env"]) == 1 else f"{e['repo']}-{e['env']}".replace("/", "-")[:52]
         out.append(Sync(name=name, url=f"{forge_url.rstrip('/')}/git/{e['repo']}.git", branch=e["branch"],
-                        path=e["path"], interval=interval))
+                        path=e["path"], interval=interval, create_namespaces=True))
     return tuple(out)
 
 

@@ -62,13 +62,14 @@ def demo(
                 step("clusters nonprod (dev, qa) and prod", platform.create_clusters, board.progress)
                 step("base image debian-python:12 into the registry cache", platform.base_image, board.progress)
                 step("GitOps repo: main + env/dev, env/qa, env/prod", platform.init_gitops)
-                wc = step("application repo from examples/hello", platform.create_app_repo, root / "work")
                 if agent == "flux":
                     step(f"Flux on {FLUX_CLUSTER} (events to Conveyor), Conveyor's agent on prod",
                          platform.start_agents, board.progress)
                 else:
                     step("an agent per cluster, told by webhooks", platform.start_agents)
-                scenario = Scenario(platform, board, wc)
+                scenario = Scenario(platform, board)
+                scenario.set_api_keys()  # before the first release: its rendering checks the Secret is there
+                scenario.wc = step("application repo from examples/hello", platform.create_app_repo, root / "work")
                 scenario.first_release()
                 scenario.change()
                 if base_refresh:

@@ -22,6 +22,7 @@ import yaml
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 APP = "hello"
 GITOPS = "gitops"
+API_KEY_SECRET = "hello-api"  # the Secret (key `api-key`) hello reads its API key from
 CLUSTERS = {"nonprod": ("dev", "qa"), "prod": ("prod",)}
 # `conveyor demo --agent flux`: this cluster runs Flux's controllers instead of Conveyor's agent, so dev
 # and qa (the rollback included) are deployed by Flux and prod by Conveyor's agent.
@@ -81,11 +82,11 @@ class Platform:
     def git_url(self, repo: str, user: str) -> str:
         return f"http://{user}:{self.tokens[user]}@127.0.0.1:{self.port}/git/{repo}.git"
 
-    def cli(self, *args: str, user: str = "admin") -> str:
+    def cli(self, *args: str, user: str = "admin", stdin: str | None = None) -> str:
         env = dict(os.environ, CONVEYOR_SERVER=self.url, CONVEYOR_TOKEN=self.tokens[user],
                    CONVEYOR_DATA_DIR=str(self.data_dir))
         p = subprocess.run([sys.executable, "-m", "conveyor", *args], env=env, capture_output=True, text=True,
-                           timeout=3600)
+                           timeout=3600, input=stdin)
         if p.returncode != 0:
             raise DemoError(f"conveyor {' '.join(args)} failed: {p.stderr.strip() or p.stdout.strip()}")
         return p.stdout
@@ -179,10 +180,19 @@ class Platform:
         envs = {name: dict(spec) for name, spec in DEFAULT_ENVIRONMENTS.items()}
         # Security-related changes (a `Security:` trailer, a base-image rebuild) need one more approval in qa.
         envs["qa"]["risk"] = {"extra_approvals": 1, "sensitive_kinds": []}
+        # hello reads its API key from a Secret in every environment whose agent can decrypt it
+        # (Conveyor's: Flux is not set up for SOPS decryption here).
+        for name in self.secret_envs():
+            envs[name]["values"] = {**envs[name].get("values", {}), "apiKeySecret": API_KEY_SECRET}
         with self.api("olga") as api:
             r = api.post("/api/v1/gitops", json={"repo": GITOPS, "environments": envs})
             if r.status_code != 201:
                 raise DemoError(f"gitops init: {r.text}")
+
+    def secret_envs(self) -> list[str]:
+        from conveyor.delivery import DEFAULT_ENVIRONMENTS
+
+        return [n for n, spec in DEFAULT_ENVIRONMENTS.items() if spec["cluster"] not in self.flux_clusters]
 
     def create_app_repo(self, work: Path) -> Path:
         with self.api("dana") as api:
@@ -202,7 +212,27 @@ class Platform:
                         json={"approvals": 1, "required_checks": ["conveyor/pr"], "no_self_approval": True})
             if r.status_code != 200:
                 raise DemoError(f"protecting main: {r.text}")
+        self._deployable_first_run()
         return wc
+
+    def _deployable_first_run(self) -> None:
+        """The first push queues CI before main is protected (a protected branch refuses the push that
+        would create it) — unless the protection won the race. CI of an unprotected branch is never
+        deployable, so when it lost, Olga cancels that run and Dana starts CI of main again."""
+        def first() -> dict[str, Any] | None:
+            with self.api() as api:
+                runs = [r for r in api.get("/api/v1/runs", params={"repo": APP}).json() if r["pipeline"] == "ci"]
+            return runs[-1] if runs else None
+
+        run: dict[str, Any] = wait_until("the first CI run", first, 60, 0.3)
+        if run["deployable"]:
+            return
+        with self.api("olga") as api:
+            api.post(f"/api/v1/runs/{run['id']}/cancel")
+        with self.api("dana") as api:
+            r = api.post(f"/api/v1/repos/{APP}/runs", json={"pipeline": "ci", "ref": "main"})
+            if r.status_code != 201 or not r.json().get("deployable"):
+                raise DemoError(f"starting CI of protected main: {r.status_code} {r.text}")
 
     # --- agents ---------------------------------------------------------------------------------
     def start_agents(self, progress: Callable[[str], None] = lambda _: None) -> None:
@@ -225,7 +255,8 @@ class Platform:
                 "syncs": [
                     # No credentials in the URL: the agent authenticates to the forge with its own token.
                     {"name": env, "url": f"{self.url}/git/{GITOPS}.git", "branch": f"env/{env}", "path": "rendered",
-                     "interval": "30s", "prune": True, "wait": True, "timeout": "3m", "webhook_secret": secret}
+                     "interval": "30s", "prune": True, "wait": True, "timeout": "3m", "webhook_secret": secret,
+                     "create_namespaces": True}
                     for env in envs
                 ],
             }

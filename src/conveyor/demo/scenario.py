@@ -3,7 +3,10 @@ Olga and Omar (cluster administrators)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +16,7 @@ import yaml
 
 from conveyor.core import Settings
 from conveyor.delivery import PromotionState, probe_service
-from conveyor.demo.platform import APP, GITOPS, DemoError, Platform, git, wait_until
+from conveyor.demo.platform import API_KEY_SECRET, APP, GITOPS, DemoError, Platform, git, wait_until
 from conveyor.demo.view import Board
 
 PIPELINE_TIMEOUT = 1200
@@ -39,22 +42,36 @@ class Outcome:
     rolled_back: bool = False
     dev_after_rollback: str = ""
     freeze_held: str = ""  # the gate's words while the stop switch held the approved prod PR
+    api_keys: dict[str, str] = field(default_factory=dict)  # env -> fingerprint of the API key set there
+    api_keys_seen: dict[str, bool] = field(default_factory=dict)  # env -> its pods answered with that one
+    risky_qa: list[str] = field(default_factory=list)  # the risk rules qa's promotion of 1.1.0 tripped
 
 
 class Scenario:
-    def __init__(self, platform: Platform, board: Board, wc: Path) -> None:
+    def __init__(self, platform: Platform, board: Board, wc: Path | None = None) -> None:
         self.p = platform
         self.board = board
-        self.wc = wc
+        self._wc = wc
         self.outcome = Outcome()
         self.settings = Settings(data_dir=platform.data_dir)
+
+    @property
+    def wc(self) -> Path:
+        """The application repo's working copy (made after the secrets, which the first release needs)."""
+        if self._wc is None:
+            raise DemoError("the application repository is not created yet")
+        return self._wc
+
+    @wc.setter
+    def wc(self, path: Path) -> None:
+        self._wc = path
 
     # --- steps ------------------------------------------------------------------------------------
     def app_version(self) -> str:
         data = yaml.safe_load((self.wc / ".conveyor/app.yaml").read_text())
         return str(data["version"])
 
-    def open_change(self, branch: str, version: str, edit: Any, title: str) -> tuple[int, str]:
+    def open_change(self, branch: str, version: str, edit: Any, title: str, body: str = "") -> tuple[int, str]:
         git(self.wc, "fetch", "-q", "origin")
         git(self.wc, "checkout", "-q", "-B", branch, "origin/main")
         app_yaml = self.wc / ".conveyor/app.yaml"
@@ -66,7 +83,7 @@ class Scenario:
         head = git(self.wc, "rev-parse", "HEAD").strip()
         with self.p.api("dana") as api:
             r = api.post(f"/api/v1/repos/{APP}/pulls", json={"source": branch, "target": "main", "title": title,
-                                                             "body": f"Bumps {APP} to {version}."})
+                                                             "body": f"Bumps {APP} to {version}.{body}"})
             if r.status_code != 201:
                 raise DemoError(f"opening the PR: {r.text}")
             return int(r.json()["number"]), head
@@ -104,9 +121,9 @@ class Scenario:
             r = api.post(f"/api/v1/repos/{repo}/pulls/{number}/reviews", json={"state": "approve"})
             return r.status_code, r.json()
 
-    def merge_app_pr(self, number: int) -> str:
+    def merge_app_pr(self, number: int, method: str = "merge") -> str:
         with self.p.api("dana") as api:
-            r = api.post(f"/api/v1/repos/{APP}/pulls/{number}/merge", json={"method": "merge"})
+            r = api.post(f"/api/v1/repos/{APP}/pulls/{number}/merge", json={"method": method})
             if r.status_code != 200:
                 raise DemoError(f"merging #{number}: {r.text}")
             return str(r.json()["merge_commit_sha"])
@@ -137,11 +154,69 @@ class Scenario:
                                             reached, timeout, 2)
         return result
 
-    def endpoint_version(self, env: str) -> str:
+    def endpoint(self, env: str) -> dict[str, Any]:
         r = probe_service(self.settings, "prod" if env == "prod" else "nonprod", f"{APP}-{env}", APP, None, "/")
         if r.status != 200:
             raise DemoError(f"{env} endpoint answered {r.status}: {r.error or r.body[:200]}")
-        return str(json.loads(r.body)["version"])
+        body: dict[str, Any] = json.loads(r.body)
+        return body
+
+    def endpoint_version(self, env: str) -> str:
+        return str(self.endpoint(env)["version"])
+
+    # --- application secrets -----------------------------------------------------------------------
+    SECRET_APPROVERS = {"dev": ("theo",), "qa": ("theo",), "prod": ("olga", "omar")}
+
+    def set_api_keys(self) -> None:
+        """Dana sets hello's API key per environment with `conveyor env secret set`: encrypted to the
+        environment's cluster key, proposed as a PR to its branch (keys and fingerprints only), approved
+        by someone else, merged, and decrypted and applied by that cluster's agent."""
+        for env in self.p.secret_envs():
+            value = secrets.token_urlsafe(18)
+            self.board.run(f"{env}: Dana sets hello's API key (encrypted to the cluster, by PR)",
+                           self.set_api_key, env, value)
+            self.outcome.api_keys[env] = "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+
+    def set_api_key(self, env: str, value: str) -> str:
+        said = self.p.cli("env", "secret", "set", APP, env, API_KEY_SECRET, "--key", "api-key", user="dana",
+                          stdin=value)
+        found = re.search(r"PR #(\d+)", said)
+        if not found:
+            raise DemoError(f"`conveyor env secret set` said: {said}")
+        number = int(found.group(1))
+        for user in self.SECRET_APPROVERS.get(env, ("theo",)):
+            code, body = self.review(GITOPS, number, user)
+            if code != 201:
+                raise DemoError(f"{user}'s approval of secret PR #{number} was refused: {body}")
+
+        def merged() -> str | None:
+            with self.p.api("dana") as api:
+                r = api.post(f"/api/v1/repos/{GITOPS}/pulls/{number}/merge", json={"method": "merge"})
+                return str(r.json()["merge_commit_sha"]) if r.status_code == 200 else None
+
+        sha: str = wait_until(f"secret PR #{number} to merge", merged, 120, 2)
+        self.wait_deployed(sha)
+        return f"PR #{number} merged, applied"
+
+    def wait_deployed(self, sha: str) -> None:
+        def applied() -> bool:
+            with self.p.api() as api:
+                statuses = api.get(f"/api/v1/repos/{GITOPS}/statuses/{sha}").json()["statuses"]
+            deploys = [s for s in statuses if s["context"].startswith("conveyor/deploy/")]
+            if any(s["state"] in ("failure", "error") for s in deploys):
+                raise DemoError(f"the agent refused {sha[:12]}: {deploys}")
+            return any(s["state"] == "success" for s in deploys)
+
+        wait_until(f"the agent to apply {sha[:12]}", applied, DEPLOY_TIMEOUT, 2)
+
+    def api_keys_answer(self) -> str:
+        """Each environment's pods read their own environment's key (hello reports its fingerprint)."""
+        for env, expected in self.outcome.api_keys.items():
+            got = self.endpoint(env).get("api_key")
+            if got != expected:
+                raise DemoError(f"{env} answers API key {got}, expected {expected}")
+            self.outcome.api_keys_seen[env] = True
+        return ", ".join(f"{env} {fp}" for env, fp in self.outcome.api_keys.items())
 
     # --- the story ----------------------------------------------------------------------------------
     def first_release(self) -> str:
@@ -169,16 +244,17 @@ class Scenario:
                 '        self.assertEqual(self.get("/greeting"), (200, {"greeting": "Hello, GitOps!"}))\n'
                 "\n\nif __name__"))
 
+        # A `Security:` trailer (kept by the squash merge) makes it a risky change: qa asks one more approval.
         number, head = self.board.run("Dana opens a PR: hello 1.1.0", self.open_change, "greeting", version, edit,
-                                  "Greet GitOps users")
+                                  "Greet GitOps users", "\n\nSecurity: escapes the greeting's input (demo)")
         self.outcome.prs["app"] = number
         self.board.links.append(f"app PR #{number}: {self.p.url}/repos/{APP}/pulls/{number}   "
                                 f"promotion board: {self.p.url}/apps/{APP}   clusters: {self.p.url}/clusters")
         result = self.board.run(f"PR pipeline on #{number}", self.wait_check, APP, head, "conveyor/pr")
         if not result.startswith("success"):
             raise DemoError(f"the PR pipeline failed: {result}")
-        self.board.run("Theo approves, Dana merges", lambda: (self.review(APP, number, "theo"),
-                                                          self.merge_app_pr(number))[1])
+        self.board.run("Theo approves, Dana squash-merges", lambda: (self.review(APP, number, "theo"),
+                                                                 self.merge_app_pr(number, "squash"))[1])
         merge = self.promotion_source_commit(number)
         result = self.board.run("CI pushes the image and templates", self.wait_check, APP, merge, "conveyor/ci")
         if not result.startswith("success"):
@@ -193,11 +269,17 @@ class Scenario:
         qa = self.board.run("qa: PR waits for a reviewer", self.wait_promotion, "qa", version,
                             {PromotionState.PR_OPEN})
         self.outcome.prs["qa"] = qa["pr_number"]
-        code, body = self.review(GITOPS, qa["pr_number"], "theo")
-        if code != 201:
-            raise DemoError(f"Theo's approval of qa PR #{qa['pr_number']} was refused: {body}")
-        self.board.run(f"qa: Theo approved #{qa['pr_number']}; deployed and verified", self.wait_promotion, "qa",
-                   version, {PromotionState.VERIFIED})
+        detail = self.p.api().get(f"/api/v1/promotions/{qa['id']}").json()
+        self.outcome.risky_qa = [r["rule"] for r in detail.get("risk") or []]
+        if detail.get("extra_approvals") != 1:
+            raise DemoError(f"qa's promotion of a `Security:` change asks no extra approval: {detail}")
+        self.board.passed(f"qa: a risky change ({', '.join(self.outcome.risky_qa)}): two approvals")
+        for user in ("theo", "olga"):
+            code, body = self.review(GITOPS, qa["pr_number"], user)
+            if code != 201:
+                raise DemoError(f"{user}'s approval of qa PR #{qa['pr_number']} was refused: {body}")
+        self.board.run(f"qa: Theo and Olga approved #{qa['pr_number']}; deployed and verified", self.wait_promotion,
+                       "qa", version, {PromotionState.VERIFIED})
         self.outcome.verified["qa"] = True
         prod = self.board.run("prod: PR needs two cluster admins", self.wait_promotion, "prod", version,
                               {PromotionState.PR_OPEN})
@@ -219,6 +301,8 @@ class Scenario:
                    version, {PromotionState.VERIFIED})
         self.outcome.verified["prod"] = True
         self.outcome.versions["good"] = version
+        if self.outcome.api_keys:
+            self.board.run("each environment's pods read their own API key (fingerprints)", self.api_keys_answer)
 
     def broken_change(self) -> None:
         version = "1.2.0"

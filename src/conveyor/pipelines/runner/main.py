@@ -80,7 +80,7 @@ class Runner:
     def _hello(self) -> RunnerSettings:
         cfg = self.client.hello()
         swept = podman.sweep(self.storage_root, cfg["name"], self.instance)
-        swept += network.sweep(cfg["name"], self.instance)
+        swept += network.sweep(self.client.server, cfg["name"], self.instance)
         if cfg.get("recovered") or swept:
             log.warning("runner %s: recovered %s run(s) and removed %d container(s) and networks an earlier "
                         "instance left",

@@ -9,13 +9,17 @@ other servers, a cluster's API server), the host's networks and the internet are
 Measured by tests/security/test_run_isolation.py: a PR step's probe of another loopback service
 fails, while the same probe in an admin-allowed host step reaches it.
 
-Namespaces are named ``cvr-<runner>-<instance>-<run>``, so a runner starting again removes the ones
-its crashed predecessor left (``sweep``) and never another runner's.
+Namespaces are named ``cvr-<server>-<runner>-<instance>-<run>`` (``<server>``: a short hash of the
+server's URL), so a runner starting again removes the ones its crashed predecessor left (``sweep``)
+and never another runner's — not even one of the same name serving another server on this machine
+(every ``conveyor up`` here has a runner named ``builtin-<host>``: without the server in the name, a
+second server's runner starting up deleted the first one's run networks mid-run).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import socket
 from urllib.parse import urlsplit
@@ -26,15 +30,19 @@ from conveyor.pipelines.runner.podman import RunNetwork
 log = logging.getLogger("conveyor.runner")
 
 
-def _name(runner: str, instance: str, run_id: int) -> str:
-    return f"cvr-{runner[:24]}-{instance[:12]}-{run_id}"[:63]
+def _prefix(server: str, runner: str) -> str:
+    return f"cvr-{hashlib.sha256(server.encode()).hexdigest()[:8]}-{runner[:24]}-"
+
+
+def _name(server: str, runner: str, instance: str, run_id: int) -> str:
+    return f"{_prefix(server, runner)}{instance[:12]}-{run_id}"[:63]
 
 
 class RunNetworkScope:
     """The network of one run, from ``open()`` to ``close()``."""
 
     def __init__(self, server: str, runner: str, instance: str, run_id: int) -> None:
-        self.server, self.name = server, _name(runner, instance, run_id)
+        self.server, self.name = server, _name(server, runner, instance, run_id)
         self.forwarder: netns.Forwarder | None = None
 
     def open(self) -> RunNetwork:
@@ -66,9 +74,9 @@ def _loopback(address: str) -> bool:
     return ipaddress.ip_address(address).is_loopback
 
 
-def sweep(runner: str, keep_instance: str) -> int:
-    """Delete the run networks earlier instances of this runner left behind."""
-    prefix = f"cvr-{runner[:24]}-"
+def sweep(server: str, runner: str, keep_instance: str) -> int:
+    """Delete the run networks earlier instances of this runner (of this server) left behind."""
+    prefix = _prefix(server, runner)
     removed = 0
     try:
         names = [p.name for p in netns.path("x").parent.iterdir()]
