@@ -200,9 +200,14 @@ def _read_values(key: str, from_file: Path | None, env_file: Path | None) -> dic
 GITOPS_HELP = "GitOps repository (default: the app's, or the only one)"
 
 
+APP_ARG = typer.Argument(..., help="The application (as delivery knows it)")
+ENV_ARG = typer.Argument(..., help="The environment (dev, qa, prod, ...)")
+SECRET_ARG = typer.Argument(..., help="The Kubernetes Secret's name")
+
+
 @env_secret_app.command("set")
 def secret_set(
-    app: str, env: str, name: str,
+    app: str = APP_ARG, env: str = ENV_ARG, name: str = SECRET_ARG,
     key: str = typer.Option("value", "--key", help="The key in the Secret that holds the value"),
     from_file: Path = typer.Option(None, "--from-file", help="Read the value from this file (as is)"),
     env_file: Path = typer.Option(None, "--env-file", help="KEY=VALUE lines: several keys at once"),
@@ -217,14 +222,15 @@ def secret_set(
 
 
 @env_secret_app.command("remove")
-def secret_remove(app: str, env: str, name: str,
+def secret_remove(app: str = APP_ARG, env: str = ENV_ARG, name: str = SECRET_ARG,
                   gitops: str = typer.Option(None, "--gitops", help="GitOps repository")) -> None:
     """Remove the Secret NAME of APP in ENV through a PR to its branch (the agent prunes it after the merge)."""
     _say_proposed(request("DELETE", f"/api/v1/apps/{app}/envs/{env}/secrets/{name}", params=_repo(gitops)))
 
 
 @env_secret_app.command("list")
-def secret_list(app: str, env: str, gitops: str = typer.Option(None, "--gitops", help="GitOps repository")) -> None:
+def secret_list(app: str = APP_ARG, env: str = ENV_ARG,
+                gitops: str = typer.Option(None, "--gitops", help="GitOps repository")) -> None:
     """The app's secrets in ENV: names, keys and fingerprints (values are never shown)."""
     table = Table("secret", "key", "fingerprint")
     for name, keys in request("GET", f"/api/v1/apps/{app}/envs/{env}/secrets", params=_repo(gitops)).items():
