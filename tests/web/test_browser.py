@@ -161,13 +161,15 @@ def test_the_dashboard_cannot_be_framed(demo: Demo, page: object, tmp_path: Path
 def test_follow_a_live_log_until_the_run_finishes(demo: Demo, page: object, tmp_path: Path) -> None:
     pg: playwright.Page = page  # type: ignore[assignment]
     server = demo.server
-    release = tmp_path / "release"
-    # The step holds until the test releases it, so the page is open while the run is live.
+    # The step holds until the test releases it, so the page is open while the run is live. Steps run in
+    # containers that see the run's workspace at /workspace: the test touches the file on the runner's side.
     pipeline = ("ci:\n  - name: build\n    run: echo started; "
-                f"while [ ! -e {release} ]; do sleep 0.1; done; for i in 1 2 3; do echo line-$i; sleep 0.2; done\n"
+                "while [ ! -e /workspace/release ]; do sleep 0.1; done; "
+                "for i in 1 2 3; do echo line-$i; sleep 0.2; done\n"
                 "  - name: test\n    run: echo tests-passed\n")
     wc, sha = repo_with_pipeline(server, tmp_path, pipeline)
     run = wait_for_run(server, wc.repo, sha, "ci", state="running")
+    release = server.data_dir / "pipelines" / "workspaces" / f"run-{run['id']}" / "src" / "release"
     sign_in(pg, server, demo.server.admin_token, f"/runs/{run['id']}")
     log = pg.locator("pre#log")
     assert log.get_attribute("data-log-stream") == f"/ui/runs/{run['id']}/events"
