@@ -73,6 +73,12 @@ class ServerHandle:
         with self.api() as api:
             api.put("/api/v1/settings/outbound", json={"allow": list(hosts)}).raise_for_status()
 
+    def terminate(self) -> None:
+        """Ask the server to stop without waiting (stop() then waits): servers stopped together take
+        the seconds their shutdown needs once, not once each."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
