@@ -57,8 +57,10 @@ def main(ctx: TaskContext) -> None:
                    "--label", f"org.opencontainers.image.version={app.version}", root=ctx.storage_root)
     # Base images come from this Conveyor's registry (plain HTTP on loopback) with the run's token; the
     # Dockerfile's RUN lines get the run's network, which reaches this Conveyor and nothing else.
-    # --pull=newer: a base whose tag moved (a security update) is pulled again, not taken from the cache.
-    argv += ["--pull=newer", "--tls-verify=false", "--authfile", str(ctx.result_path.parent / "auth.json"),
+    # --pull=always: a base whose tag moved (a security update) is pulled again, not taken from the
+    # runner's storage (with buildah 1.28's --pull=newer a security rebuild reused the stale local base
+    # and produced the very same image; tests/registry/test_supply_chain.py).
+    argv += ["--pull=always", "--tls-verify=false", "--authfile", str(ctx.result_path.parent / "auth.json"),
              "--network", ctx.network]
     for key, value in (ctx.params.get("build_args") or {}).items():
         argv += ["--build-arg", f"{key}={ctx.expand(str(value))}"]
