@@ -25,7 +25,7 @@ from conveyor.core import (
     state_of,
 )
 from conveyor.forge import bare, get_repo
-from conveyor.pipelines import artifacts, queue, secrets
+from conveyor.pipelines import artifacts, listing, queue, secrets
 from conveyor.pipelines.config import run_url
 from conveyor.pipelines.logs import read_chunks
 from conveyor.pipelines.models import FINISHED, Artifact, Run
@@ -78,14 +78,9 @@ def list_runs(request: Request, session: SessionDep, principal: PrincipalDep, re
               state: str | None = None, pipeline: str | None = None,
               limit: int = Query(50, ge=1, le=500)) -> list[dict[str, Any]]:
     principal.require(Permission.READ)
-    q = select(Run).order_by(Run.id.desc()).limit(limit)
-    if repo:
-        q = q.where(Run.repo_id == get_repo(session, repo).id)
-    if state:
-        q = q.where(Run.state == state)
-    if pipeline:
-        q = q.where(Run.pipeline == pipeline)
-    return [_run_out(_settings(request), r) for r in session.execute(q).scalars()]
+    repo_id = get_repo(session, repo).id if repo else None
+    rows = listing.list_runs(session, repo_id=repo_id, state=state or "", pipeline=pipeline or "", limit=limit)
+    return [_run_out(_settings(request), r) for r in rows]
 
 
 @router.get("/runs/{run_id}", response_model=RunDetailOut)

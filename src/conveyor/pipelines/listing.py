@@ -11,13 +11,18 @@ from conveyor.pipelines.models import FINISHED, Run
 __all__ = ["FINISHED", "Run", "get_run", "list_runs"]
 
 
-def list_runs(session: Session, *, repo: str = "", state: str = "", limit: int = 100) -> list[Run]:
-    """The newest runs first, optionally of one repository and in one state."""
+def list_runs(session: Session, *, repo: str = "", repo_id: int | None = None, state: str = "",
+              pipeline: str = "", limit: int = 100) -> list[Run]:
+    """The newest runs first, optionally of one repository (by name or id), state and pipeline."""
     q = select(Run).order_by(Run.id.desc()).limit(limit)
     if repo:
         q = q.where(Run.repo_name == repo)
+    if repo_id is not None:
+        q = q.where(Run.repo_id == repo_id)
     if state:
         q = q.where(Run.state == state)
+    if pipeline:
+        q = q.where(Run.pipeline == pipeline)
     return list(session.execute(q).scalars())
 
 
