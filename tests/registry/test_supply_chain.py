@@ -120,10 +120,6 @@ def test_ci_signs_its_image_records_its_base_and_attaches_an_sbom(
     reg.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect, issue 18 left open: the rebuild now produces a new image (buildah --pull=always), but "
-    "`registry lineage cache/shell:1` does not list the rebuilt image among those built from the tag's "
-    "current digest (KeyError on its digest below); fix lineage.record_image / lineage() and drop this mark"))
 def test_a_new_base_digest_rebuilds_exactly_the_apps_built_on_it(
     server: ServerHandle, built: dict[str, dict[str, Any]]
 ) -> None:

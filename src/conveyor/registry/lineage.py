@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from conveyor.core import record
@@ -157,8 +157,12 @@ def lineage(session: Session, repository: str, reference: str | None,
     own_tags = _tags_by_digest(session, repository)
     built_on = [_entry(session, r, runs, own_tags) for r in session.execute(q.order_by(Lineage.id.desc())).scalars()]
     q2 = select(Lineage).where(Lineage.base_repository == repository)
-    if reference and not digest:
-        q2 = q2.where(Lineage.base_tag == reference)
+    if reference and not reference.startswith("sha256:"):
+        # A tag: every image built from it, on whichever digest it had then (the ones built on an older
+        # digest are the outdated ones, which is what this listing is for), and any built on its current
+        # digest by another name.
+        q2 = q2.where(or_(Lineage.base_tag == reference, Lineage.base_digest == digest) if digest
+                      else Lineage.base_tag == reference)
     elif digest:
         q2 = q2.where(Lineage.base_digest == digest)
     derived_rows = list(session.execute(q2.order_by(Lineage.repository, Lineage.id.desc())).scalars())

@@ -7,8 +7,17 @@ so a failed run never pushes anything.
 
 from __future__ import annotations
 
-from conveyor.core.containers import buildah
+import hashlib
+import subprocess
+from pathlib import Path
+
+from dockerfile_parse import DockerfileParser
+
+from conveyor.core.containers import buildah, skopeo
 from conveyor.pipelines.tasks.context import TaskContext, fail, last_error, run_tool, say
+
+BASE_NAME = "org.opencontainers.image.base.name"
+BASE_DIGEST = "org.opencontainers.image.base.digest"
 
 
 def local_name(ctx: TaskContext) -> str:
@@ -26,6 +35,50 @@ def layer_cache(ctx: TaskContext, image: str, external: object) -> list[str]:
     if ctx.deployable and ctx.pipeline == "ci":
         flags += ["--cache-to", cache]
     return flags
+
+
+def final_base(dockerfile: Path, build_args: dict[str, str]) -> str | None:
+    """The image the Dockerfile's last stage is built on, with its ``ARG``s substituted and stage names
+    followed (``FROM build`` -> what stage ``build`` is ``FROM``); None for ``scratch``."""
+    parser = DockerfileParser(path=str(dockerfile), build_args=build_args, env_replace=True)
+    parents = parser.parent_images
+    stages: dict[str, str] = {}
+    froms = [i["value"].split() for i in parser.structure if i["instruction"] == "FROM"]
+    for words, image in zip(froms, parents, strict=False):
+        if len(words) >= 3 and words[-2].lower() == "as":
+            stages[words[-1]] = image
+    image = parents[-1] if parents else None
+    seen: set[str] = set()
+    while image in stages and image not in seen:
+        seen.add(image)
+        image = stages[image]
+    return None if image in (None, "scratch") else image
+
+
+def base_annotations(ctx: TaskContext, dockerfile: Path, build_args: dict[str, str]) -> list[str]:
+    """The base image's name and digest as this registry serves them, set explicitly.
+
+    buildah 1.28 writes ``org.opencontainers.image.base.name``/``.digest`` itself, but from its local
+    storage: measured in tests/registry/test_supply_chain.py, an image built ``FROM cache/other:1``
+    was annotated ``cache/shell:1`` because both tags named the same local image, and the digest was
+    the one of buildah's stored copy, which this registry never held. The name the Dockerfile asks for
+    and the digest its tag has right before the build (``--pull=always`` pulls it next) are what
+    lineage needs; a base in another registry, or one that cannot be read, keeps buildah's values."""
+    try:
+        base = final_base(dockerfile, build_args)
+    except Exception as exc:  # noqa: BLE001 - a Dockerfile buildah accepts may still puzzle the parser
+        say(f"base image: not resolved ({exc}); buildah's own annotations are kept")
+        return []
+    if base is None or not base.startswith(f"{ctx.registry}/") or "@" in base:
+        return []
+    p = subprocess.run(skopeo("inspect", "--raw", "--tls-verify=false", "--authfile",
+                              str(ctx.result_path.parent / "auth.json"), f"docker://{base}"),
+                       capture_output=True, timeout=300)
+    if p.returncode != 0:
+        return []
+    digest = "sha256:" + hashlib.sha256(p.stdout).hexdigest()
+    say(f"base image: {base} ({digest})")
+    return ["--annotation", f"{BASE_NAME}={base}", "--annotation", f"{BASE_DIGEST}={digest}"]
 
 
 def main(ctx: TaskContext) -> None:
@@ -62,8 +115,10 @@ def main(ctx: TaskContext) -> None:
     # and produced the very same image; tests/registry/test_supply_chain.py).
     argv += ["--pull=always", "--tls-verify=false", "--authfile", str(ctx.result_path.parent / "auth.json"),
              "--network", ctx.network]
-    for key, value in (ctx.params.get("build_args") or {}).items():
-        argv += ["--build-arg", f"{key}={ctx.expand(str(value))}"]
+    build_args = {key: ctx.expand(str(value)) for key, value in (ctx.params.get("build_args") or {}).items()}
+    for key, value in build_args.items():
+        argv += ["--build-arg", f"{key}={value}"]
+    argv += base_annotations(ctx, dockerfile, build_args)
     argv += layer_cache(ctx, app.image, external)
     argv.append(str(context_dir))
     code, tail = run_tool(argv)
