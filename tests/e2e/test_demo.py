@@ -61,6 +61,27 @@ def test_demo_succeeds(demo: dict[str, Any]) -> None:
     assert demo["api_keys_seen"] == {"dev": True, "qa": True, "prod": True}
 
 
+def test_a_base_image_refresh_rebuilds_hello_as_a_security_update(demo: dict[str, Any]) -> None:
+    """The demo's last good release: `conveyor image base --refresh` moves the base's tag, CI rebuilds hello on
+    it, dev takes it on its own, qa asks for one more approval, and dev's agent verified its signature."""
+    update = demo["security_update"]
+    assert update["dev"] and update["qa"] and update["qa_extra_approvals"] == 1, update
+    hello = [s for s in update["signatures"] if "/apps/hello" in s["image"]]
+    assert hello and all(s["result"] == "verified" for s in hello), update["signatures"]
+    with api(demo) as c:
+        qa = next(p for p in c.get("/api/v1/promotions", params={"app": "hello", "env": "qa"}).json()
+                  if p["version"] == update["version"] and not p["is_rollback"])
+        detail = c.get(f"/api/v1/promotions/{qa['id']}").json()
+        assert "base image cache/debian-python:12 changed" in detail["security_update"], detail
+        runs = [r for r in c.get("/api/v1/runs", params={"repo": "hello"}).json() if r["trigger"] == "base-image"]
+        assert [r["state"] for r in runs] == ["success"]
+        lineage = c.get("/api/v1/registry/lineage", params={"image": "cache/debian-python:12"}).json()
+        outdated = {e["digest"]: e["base"]["outdated"] for e in lineage["built_from_it"]
+                    if e["repository"] == "apps/hello"}
+        assert qa["image_digest"] in outdated and outdated[qa["image_digest"]] is False, lineage
+        assert True in outdated.values()  # the builds before the refresh are listed as built on an old base
+
+
 def test_endpoints_answer_with_the_verified_versions(demo: dict[str, Any]) -> None:
     settings = Settings(data_dir=Path(demo["data_dir"]))
     for env, cluster in (("dev", "nonprod"), ("qa", "nonprod"), ("prod", "prod")):

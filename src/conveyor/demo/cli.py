@@ -25,7 +25,7 @@ def demo(
     stop: bool = typer.Option(False, "--stop", help="Stop and remove a demo left running with --keep"),
     agent: str = typer.Option("conveyor", "--agent",
                               help="conveyor, or flux: cluster nonprod (dev, qa) runs Flux v2's controllers"),
-    base_refresh: bool = typer.Option(False, "--base-refresh",
+    base_refresh: bool = typer.Option(True, "--base-refresh/--no-base-refresh",
                                       help="after the good change: refresh the base image; hello is rebuilt "
                                            "as a security update through dev and qa (extra approval)"),
 ) -> None:

@@ -63,6 +63,7 @@ class Platform:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     flux_clusters: tuple[str, ...] = ()
     events_addrs: dict[str, str] = field(default_factory=dict)
+    agent_status_urls: dict[str, str] = field(default_factory=dict)  # cluster -> its host agent's /status
     state_file: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -264,6 +265,7 @@ class Platform:
             path.write_text(yaml.safe_dump(config, sort_keys=False))
             self._spawn(f"agent-{cluster}", [sys.executable, "-m", "conveyor", "agent", "run", "--config", str(path)])
             status_url = f"http://127.0.0.1:{agent_port}/status"
+            self.agent_status_urls[cluster] = status_url
 
             def agent_up(url: str = status_url) -> bool:
                 return httpx.get(url, timeout=2).status_code == 200

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from conveyor.core import Settings
 from conveyor.delivery import PromotionState, probe_service
-from conveyor.demo.platform import API_KEY_SECRET, APP, GITOPS, DemoError, Platform, git, wait_until
+from conveyor.demo.platform import API_KEY_SECRET, APP, CLUSTERS, GITOPS, DemoError, Platform, git, wait_until
 from conveyor.demo.view import Board
 
 PIPELINE_TIMEOUT = 1200
@@ -45,6 +46,9 @@ class Outcome:
     api_keys: dict[str, str] = field(default_factory=dict)  # env -> fingerprint of the API key set there
     api_keys_seen: dict[str, bool] = field(default_factory=dict)  # env -> its pods answered with that one
     risky_qa: list[str] = field(default_factory=list)  # the risk rules qa's promotion of 1.1.0 tripped
+    # the base-image refresh: the rebuilt version, where it was verified, qa's extra approvals, and the
+    # dev agent's signature verdicts on the revision that runs it
+    security_update: dict[str, Any] = field(default_factory=dict)
 
 
 class Scenario:
@@ -366,8 +370,18 @@ class Scenario:
                 raise DemoError(f"{user}'s approval was refused: {body}")
         self.board.run("qa: Theo and Olga approved; verified", self.wait_promotion_exact, "qa", version,
                        {PromotionState.VERIFIED})
-        self.outcome.versions["security_update"] = version
-        self.outcome.verified["security_update_dev"] = dev["state"] == PromotionState.VERIFIED
+        self.outcome.security_update = {
+            "version": version, "base_digest": merge, "dev": dev["state"] == PromotionState.VERIFIED, "qa": True,
+            "qa_extra_approvals": detail.get("extra_approvals"), "signatures": self.dev_signatures()}
+
+    def dev_signatures(self) -> list[dict[str, Any]]:
+        """What dev's agent found when it checked the images of the revision it applied."""
+        url = next((self.p.agent_status_urls.get(c) for c, envs in CLUSTERS.items() if "dev" in envs), None)
+        if url is None:  # dev runs on Flux, which verifies nothing
+            return []
+        doc = httpx.get(url, timeout=10).json()
+        sync: dict[str, Any] = next((s for s in doc.get("syncs", []) if s.get("name") == "dev"), {})
+        return list(sync.get("signatures") or [])
 
     def app_version_at_main(self) -> str:
         git(self.wc, "fetch", "-q", "origin")
