@@ -179,6 +179,9 @@ class PodSession:
                 return Outcome(None, reason)
             tick()
             reader.join(POLL_SECONDS)
+        if reader.over_limit.is_set():
+            self.delete()
+            return Outcome(None, "output-limit")
         return self._ended(container, should_cancel, tick)
 
     @staticmethod
