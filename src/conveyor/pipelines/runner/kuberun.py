@@ -20,11 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from conveyor.pipelines.process import Outcome
 from conveyor.pipelines.runner.client import RunnerClient
 from conveyor.pipelines.runner.execute import Control, RunExecution, RunnerSettings, StepFailed
 from conveyor.pipelines.runner.kubepod import SOURCE_LIMIT, PodStep, RunPod, step_container
-from conveyor.pipelines.runner.kubernetes import KubeTarget, PodSession
+from conveyor.pipelines.runner.kubernetes import KubeError, KubeTarget, PodSession
 from conveyor.pipelines.runner.plan import Plan, StepState
 from conveyor.pipelines.runner.podman import StepRefused, resolve_image
 from conveyor.pipelines.spec import AppSpec, PipelineSpec, StepSpec
@@ -117,7 +119,11 @@ class KubeRunExecution(RunExecution):
             self.log.line(base - 1, "the Kubernetes executor runs the steps one after another: "
                           + ", ".join(s.name for s in steps))
         self.pod = PodSession(self.target, run)
-        self.pod.create(pod_steps, self._source)
+        try:
+            self.pod.create(pod_steps, self._source)
+        except (KubeError, httpx.HTTPError) as exc:
+            self.log.line(base - 1, f"error: the run's pod could not be created: {exc}")
+            raise StepFailed(None, f"the run's pod could not be created: {exc}", "error") from None
         self._in_pod = {p.index for p in pod_steps}
         self.log.line(base - 1, f"pod {run.namespace}/{run.name} created")
 
