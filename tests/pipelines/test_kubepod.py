@@ -21,6 +21,7 @@ def test_the_pod_mounts_no_service_account_token_and_holds_no_secret_value() -> 
     p = pod(RUN, steps)
     spec = p["spec"]
     assert spec["automountServiceAccountToken"] is False and spec["enableServiceLinks"] is False
+    assert spec["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
     assert spec["restartPolicy"] == "Never" and spec["activeDeadlineSeconds"] == 60 + 600
     assert [c["name"] for c in spec["initContainers"]] == ["checkout", "step-3"]
     container = spec["initContainers"][1]

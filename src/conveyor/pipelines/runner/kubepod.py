@@ -18,7 +18,8 @@ What a step's container holds: the workspace at ``/workspace``, a home of its ow
 environment taken from the run's Secret (``secretKeyRef``: no value — not the run token, not a
 pipeline secret — is written into the pod's spec, which anyone who may list pods can read). The pod
 mounts no service-account token (``automountServiceAccountToken: false``) and gets no service
-links: the run token is the only credential inside.
+links: the run token is the only credential inside. Its containers get the runtime's default seccomp
+filter, as podman's do.
 """
 
 from __future__ import annotations
@@ -144,6 +145,9 @@ def pod(run: RunPod, steps: list[PodStep]) -> dict[str, Any]:
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
+            # As podman does for its containers: the runtime's default seccomp filter, whatever the
+            # cluster's default (Kubernetes' own is Unconfined unless the kubelet sets SeccompDefault).
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
             "activeDeadlineSeconds": deadline,
             "terminationGracePeriodSeconds": 5,
             "imagePullSecrets": [{"name": run.pull_secret}],

@@ -10,6 +10,16 @@ the run (the podman executor would still run the steps independent of the failed
 Refused here, each with its rule, rather than run somewhere else than the user thinks: built-in
 tasks (``uses:``: Conveyor's own code, run by the podman executor as processes of the runner, with
 buildah for image builds; none of that is in a step's pod) and ``host: true`` steps.
+
+Image builds in a pod are possible on these clusters, measured with a throwaway probe (a pod of an
+image holding the host's buildah 1.28 and its libraries, ``buildah --storage-driver vfs bud
+--isolation chroot`` of ``FROM <Conveyor's registry>/cache/shell:1`` + ``RUN``): the build and its
+``RUN`` line passed in a privileged container, with only SYS_ADMIN added, and with the default
+capabilities and no seccomp filter (the local clusters' default). Not probed: under the
+``RuntimeDefault`` seccomp filter this executor sets, which blocks the namespaces chroot isolation
+makes without SYS_ADMIN. What is missing is the task itself in the pod: ``image-build`` is
+Conveyor's code (cache, annotations, push with the run token, the result the publish step signs),
+so it needs Conveyor's ``runner`` image (``conveyor.images``) as the step's image, and is not done.
 """
 
 from __future__ import annotations
