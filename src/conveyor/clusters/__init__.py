@@ -7,6 +7,8 @@ from conveyor.clusters.agent_reports import last_report as last_agent_report
 from conveyor.clusters.binaries import KUBERNETES_VERSION, BinariesMissing, KubeBinaries, ensure_binaries
 from conveyor.clusters.external import add as add_external
 from conveyor.clusters.kubeapi import KubeClient, node_ready
+from conveyor.clusters.kubeconfig import Credentials
+from conveyor.clusters.kubeconfig import credentials as kubeconfig_credentials
 from conveyor.clusters.layout import Layout
 from conveyor.clusters.local import admin_client, create, delete, ensure_running, list_status, status
 from conveyor.clusters.registration import AgentKind, age_recipient, get_registration, registrations
@@ -23,12 +25,14 @@ __all__ = [
     "BinariesMissing",
     "ClusterSpec",
     "ClusterStatus",
+    "Credentials",
     "KubeBinaries",
     "KubeClient",
     "Layout",
     "add_external",
     "admin_client",
     "create",
+    "kubeconfig_credentials",
     "delete",
     "ensure_binaries",
     "ensure_running",

@@ -195,6 +195,13 @@ def runner_main(
     default_image: str = typer.Option("cache/debian-python:12", "--default-image",
                                       help="Image of `run:` steps that name none"),
     log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error"),
+    kubeconfig: Path = typer.Option(None, "--kubeconfig", help="kubernetes executor: the cluster's kubeconfig"),
+    context: str = typer.Option(None, "--context", help="kubernetes executor: the kubeconfig's context"),
+    cluster: str = typer.Option(None, "--cluster", help="kubernetes executor: a local Conveyor cluster of the "
+                                "data dir (instead of --kubeconfig)"),
+    namespace: str = typer.Option("conveyor-runs", "--namespace", help="kubernetes executor: where run pods go"),
+    pod_server: str = typer.Option(None, "--pod-server", help="kubernetes executor with --kubeconfig: the "
+                                   "server's URL as pods reach it (default: --server)"),
 ) -> None:
     """Without a subcommand: run a runner. It claims runs over the HTTP API only (no database, no data dir)."""
     if server or token:
@@ -208,12 +215,33 @@ def runner_main(
     url, tok = client.server_url(), client.token()
     if not tok:
         fail("no runner token: pass --token (from `conveyor runner register NAME`) or set CONVEYOR_TOKEN")
-    if executor != "podman":
-        fail(f"unknown executor '{executor}'; this runner has: podman")
+    if executor not in ("podman", "kubernetes"):
+        fail(f"unknown executor '{executor}'; this runner has: podman, kubernetes")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     root = work_dir.expanduser()
-    Runner(url, tok, concurrency, root / "workspaces", str(root / "containers"), default_image).run_forever()
+    kube = _kube_target(url, root, kubeconfig, context, cluster, namespace, pod_server) \
+        if executor == "kubernetes" else None
+    Runner(url, tok, concurrency, root / "workspaces", str(root / "containers"), default_image,
+           kube=kube).run_forever()
+
+
+def _kube_target(url: str, root: Path, kubeconfig: Path | None, context: str | None, cluster: str | None,
+                 namespace: str, pod_server: str | None) -> Any:
+    from conveyor.core.errors import ConveyorError
+    from conveyor.pipelines.runner.kubernetes import KubeError, kubeconfig_target, local_cluster_target
+
+    if (kubeconfig is None) == (cluster is None):
+        fail("--executor kubernetes needs exactly one of --kubeconfig PATH or --cluster NAME")
+    secrets_dir = root / "kube"
+    try:
+        if cluster is not None:
+            return local_cluster_target(client._target.data_dir.expanduser().resolve(), cluster, namespace, url,
+                                        secrets_dir)
+        assert kubeconfig is not None
+        return kubeconfig_target(kubeconfig.expanduser(), context, namespace, url, secrets_dir, pod_server)
+    except (ConveyorError, KubeError) as exc:
+        fail(getattr(exc, "detail", None) or str(exc))
 
 
 @runner_app.command("register")

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,8 +131,7 @@ class RunExecution:
     def execute(self) -> None:
         first = int(self.info.get("first_step_index", 0))
         state, failed_step, message = "success", None, ""
-        network = RunNetworkScope(self.settings.server, self.settings.name, self.settings.instance, self.run_id)
-        self.sandbox.network = network.open()
+        self._open()
         try:
             self.log.line(first, f"== run #{self.info['number']} ({self.info['pipeline']}) of {self.info['repo']} at "
                                  f"{self.info['sha']} attempt {self.info['attempt']} on {self.settings.name}")
@@ -148,9 +148,30 @@ class RunExecution:
             state, message = "error", f"internal error: {type(exc).__name__}: {exc}"
             self.log.line(first, message)
         finally:
-            network.close()
+            self._close()
             shutil.rmtree(self.root, ignore_errors=True)
         self._end(first, state, failed_step, message)
+
+    # --- what an executor provides (podman here; kubernetes.py overrides) ------------------------
+    def _open(self) -> None:
+        self._network = RunNetworkScope(self.settings.server, self.settings.name, self.settings.instance,
+                                        self.run_id)
+        self.sandbox.network = self._network.open()
+
+    def _close(self) -> None:
+        self._network.close()
+
+    def _order(self, spec: PipelineSpec) -> tuple[list[StepSpec], bool, int]:
+        """The steps, whether they form a DAG, and how many run at once."""
+        return spec.steps, spec.parallel, self.settings.step_parallelism if spec.parallel else 1
+
+    def _prepare(self, base: int, steps: list[StepSpec]) -> None:
+        """Called once before the first step starts."""
+
+    def _run(self, index: int, spec: StepSpec, env: dict[str, str], sink: Callable[[str], None]) -> Outcome:
+        return podman.run_step(self.sandbox, index, spec, env, sink=sink, mask=self.masker,
+                               should_cancel=self.control.stop_requested, max_output=self.settings.max_log_bytes,
+                               tick=self.log.maybe_flush, preexec=_die_with_parent)
 
     def _end(self, first: int, state: str, failed_step: str | None, message: str) -> None:
         if self.control.lost.is_set():
@@ -198,10 +219,11 @@ class RunExecution:
 
     # --- steps ------------------------------------------------------------------------------
     def _steps(self, base: int, spec: PipelineSpec, app: AppSpec | None) -> None:
+        steps, parallel, limit = self._order(spec)
         self.client.add_steps(self.run_id, [{"index": base + i, "name": s.name, "kind": s.kind, "needs": list(s.needs)}
-                                            for i, s in enumerate(spec.steps)])
-        plan = Plan(spec.steps, spec.parallel)
-        limit = self.settings.step_parallelism if spec.parallel else 1
+                                            for i, s in enumerate(steps)])
+        plan = Plan(steps, parallel)
+        self._prepare(base, steps)
         futures: dict[Future[StepState], int] = {}
         with ThreadPoolExecutor(max_workers=max(1, limit), thread_name_prefix=f"run-{self.run_id}") as pool:
             while not plan.finished:
@@ -209,7 +231,7 @@ class RunExecution:
                     self._report_skipped(base, plan, plan.stop("not run: the run was stopped"))
                 for i in plan.ready(limit) if not self.control.stop_requested() else []:
                     plan.start(i)
-                    futures[pool.submit(self._step, base + i, spec.steps[i], app)] = i
+                    futures[pool.submit(self._step, base + i, steps[i], app)] = i
                 if not futures:
                     break
                 done = next(iter(f for f in list(futures) if f.done()), None)
@@ -222,7 +244,7 @@ class RunExecution:
         failed = plan.first_failure()
         if failed is not None:
             st = plan.states[failed]
-            raise StepFailed(spec.steps[failed].name, self._messages.get(base + failed, st.value),
+            raise StepFailed(steps[failed].name, self._messages.get(base + failed, st.value),
                              "cancelled" if st == StepState.CANCELLED else "failure")
 
     def _report_skipped(self, base: int, plan: Plan, skipped: list[int]) -> None:
@@ -249,10 +271,7 @@ class RunExecution:
             env = self._env(spec)
             if spec.kind == "uses":
                 env.update(self._task_context(index, spec, app, result_path))
-            outcome = podman.run_step(self.sandbox, index, spec, env, sink=sink, mask=self.masker,
-                                      should_cancel=self.control.stop_requested,
-                                      max_output=self.settings.max_log_bytes, tick=self.log.maybe_flush,
-                                      preexec=_die_with_parent)
+            outcome = self._run(index, spec, env, sink)
         except KeyError as exc:
             return self._fail(index, f"the step refers to an unknown secret {exc.args[0]!r}")
         except podman.StepRefused as exc:

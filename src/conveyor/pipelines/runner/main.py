@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from conveyor.pipelines.runner import network, podman
+from conveyor.pipelines.runner import kubernetes, network, podman
 from conveyor.pipelines.runner.client import LeaseLost, RunnerClient, ServerRefused
 from conveyor.pipelines.runner.execute import Control, RunExecution, RunnerSettings
+from conveyor.pipelines.runner.kubernetes import KubeTarget
+from conveyor.pipelines.runner.kuberun import KubeRunExecution
 
 log = logging.getLogger("conveyor.runner")
 IDLE_WAIT = 10.0
@@ -31,8 +33,10 @@ def new_instance() -> str:
 
 class Runner:
     def __init__(self, server: str, token: str, concurrency: int, work_dir: Path, storage_root: str,
-                 default_image: str = "cache/debian-python:12", instance: str | None = None) -> None:
+                 default_image: str = "cache/debian-python:12", instance: str | None = None,
+                 kube: KubeTarget | None = None) -> None:
         self.instance = instance or new_instance()
+        self.kube = kube  # the Kubernetes executor's cluster and namespace; None: podman
         self.client = RunnerClient(server, token, self.instance)
         self.concurrency = concurrency
         self.work_dir, self.storage_root, self.default_image = work_dir, storage_root, default_image
@@ -79,10 +83,14 @@ class Runner:
     # --- claiming -----------------------------------------------------------------------------
     def _hello(self) -> RunnerSettings:
         cfg = self.client.hello()
-        swept = podman.sweep(self.storage_root, cfg["name"], self.instance)
-        swept += network.sweep(self.client.server, cfg["name"], self.instance)
+        if self.kube is not None:
+            self.kube.check()
+            swept = kubernetes.sweep(self.kube, cfg["name"], self.client.server, self.instance)
+        else:
+            swept = podman.sweep(self.storage_root, cfg["name"], self.instance)
+            swept += network.sweep(self.client.server, cfg["name"], self.instance)
         if cfg.get("recovered") or swept:
-            log.warning("runner %s: recovered %s run(s) and removed %d container(s) and networks an earlier "
+            log.warning("runner %s: recovered %s run(s) and removed %d container(s), pods and networks an earlier "
                         "instance left",
                         cfg["name"], cfg.get("recovered"), swept)
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +121,8 @@ class Runner:
     def _launch(self, claim: dict[str, object]) -> None:
         assert self.settings is not None
         control = Control()
-        execution = RunExecution(self.client, self.settings, claim, control)
+        execution = (RunExecution(self.client, self.settings, claim, control) if self.kube is None else
+                     KubeRunExecution(self.client, self.settings, claim, control, self.kube))
         with self._lock:
             self._active[execution.run_id] = control
         t = threading.Thread(target=self._execute, args=(execution,), name=f"run-{execution.run_id}", daemon=True)
