@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conveyor.core import Settings, containers
 from conveyor.delivery import Via, probe_endpoint
@@ -61,7 +62,7 @@ def deployed(cluster: ClusterHandle, hello_app_image: str) -> ClusterHandle:
         f.write(manifests)
         f.flush()
         cluster.kubectl("apply", "-f", f.name)
-    for name in ("hello", "hello-counter"):
+    for name in [d["metadata"]["name"] for d in yaml.safe_load_all(manifests) if d["kind"] == "Deployment"]:
         cluster.wait_for(f"Deployment {name} Available",
                          lambda n=name: deployment_available(cluster, NAMESPACE, n), timeout=300)
     return cluster
