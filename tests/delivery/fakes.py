@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from conveyor.core import Base, Conflict, Database, after_commit
 from conveyor.delivery import Environment, Ports, Promotion, PromotionEngine
-from conveyor.delivery.environments import Approvals, Verify
+from conveyor.delivery.environments import Approvals, Verify, Via
 from conveyor.delivery.ports import LiveDiff, Probe, PullView, Rendered, Verdict
 from conveyor.delivery.start import Release, create_promotion
 from conveyor.templates import RenderError
@@ -236,13 +236,16 @@ class FakeProbe:
     def __init__(self) -> None:
         self.answer = Probe(True, 200, "ok")
         self.calls: list[tuple[str, str, str]] = []
+        self.vias: list[Via | None] = []
         self.restart_count: int | None = 0
 
     def restarts(self, cluster: str, namespace: str) -> int | None:
         return self.restart_count
 
-    def probe(self, cluster: str, namespace: str, service: str, port: int | str | None, path: str) -> Probe:
+    def probe(self, cluster: str, namespace: str, service: str, port: int | str | None, path: str,
+              via: Via | None = None) -> Probe:
         self.calls.append((cluster, namespace, path))
+        self.vias.append(via)
         return self.answer
 
 

@@ -6,13 +6,14 @@ transaction semantics (see ``fakes.py``), so the crash tests mean what they say.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from conveyor.core import Conflict
 from conveyor.delivery import ACTIVE_STATES, TERMINAL_STATES, TRANSITIONS, PromotionState, transitions_markdown
-from conveyor.delivery.environments import Environment
+from conveyor.delivery.environments import Environment, Via
 from conveyor.delivery.ports import Probe
 from conveyor.delivery.steps import IllegalTransition, Step
 from tests.delivery.fakes import VERIFY, Crash, World, standard_envs
@@ -181,6 +182,27 @@ def test_verification_failure_waits_for_its_timeout_then_rolls_back(world: World
     p = world.get(pid)
     assert p.state == S.ROLLING_BACK
     assert p.failure_reason == "verification failed: GET /healthz answered 503, expected 200: starting"
+
+
+def test_a_dependency_that_did_not_answer_fails_verification_with_its_reason(tmp_path: Path) -> None:
+    envs = standard_envs()
+    envs["dev"] = replace(envs["dev"], verify=replace(VERIFY, path="/", dependency="counter", via=Via.NODEPORT))
+    world = World(tmp_path, envs)
+    pid = world.start("1.0.0-1")
+    for _ in range(3):
+        world.step(pid)
+    world.agents.report_tip(World.GITOPS, "env/dev", "nonprod", ok=True)
+    world.probe.answer = Probe(True, 200, '{"version": "1.0.0-1", "counter": {"ok": false, "error": "timed out"}}')
+    world.step(pid)
+    assert world.get(pid).state == S.APPLIED
+    assert not world.step(pid)  # the app answers, its dependency does not: wait for the verify timeout
+    assert world.probe.vias[-1] is Via.NODEPORT  # the environment's way in reaches the probe
+    world.advance(seconds=VERIFY.timeout + 1)
+    world.step(pid)
+    p = world.get(pid)
+    assert p.state == S.ROLLING_BACK
+    assert p.failure_reason == "verification failed: GET / answered 200, but its dependency 'counter' did not " \
+                               "answer: timed out"
 
 
 def test_agent_silence_past_the_deadline_fails_the_promotion(world: World) -> None:

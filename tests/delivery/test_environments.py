@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conveyor.core import InvalidInput
-from conveyor.delivery.environments import Environment, parse_environment, promotion_order
+from conveyor.delivery.environments import Environment, Via, parse_environment, promotion_order
 
 
 def test_defaults_and_namespace_pattern() -> None:
@@ -15,6 +15,16 @@ def test_defaults_and_namespace_pattern() -> None:
     assert env.namespace("hello") == "hello-qa"
     assert env.verify is not None and env.verify.timeout == 120 and env.verify.expect_status == 200
     assert env.approvals.required == 0 and env.approvals.allow_author
+    assert env.verify.via is None and env.verify.dependency is None  # the cluster's kind decides
+
+
+def test_verify_says_how_the_endpoint_is_reached_and_which_dependency_must_answer() -> None:
+    env = parse_environment("dev", "cluster: a\nverify: {path: /, via: service-proxy, dependency: counter}\n")
+    assert env.verify is not None and env.verify.via is Via.SERVICE_PROXY and env.verify.dependency == "counter"
+    assert parse_environment("dev", "cluster: a\nverify: {via: nodeport}\n").verify == \
+        parse_environment("dev", "cluster: a\nverify: {via: nodeport}\n").verify
+    with pytest.raises(InvalidInput, match="environments/dev.yaml:2:15: 'ingress' is not one of"):
+        parse_environment("dev", "cluster: a\nverify: {via: ingress}\n")
 
 
 @pytest.mark.parametrize(

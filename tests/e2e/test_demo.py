@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from conveyor.clusters import load
 from conveyor.core import Settings
-from conveyor.delivery.clusters_access import probe_service
+from conveyor.delivery import probe_endpoint
 
 # The demo runs the whole workflow once (about 15 minutes here) in the module fixture.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -59,6 +60,10 @@ def test_demo_succeeds(demo: dict[str, Any]) -> None:
     # each environment's pods read the API key set for it with `conveyor env secret set` (by fingerprint)
     assert set(demo["api_keys"]) == {"dev", "qa", "prod"} and len(set(demo["api_keys"].values())) == 3
     assert demo["api_keys_seen"] == {"dev": True, "qa": True, "prod": True}
+    # hello answered through its NodePort in every environment, with what its counter answered
+    for env in ("dev", "qa", "prod"):
+        seen = demo["endpoints"][env]
+        assert seen["counter"]["ok"] is True and seen["where"].startswith("http://10."), (env, seen)
 
 
 def test_a_base_image_refresh_rebuilds_hello_as_a_security_update(demo: dict[str, Any]) -> None:
@@ -83,11 +88,15 @@ def test_a_base_image_refresh_rebuilds_hello_as_a_security_update(demo: dict[str
 
 
 def test_endpoints_answer_with_the_verified_versions(demo: dict[str, Any]) -> None:
+    """Through hello's NodePort on each cluster's node, as its users reach it; with its counter's answer."""
     settings = Settings(data_dir=Path(demo["data_dir"]))
     for env, cluster in (("dev", "nonprod"), ("qa", "nonprod"), ("prod", "prod")):
-        r = probe_service(settings, cluster, f"hello-{env}", "hello", None, "/")
+        r = probe_endpoint(settings, cluster, f"hello-{env}", "hello", None, "/")
         assert r.status == 200, (env, r)
-        assert json.loads(r.body)["version"] == "1.1.0", (env, r.body)  # the app reports app.yaml's version
+        assert r.where.startswith(f"http://{load(settings.data_dir, cluster).node_ip}:"), r.where
+        body = json.loads(r.body)
+        assert body["version"] == "1.1.0", (env, r.body)  # the app reports app.yaml's version
+        assert body["counter"]["ok"] is True and body["counter"]["hits"] >= 1, (env, r.body)
 
 
 def test_prs_statuses_and_reviews_on_the_forge(demo: dict[str, Any]) -> None:

@@ -49,12 +49,21 @@ def chart() -> TemplateBundle:
 def test_helm_chart_rendered_for_an_environment_with_the_image_pinned() -> None:
     out = render(chart(), app="hello", namespace="hello-qa", image=IMAGE, values={"replicaCount": 3})
     objs = list(yaml.safe_load_all(out))
-    assert [o["kind"] for o in objs] == ["Namespace", "Service", "Deployment"]
-    assert objs[0]["metadata"]["name"] == "hello-qa"
-    dep = objs[2]
+    # hello (NodePort) and its dependency, the counter (ClusterIP), from the same image
+    assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [
+        ("Namespace", "hello-qa"), ("Service", "hello"), ("Service", "hello-counter"), ("Deployment", "hello"),
+        ("Deployment", "hello-counter")]
+    assert objs[1]["spec"]["type"] == "NodePort" and objs[2]["spec"]["type"] == "ClusterIP"
+    dep, counter = objs[3], objs[4]
     assert dep["metadata"]["namespace"] == "hello-qa" and dep["spec"]["replicas"] == 3
     assert dep["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "conveyor"
-    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == f"127.0.0.1:5000/apps/hello:1.0.0-7@{DIGEST}"
+    for d in (dep, counter):
+        assert d["spec"]["template"]["spec"]["containers"][0]["image"] == f"127.0.0.1:5000/apps/hello:1.0.0-7@{DIGEST}"
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["COUNTER_URL"] == "http://hello-counter.hello-qa.svc.cluster.local:80"  # by its Service's DNS name
+    assert counter["spec"]["template"]["spec"]["containers"][0]["command"][:3] == ["python3", "-m", "hello.counter"]
+    # hello's Service does not select the counter's pods
+    assert objs[1]["spec"]["selector"].items() - counter["spec"]["template"]["metadata"]["labels"].items()
     assert problems(out, KUBERNETES_VERSION) == []
     assert render(chart(), app="hello", namespace="hello-qa", image=IMAGE, values={"replicaCount": 3}) == out
 

@@ -1,5 +1,12 @@
 """GET / answers with the service's version (and, when the environment gave it one, a fingerprint of
-its API key: proof the Secret arrived, never the key); GET /healthz answers ok."""
+its API key: proof the Secret arrived, never the key) and what its dependency, the counter
+service (``hello.counter``, deployed by the same chart), answered; GET /healthz answers ok.
+
+The counter is found by its Service's DNS name, which the chart passes in ``COUNTER_URL``. When
+it does not answer, GET / still answers 200 and says so under ``counter`` (``ok: false`` and
+why): hello stays up, and whoever checks it (CD's verification) sees which part is missing.
+/healthz does not call the counter, so a counter outage does not take hello's pods out of their
+Service."""
 
 from __future__ import annotations
 
@@ -7,6 +14,8 @@ import argparse
 import hashlib
 import json
 import os
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -19,10 +28,27 @@ def api_key_fingerprint() -> str | None:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:12] if key else None
 
 
-def answer() -> dict[str, str]:
-    body = {"app": "hello", "version": version()}
+def counter_answer(url: str, timeout: float) -> dict[str, object]:
+    """Count this visit at the counter (POST /hits): its total and version, or why it did not
+    answer."""
+    request = urllib.request.Request(url.rstrip("/") + "/hits", data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            got = json.load(r)
+        return {"ok": True, "hits": int(got["hits"]), "version": str(got.get("version", ""))}
+    except urllib.error.HTTPError as e:
+        return {"ok": False, "url": url, "error": f"answered {e.code}"}
+    except (OSError, ValueError, KeyError, TypeError) as e:  # refused, timeout, no name, not JSON
+        reason = getattr(e, "reason", e)
+        return {"ok": False, "url": url, "error": f"{type(e).__name__}: {reason}"}
+
+
+def answer() -> dict[str, object]:
+    body: dict[str, object] = {"app": "hello", "version": version()}
     if (fingerprint := api_key_fingerprint()) is not None:
         body["api_key"] = fingerprint
+    if url := os.environ.get("COUNTER_URL"):
+        body["counter"] = counter_answer(url, float(os.environ.get("COUNTER_TIMEOUT", "2")))
     return body
 
 
@@ -37,7 +63,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": "not found"})
 
-    def _send(self, code: int, body: dict[str, str]) -> None:
+    def _send(self, code: int, body: dict[str, object]) -> None:
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")

@@ -3,11 +3,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import threading
 import unittest
 import urllib.error
 import urllib.request
 
+from hello import counter
 from hello.server import make_server
 
 
@@ -44,6 +46,49 @@ class ServerTest(unittest.TestCase):
         expected = "sha256:" + hashlib.sha256(b"s3cret-key").hexdigest()[:12]
         self.assertEqual(body["api_key"], expected)
         self.assertNotIn("s3cret-key", json.dumps(body))
+
+    def test_root_reports_what_the_counter_answered(self) -> None:
+        dependency = counter.make_server(0, "127.0.0.1")
+        threading.Thread(target=dependency.serve_forever, daemon=True).start()
+        os.environ["COUNTER_URL"] = f"http://127.0.0.1:{dependency.server_address[1]}"
+        try:
+            first, second = self.get("/"), self.get("/")
+        finally:
+            del os.environ["COUNTER_URL"]
+            dependency.shutdown()
+            dependency.server_close()
+        self.assertEqual(first, (200, {"app": "hello", "version": "9.9.9",
+                                       "counter": {"ok": True, "hits": 1, "version": "9.9.9"}}))
+        self.assertEqual(second[1]["counter"]["hits"], 2)  # each visit is counted once
+
+    def test_a_counter_that_is_down_is_reported_not_hidden(self) -> None:
+        with socket.socket() as s:  # a port nothing listens on: connection refused
+            s.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        os.environ["COUNTER_URL"] = url
+        try:
+            status, body = self.get("/")
+        finally:
+            del os.environ["COUNTER_URL"]
+        self.assertEqual(status, 200)  # hello itself is up; it says which part is not
+        self.assertEqual(body["version"], "9.9.9")
+        self.assertIs(body["counter"]["ok"], False)
+        self.assertEqual(body["counter"]["url"], url)
+        self.assertIn("refused", body["counter"]["error"].lower())
+
+    def test_a_counter_that_fails_is_reported_with_its_status(self) -> None:
+        dependency = counter.make_server(0, "127.0.0.1")
+        threading.Thread(target=dependency.serve_forever, daemon=True).start()
+        # a path the counter does not serve: it answers 404
+        os.environ["COUNTER_URL"] = f"http://127.0.0.1:{dependency.server_address[1]}/nothing"
+        try:
+            body = self.get("/")[1]
+        finally:
+            del os.environ["COUNTER_URL"]
+            dependency.shutdown()
+            dependency.server_close()
+        self.assertEqual(body["counter"]["ok"], False)
+        self.assertEqual(body["counter"]["error"], "answered 404")
 
     def test_healthz(self) -> None:
         self.assertEqual(self.get("/healthz"), (200, {"status": "ok"}))

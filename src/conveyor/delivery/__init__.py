@@ -10,14 +10,16 @@ Public interface for other components (web, demo, cli, server):
 - read models and queries: ``App``, ``Promotion``, ``PromotionEvent``, ``EnvStatus``, ``app_status``,
   ``running_version``, ``waiting_on``, ``promotion_of_pr``, ``dora_for``, ``gitops_repo_names``;
 - environments: ``Environment``, ``load_environments``, ``promotion_order``, ``DEFAULT_ENVIRONMENTS``;
-- actions: ``init_gitops_repo``, ``promote``, ``rollback``; ``probe_service`` (GET an app's endpoint
-  through its cluster's API server, as verification does).
+- actions: ``init_gitops_repo``, ``promote``, ``rollback``; ``probe_endpoint`` (GET an app's endpoint
+  as verification does: by default through the Service's NodePort on a local cluster's node, through
+  the API server's service proxy on a registered one; ``Via`` picks) and ``probe_service`` (always
+  the service proxy).
 """
 
 from conveyor.delivery.adapters import real_ports
-from conveyor.delivery.clusters_access import probe_service
+from conveyor.delivery.clusters_access import probe_endpoint, probe_service
 from conveyor.delivery.engine import PromotionEngine
-from conveyor.delivery.environments import Environment, load_environments, promotion_order
+from conveyor.delivery.environments import Environment, Via, load_environments, promotion_order
 from conveyor.delivery.gitops import DEFAULT_ENVIRONMENTS, gitops_repo_names, init_gitops_repo
 from conveyor.delivery.models import App, Promotion, PromotionEvent
 from conveyor.delivery.ports import Ports
@@ -49,6 +51,7 @@ __all__ = [
     "PromotionEvent",
     "PromotionState",
     "Transition",
+    "Via",
     "app_status",
     "dora_for",
     "gitops_repo_names",
@@ -56,6 +59,7 @@ __all__ = [
     "load_environments",
     "promote",
     "promotion_of_pr",
+    "probe_endpoint",
     "probe_service",
     "promotion_order",
     "real_ports",

@@ -12,9 +12,9 @@ from conveyor.clusters import load as load_cluster
 from conveyor.core import ConveyorError, Database, NotFound, Principal, Role, Settings, service_principal
 from conveyor.core.identities import get_user
 from conveyor.delivery import secret_refs
-from conveyor.delivery.clusters_access import pod_restarts, probe_service
+from conveyor.delivery.clusters_access import pod_restarts, probe_endpoint
 from conveyor.delivery.contexts import deploy_prefix
-from conveyor.delivery.environments import Environment, app_values
+from conveyor.delivery.environments import Environment, Via, app_values
 from conveyor.delivery.gitops import current_environments
 from conveyor.delivery.live_diff import live_diff
 from conveyor.delivery.models import Promotion
@@ -148,8 +148,9 @@ class ProbeAdapter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def probe(self, cluster: str, namespace: str, service: str, port: int | str | None, path: str) -> Probe:
-        return probe_service(self.settings, cluster, namespace, service, port, path)
+    def probe(self, cluster: str, namespace: str, service: str, port: int | str | None, path: str,
+              via: Via | None = None) -> Probe:
+        return probe_endpoint(self.settings, cluster, namespace, service, port, path, via)
 
     def restarts(self, cluster: str, namespace: str) -> int | None:
         return pod_restarts(self.settings, cluster, namespace)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -91,6 +92,18 @@ class Risk:
     trailer: str = "Security"
 
 
+class Via(StrEnum):
+    """How verification reaches the app's endpoint.
+
+    NODEPORT is the way its users come in: the Service's NodePort on the node's address, through
+    kube-proxy's rules, from outside the cluster. SERVICE_PROXY goes through the API server
+    (``/api/v1/namespaces/NS/services/NAME/proxy``), which needs no route to the nodes: the way in
+    for registered clusters, whose node addresses Conveyor does not know."""
+
+    NODEPORT = "nodeport"
+    SERVICE_PROXY = "service-proxy"
+
+
 @dataclass(frozen=True)
 class Verify:
     service: str | None = None
@@ -99,6 +112,9 @@ class Verify:
     expect_status: int = 200
     expect_body: str | None = None
     timeout: int = 120
+    via: Via | None = None  # None: NODEPORT on local clusters, SERVICE_PROXY on registered ones
+    # A field of the JSON answer in which the app reports a service it depends on: it must say "ok": true.
+    dependency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +170,8 @@ def parse_environment(name: str, text: str | bytes) -> Environment:
             expect_status=int(v.get("expect_status", 200)),
             expect_body=v.get("expect_body"),
             timeout=timeout,
+            via=Via(v["via"]) if "via" in v else None,
+            dependency=v.get("dependency"),
         ),
         values=dict(data.get("values") or {}),
         freeze=freeze,

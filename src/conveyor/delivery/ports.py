@@ -20,7 +20,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from conveyor.delivery.environments import Environment
+from conveyor.delivery.environments import Environment, Via
 from conveyor.delivery.models import Promotion
 
 
@@ -53,6 +53,7 @@ class Probe:
     status: int | None
     body: str
     error: str | None = None
+    where: str = ""  # what was asked: "http://NODE:NODEPORT/path" or "the service proxy of NS/NAME"
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,10 @@ class AgentStatuses(Protocol):
 
 
 class ClusterProbe(Protocol):
-    def probe(self, cluster: str, namespace: str, service: str, port: int | str | None, path: str) -> Probe: ...
+    def probe(self, cluster: str, namespace: str, service: str, port: int | str | None, path: str,
+              via: Via | None = None) -> Probe:
+        """GET ``path`` on the Service: ``via`` NodePort or the service proxy (None: by the cluster's kind)."""
+        ...
 
     def restarts(self, cluster: str, namespace: str) -> int | None:
         """Container restarts of the pods in ``namespace`` so far (None: the cluster cannot be asked)."""

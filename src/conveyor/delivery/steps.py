@@ -26,6 +26,7 @@ from conveyor.delivery.ports import Ports, PullView
 from conveyor.delivery.records import mark_failed, move, note
 from conveyor.delivery.start import create_promotion, release_of
 from conveyor.delivery.states import PromotionState as S
+from conveyor.delivery.verification import judge
 
 APPLY_DEADLINE = timedelta(minutes=10)
 
@@ -290,14 +291,8 @@ def verify(ctx: Step) -> tuple[bool, str]:
     if v is None:
         return True, "no verification configured"
     result = ctx.ports.probe.probe(ctx.env.cluster, ctx.env.namespace(ctx.p.app), v.service or ctx.p.app, v.port,
-                                   v.path)
-    if result.error:
-        return False, result.error
-    if result.status != v.expect_status:
-        return False, f"GET {v.path} answered {result.status}, expected {v.expect_status}: {result.body[:200]}"
-    if v.expect_body is not None and v.expect_body not in result.body:
-        return False, f"GET {v.path} body lacks {v.expect_body!r}: {result.body[:200]}"
-    return True, f"GET {v.path} answered {result.status}"
+                                   v.path, v.via)
+    return judge(v, result)
 
 
 def fail_and_roll_back(ctx: Step, reason: str) -> None:

@@ -181,6 +181,10 @@ class Platform:
         envs = {name: dict(spec) for name, spec in DEFAULT_ENVIRONMENTS.items()}
         # Security-related changes (a `Security:` trailer, a base-image rebuild) need one more approval in qa.
         envs["qa"]["risk"] = {"extra_approvals": 1, "sensitive_kinds": []}
+        # hello's GET / reports what its counter (a second Deployment of its chart, called by its Service's
+        # DNS name) answered: verification asks it through hello's NodePort, as users do, and needs both.
+        for spec in envs.values():
+            spec["verify"] = {**spec["verify"], "path": "/", "dependency": "counter"}
         # hello reads its API key from a Secret in every environment whose agent can decrypt it
         # (Conveyor's: Flux is not set up for SOPS decryption here).
         for name in self.secret_envs():

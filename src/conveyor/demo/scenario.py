@@ -16,7 +16,7 @@ import httpx
 import yaml
 
 from conveyor.core import Settings
-from conveyor.delivery import PromotionState, probe_service
+from conveyor.delivery import PromotionState, probe_endpoint
 from conveyor.demo.platform import API_KEY_SECRET, APP, CLUSTERS, GITOPS, DemoError, Platform, git, wait_until
 from conveyor.demo.view import Board
 
@@ -49,6 +49,8 @@ class Outcome:
     # the base-image refresh: the rebuilt version, where it was verified, qa's extra approvals, and the
     # dev agent's signature verdicts on the revision that runs it
     security_update: dict[str, Any] = field(default_factory=dict)
+    # env -> what hello answered through its NodePort: its version and its counter's answer
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Scenario:
@@ -159,14 +161,33 @@ class Scenario:
         return result
 
     def endpoint(self, env: str) -> dict[str, Any]:
-        r = probe_service(self.settings, "prod" if env == "prod" else "nonprod", f"{APP}-{env}", APP, None, "/")
+        """hello's GET / as its users get it: through its Service's NodePort on the cluster's node."""
+        r = probe_endpoint(self.settings, "prod" if env == "prod" else "nonprod", f"{APP}-{env}", APP, None, "/")
         if r.status != 200:
             raise DemoError(f"{env} endpoint answered {r.status}: {r.error or r.body[:200]}")
         body: dict[str, Any] = json.loads(r.body)
+        body["_where"] = r.where
         return body
 
     def endpoint_version(self, env: str) -> str:
-        return str(self.endpoint(env)["version"])
+        """hello's version, and what its counter answered (hello calls it by its Service's DNS name)."""
+        body = self.endpoint(env)
+        counter = body.get("counter") or {}
+        self.outcome.endpoints[env] = {"version": body["version"], "counter": counter, "where": body["_where"]}
+        said = f"{body['version']} at {body['_where']}"
+        if counter.get("ok"):
+            return f"{said}; counter answered: {counter.get('hits')} hits"
+        return f"{said}; counter did NOT answer: {counter.get('error', 'not reported')}"
+
+    def endpoints_answer(self) -> str:
+        """Every environment answers through its NodePort with its version and its counter's answer."""
+        for env in ("dev", "qa", "prod"):
+            self.endpoint_version(env)
+        said = {env: e for env, e in self.outcome.endpoints.items() if env in ("dev", "qa", "prod")}
+        missing = [env for env, e in said.items() if not e["counter"].get("ok")]
+        if missing:
+            raise DemoError(f"hello's counter did not answer in {', '.join(missing)}: {said}")
+        return ", ".join(f"{env} {e['version']} (counter: {e['counter'].get('hits')} hits)" for env, e in said.items())
 
     # --- application secrets -----------------------------------------------------------------------
     SECRET_APPROVERS = {"dev": ("theo",), "qa": ("theo",), "prod": ("olga", "omar")}
@@ -305,6 +326,8 @@ class Scenario:
                    version, {PromotionState.VERIFIED})
         self.outcome.verified["prod"] = True
         self.outcome.versions["good"] = version
+        self.board.run("hello answers in dev, qa, prod (NodePort), each with its counter's answer",
+                       self.endpoints_answer)
         if self.outcome.api_keys:
             self.board.run("each environment's pods read their own API key (fingerprints)", self.api_keys_answer)
 
