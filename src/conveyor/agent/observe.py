@@ -22,7 +22,8 @@ The report is bounded whatever the cluster holds (the server refuses more: clust
 Log lines go to the server as they are, less control characters (a NUL would make the server refuse the
 whole report; escape sequences would garble the page): they are the application's own output, shown to
 whoever may read the dashboard, as ``kubectl logs`` shows them to whoever may read pods. An app that logs
-its secrets leaks them there too (docs/security.md).
+its secrets leaks them there too (docs/security.md). The agent's own unauthenticated ``/status`` leaves
+them out (server.py); only the upload to the server, with the cluster's agent token, carries them.
 """
 
 from __future__ import annotations
