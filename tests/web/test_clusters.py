@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from conveyor.agent.status import StatusBoard
 from tests.support.postgres import free_port
 from tests.support.server import ServerHandle
+from tests.web.demo import Demo
 from tests.web.session import signed_in
 
 DEPLOYMENT = "apps/v1/Deployment/shop-dev/shop"
@@ -119,3 +122,117 @@ def test_agents_report_their_status_to_the_server_and_the_page_shows_it(
     assert "corrected" in section[section.index(DEPLOYMENT):].split("</tr>")[0]
     assert "spec.replicas 3 -&gt; 1" in section
     assert "once this cluster's agent reports them" in sections["otherc"]
+
+
+HOSTILE = '<script>alert("x")</script>'
+
+
+def reported_tree(ns: str) -> list[dict[str, Any]]:
+    """An object tree as the agent's observe.py reports it: a Deployment, its ReplicaSet and Pod, a
+    Service; the pod's name and a log line carry markup (a hostile workload, or a compromised agent)."""
+    pod = f"shop-7d9-x{HOSTILE}"
+
+    def node(kind: str, name: str, parent: str | None, health: str, message: str, sync: str | None,
+             **extra: Any) -> dict[str, Any]:
+        return {"id": f"{kind}/{ns}/{name}", "kind": kind, "namespace": ns, "name": name, "parent": parent,
+                "health": health, "message": message, "sync": sync, "sync_message": "", "events": [],
+                "logs": None, **extra}
+
+    return [
+        node("Deployment", "shop", None, "InProgress", "readyReplicas: 0/1", "Synced",
+             events=[{"type": "Normal", "reason": "ScalingReplicaSet", "message": "Scaled up to 1", "count": 1,
+                      "at": 1.0}]),
+        node("Service", "shop", None, "Current", "service ready", "Synced"),
+        node("ReplicaSet", "shop-7d9", f"Deployment/{ns}/shop", "InProgress", "Ready: 0/1", None),
+        node("Pod", pod, f"ReplicaSet/{ns}/shop-7d9", "Failed", "container app: CrashLoopBackOff", None,
+             events=[{"type": "Warning", "reason": "BackOff", "message": "Back-off restarting failed container",
+                      "count": 7, "at": 2.0}],
+             logs={"container": "app", "previous": True,
+                   "lines": ["listening on :8080", f"</pre>{HOSTILE}", "panic: no database"]}),
+    ]
+
+
+class TreeParser(HTMLParser):
+    """data-object ids of the page's object trees, each with the chain of objects it is nested in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str | None] = []
+        self.chains: dict[str, list[str]] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "li":
+            oid = dict(attrs).get("data-object")
+            if oid:
+                self.chains[oid] = [o for o in self.stack if o]
+            self.stack.append(oid)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "li" and self.stack:
+            self.stack.pop()
+
+
+def test_agent_reports_an_object_tree_that_both_pages_show_escaped(demo: Demo) -> None:
+    """The dev environment's objects as a tree (Deployment -> ReplicaSet -> Pod, the Service beside)
+    with health, sync state, events and the pod's log lines, on the clusters page and the app's board;
+    names and log lines are text, never markup."""
+    from tests.agent.helpers import agent_token
+
+    server, sync, ns = demo.server, f"{demo.app}-dev", f"{demo.app}-dev"
+    url = f"{server.url}/api/v1/clusters/nonprod/agent-status"
+    board = StatusBoard([sync])
+    board.update(sync, state="Stalled", reason="HealthCheckFailed", message="pod crashing",
+                 objects=reported_tree(ns))
+    r = httpx.put(url, json=board.snapshot(), timeout=30,
+                  headers={"Authorization": f"Bearer {agent_token(server, 'nonprod')}"})
+    assert r.status_code == 204, r.text
+    client = signed_in(server, server.admin_token)
+    pages = {"clusters": client.get("/clusters").text, "board": client.get(f"/apps/{demo.app}").text}
+    pages["clusters"] = pages["clusters"][pages["clusters"].index('id="cl-nonprod"'):]
+    pages["board"] = pages["board"][pages["board"].index('id="env-dev"'):pages["board"].index('id="env-qa"')]
+    pod = f"Pod/{ns}/shop-7d9-x{HOSTILE}"
+    for name, html in pages.items():
+        parser = TreeParser()
+        parser.feed(html)
+        assert parser.chains.get(pod) == [f"Deployment/{ns}/shop", f"ReplicaSet/{ns}/shop-7d9"], name
+        assert parser.chains.get(f"Service/{ns}/shop") == [], name
+        assert HOSTILE not in html and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html, name
+        pod_item = html[html.index("CrashLoopBackOff") - 600:]
+        assert "s-Failed" in pod_item and "BackOff" in pod_item and "×7" in pod_item, name
+        assert "panic: no database" in pod_item and "(previous run)" in pod_item, name
+        assert "ScalingReplicaSet" in html and "s-Synced" in html and "1 Failed" in html, name
+
+
+def test_oversize_or_malformed_object_trees_are_refused_with_the_rule(
+    server_factory: Callable[..., ServerHandle],
+) -> None:
+    """A compromised agent cannot store more than the agent's own caps allow, nor states that are not
+    health or sync states (they would become CSS classes)."""
+    server = server_factory("sqlite")
+    reg = server.api().post("/api/v1/clusters", json={"name": "bigreport"}).json()
+    url = f"{server.url}/api/v1/clusters/bigreport/agent-status"
+    headers = {"Authorization": f"Bearer {reg['agent_token']}"}
+
+    def put(objects: list[dict[str, Any]]) -> httpx.Response:
+        return httpx.put(url, json={"syncs": [{"name": "s", "objects": objects}], "events": []}, headers=headers,
+                         timeout=30)
+
+    base = reported_tree("ns")
+    many = [{**base[1], "id": f"Service/ns/s{i}", "name": f"s{i}"} for i in range(301)]
+    noisy = [{**base[0], "events": base[0]["events"] * 21}]
+    chatty = [{**base[3], "logs": {"container": "app", "lines": ["x"] * 51}}]
+    long_logs = [{**base[3], "id": f"Pod/ns/p{i}", "logs": {"container": "app", "lines": ["y" * 300] * 50}}
+                 for i in range(6)]  # 90 kB: within the 1 MiB body limit, beyond 64 KiB of log
+    for objects, says in ((many, "301 objects"), (noisy, "21 events"), (chatty, "51 log lines"),
+                          (long_logs, "bytes of log lines")):
+        r = put(objects)
+        assert r.status_code == 413 and r.json()["rule"] == "cluster.agent-status-size", r.text
+        assert says in r.json()["detail"], r.text
+    odd = [{**base[0], "health": 'Current" onmouseover="x', "sync": "<b>", "parent": "Nowhere/x"}]
+    assert put(odd).status_code == 204
+    html = signed_in(server, server.admin_token).get("/clusters").text
+    section = html[html.index('id="cl-bigreport"'):]
+    assert "s-Unknown" in section and "onmouseover" not in section and "&lt;b&gt;" not in section
+    parser = TreeParser()
+    parser.feed(section)
+    assert parser.chains == {"Deployment/ns/shop": []}

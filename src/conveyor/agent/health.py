@@ -237,6 +237,16 @@ def _pod(obj: dict[str, Any]) -> Health:
     return Health(IN_PROGRESS, f"pod {phase or 'Pending'}")
 
 
+def _replicaset(obj: dict[str, Any]) -> Health:
+    """Not a kstatus rule (a ReplicaSet is normally a Deployment's child, shown in the object tree)."""
+    if not _observed(obj):
+        return Health(IN_PROGRESS, "new generation not yet observed")
+    want, ready = _int(obj, "spec", "replicas", default=1), _int(obj, "status", "readyReplicas")
+    if ready < want:
+        return Health(IN_PROGRESS, f"Ready: {ready}/{want}")
+    return Health(CURRENT, f"{want} replicas ready")
+
+
 def _service(obj: dict[str, Any]) -> Health:
     spec = obj.get("spec") or {}
     if spec.get("type") == "LoadBalancer" and not ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
@@ -290,6 +300,8 @@ def evaluate(kube: Kube, obj: dict[str, Any]) -> Health:
         return _daemonset(kube, obj)
     if group == "batch" and kind == "Job":
         return _job(kube, obj)
+    if group == "apps" and kind == "ReplicaSet":
+        return _replicaset(obj)
     if group == "" and kind == "Pod":
         return _pod(obj)
     if group == "" and kind == "Service":

@@ -26,6 +26,7 @@ from lightkube.generic_resource import (
     create_api_info,
 )
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.resources.core_v1 import PodLog
 
 from conveyor.agent.objects import FIELD_MANAGER, ObjectId
 
@@ -194,3 +195,42 @@ class Kube:
                 return False
             raise
         return True
+
+    def pod_log(self, namespace: str, name: str, container: str, *, tail_lines: int, limit_bytes: int,
+                previous: bool = False) -> str:
+        """The last lines of one container's log (of its previous run when ``previous``), at most
+        ``limit_bytes`` as the API server cuts it; lightkube's ``log`` has no limitBytes nor previous."""
+        params = {"container": container, "tailLines": tail_lines, "limitBytes": limit_bytes,
+                  "previous": "true" if previous else None}
+        inner: Any = self._any._client
+        request = inner.build_adapter_request(inner.prepare_request("get", PodLog, name=name, namespace=namespace,
+                                                                    params=params))
+        response = inner.send(request)
+        inner.raise_for_status(response)
+        return str(response.text)
+
+
+class ListCache(Kube):
+    """A Kube whose ``list`` answers from lists already read (``fill``), with the label selector applied here.
+
+    health.py's rules list a workload's ReplicaSets and pods; for the object tree of a sync with 150
+    Deployments that would be 300 requests per look, where one list per kind and namespace suffices.
+    Kinds and namespaces not filled go to the API server as usual."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.client, self.kinds, self._any = kube.client, kube.kinds, kube._any
+        self.lists: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+
+    def fill(self, api_version: str, kind: str, namespace: str) -> list[dict[str, Any]]:
+        key = (api_version, kind, namespace)
+        if key not in self.lists:
+            self.lists[key] = Kube.list(self, api_version, kind, namespace)
+        return self.lists[key]
+
+    def list(self, api_version: str, kind: str, namespace: str | None, labels: dict[str, str] | None = None
+             ) -> list[dict[str, Any]]:
+        items = self.lists.get((api_version, kind, namespace or ""))
+        if items is None:
+            return Kube.list(self, api_version, kind, namespace, labels)
+        want = (labels or {}).items()
+        return [o for o in items if all(((o.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in want)]

@@ -17,7 +17,7 @@ from typing import Any
 import httpx2
 from lightkube.core.exceptions import ApiError
 
-from conveyor.agent import agekey, health
+from conveyor.agent import agekey, health, observe
 from conveyor.agent.apply import Applier, ApplyFailed, Outcome, RevisionInvalid
 from conveyor.agent.build import BuildError, build
 from conveyor.agent.config import AgentConfig, SyncConfig
@@ -62,6 +62,8 @@ class SyncReconciler:
         self.failures = 0
         self.on_apply_start: Callable[[str], None] | None = None  # benchmarks: merge-to-apply-start latency
         self._reported: dict[str, str] = {}
+        self.entries: list[ObjectId] | None = None  # the inventory as last applied (None: read it from the cluster)
+        self.out_of_sync: dict[ObjectId, str] = {}  # objects the last reconcile could not apply, and why
 
     # ---- status helpers ------------------------------------------------------------------
 
@@ -142,10 +144,12 @@ class SyncReconciler:
         try:
             outcome, entries = self._apply(objects, revision)
         except RevisionInvalid as exc:
+            self.out_of_sync = {e.id: e.message for e in exc.errors}
             first = exc.errors[0]
             self._report(revision, FAILURE, f"{first.id} invalid: {first.message}")
             raise Failure("ValidationFailed", str(exc)) from exc
         except ApplyFailed as exc:
+            self.out_of_sync = {exc.error.id: exc.error.message}
             self._report(revision, FAILURE, f"{exc.error.id}: {exc.error.message}")
             raise Failure("ApplyFailed", str(exc)) from exc
         except UnknownKind as exc:
@@ -173,6 +177,7 @@ class SyncReconciler:
         if outcome.pruned:
             self.metrics.inc("conveyor_agent_prunes_total", name, len(outcome.pruned))
             self._event("Pruned", ", ".join(str(o) for o in outcome.pruned))
+        self.entries, self.out_of_sync = entries, {}
         self.board.update(name, inventory=[str(e) for e in entries])
 
         try:
@@ -282,6 +287,17 @@ class SyncReconciler:
                     self._report(revision, ERROR, "superseded by a newer revision before it became healthy")
                     raise Superseded()
                 self.trigger.clear()
+
+    def observe(self) -> None:
+        """Put the live tree of the sync's objects (observe.py) on the status board, for the dashboard."""
+        try:
+            if self.entries is None:
+                self.entries = self.inventory.read()[0]
+            objects = observe.observe(self.kube, self.entries, self.out_of_sync)
+        except (ApiError, httpx2.HTTPError, OSError, NotServed, UnknownKind) as exc:
+            log.debug("%s: objects not observed: %s", self.sync.name, exc)
+            return
+        self.board.update(self.sync.name, objects=objects)
 
     # ---- the loop ------------------------------------------------------------------------
 

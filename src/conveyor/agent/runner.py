@@ -20,6 +20,9 @@ from conveyor.agent.verify import HttpSource, KeyRing, Verifier
 
 # The clusters page shows what the agent reports: within a few seconds of a change, and a heartbeat.
 STATUS_UPLOAD_EVERY, STATUS_HEARTBEAT = 3.0, 60.0
+# The object trees (health, events, logs) are looked at apart from the reconciles, which they must not slow
+# down: a look is a handful of lists per namespace plus a few log requests (observe.py).
+OBSERVE_EVERY = 10.0
 
 log = logging.getLogger("conveyor.agent")
 
@@ -85,6 +88,9 @@ class Agent:
             rec = self.reconcilers[name]
             ready = rec.reconcile()
             ok = ok and (ready or rec.sync.suspend)
+        for name in self.order:
+            self.reconcilers[name].observe()
+        self.reporter.upload_status(self.board.snapshot())
         return ok
 
     def run(self) -> None:
@@ -95,6 +101,7 @@ class Agent:
             for n in self.order
         ]
         threads.append(threading.Thread(target=self._upload_status, name="status-upload", daemon=True))
+        threads.append(threading.Thread(target=self._observe, name="observe", daemon=True))
         for t in threads:
             t.start()
 
@@ -119,6 +126,15 @@ class Agent:
             if (digest != last or time.monotonic() - sent_at > STATUS_HEARTBEAT) and self.reporter.upload_status(doc):
                 last, sent_at = digest, time.monotonic()
             self.stop_event.wait(STATUS_UPLOAD_EVERY)
+
+    def _observe(self) -> None:
+        """Look at every sync's objects (health, owned children, events, logs) every OBSERVE_EVERY seconds."""
+        while not self.stop_event.is_set():
+            for name in self.order:
+                if self.stop_event.is_set():
+                    return
+                self.reconcilers[name].observe()
+            self.stop_event.wait(OBSERVE_EVERY)
 
     def close(self) -> None:
         self.server.stop()

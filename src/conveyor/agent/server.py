@@ -53,7 +53,12 @@ class AgentServer:
         self.httpd.server_close()
 
     def status_document(self) -> dict[str, Any]:
-        return {"cluster": self.config.cluster.name, **self.board.snapshot()}
+        """The status board, less pod log lines: /status answers anyone who reaches the port (in a
+        cluster, the agent's Service); logs go only to the server, with the agent's token."""
+        doc = self.board.snapshot()
+        for sync in doc["syncs"]:
+            sync["objects"] = [{**o, "logs": None} for o in sync.get("objects") or []]
+        return {"cluster": self.config.cluster.name, **doc}
 
     def hook(self, sync_name: str, body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
         sync = self.config.sync(sync_name)

@@ -33,6 +33,7 @@ class SyncStatus:
     inventory: list[str] = field(default_factory=list)
     drifted: list[str] = field(default_factory=list)
     signatures: list[dict[str, Any]] = field(default_factory=list)  # the last revision's image verification
+    objects: list[dict[str, Any]] = field(default_factory=list)  # the live object tree (observe.py)
     last_transition_at: float = field(default_factory=time.time)
     last_reconcile_at: float | None = None
     last_success_at: float | None = None

@@ -4,6 +4,7 @@ Public interface for other components (the agent, delivery, tests):
 """
 
 from conveyor.clusters.agent_reports import last_report as last_agent_report
+from conveyor.clusters.agent_reports import sanitise as sanitise_agent_status
 from conveyor.clusters.binaries import KUBERNETES_VERSION, BinariesMissing, KubeBinaries, ensure_binaries
 from conveyor.clusters.external import add as add_external
 from conveyor.clusters.kubeapi import KubeClient, node_ready
@@ -21,6 +22,7 @@ __all__ = [
     "get_registration",
     "registrations",
     "last_agent_report",
+    "sanitise_agent_status",
     "KUBERNETES_VERSION",
     "BinariesMissing",
     "ClusterSpec",

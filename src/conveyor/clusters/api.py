@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from conveyor.clusters import agent_reports, registration
 from conveyor.clusters.flux import api as flux_api
 from conveyor.clusters.models import RegisteredCluster
-from conveyor.core import Permission, PrincipalDep, SessionDep, agent_name, state_of
+from conveyor.core import NotFound, Permission, PrincipalDep, SessionDep, agent_name, state_of
 
 router = APIRouter(prefix="/api/v1/clusters", tags=["clusters"])
 
@@ -117,6 +117,20 @@ def report_agent_status(name: str, body: dict[str, Any], session: SessionDep, pr
     """The cluster's agent reports its /status document (syncs, inventory, events) for the dashboard."""
     agent_reports.store(session, principal, name, body)
     return Response(status_code=204)
+
+
+@router.get("/{name}/agent-status")
+def agent_status(name: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    """What the cluster's agent last reported, as the server keeps it (checked and bounded: syncs with
+    their object trees, and events), with when it reported."""
+    principal.require(Permission.READ)
+    row = registration.get_registration(session, name)
+    report = agent_reports.last_report(session, row.name)
+    if report is None:
+        raise NotFound(f"the agent of cluster '{row.name}' has not reported its status yet",
+                       rule="cluster.agent-status-missing")
+    document, reported_at = report
+    return {"cluster": row.name, "reported_at": reported_at.isoformat(), **document}
 
 
 @router.delete("/{name}", status_code=204)

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.clusters import AgentKind, registrations
+from conveyor.clusters import AgentKind, last_agent_report, registrations
 from conveyor.clusters.flux import FluxReport, last_reports, parse_revision
 from conveyor.core import state_of, utcnow
 from conveyor.delivery import (
@@ -32,6 +32,7 @@ from conveyor.delivery import (
 from conveyor.delivery import running_version as running_of
 from conveyor.forge import BareRepo, Repository, StatusView, bare, combined_status, get_repo
 from conveyor.web import auth
+from conveyor.web.pages.objects import TreeNode, health_counts, tree
 from conveyor.web.render import page
 from conveyor.web.routing import PageRoute
 
@@ -114,6 +115,19 @@ def deploy_statuses(session: Session, repo: Repository, tip: str | None) -> list
     return [s for s in combined_status(session, repo, tip).statuses if s.context.startswith(DEPLOY_PREFIX)]
 
 
+def object_trees(session: Session, cluster: str, deploys: list[StatusView]) -> list[tuple[str, dict[str, int],
+                                                                                       list[TreeNode]]]:
+    """(sync, health counts, tree) of the syncs that deploy this environment, as the cluster's agent last
+    reported them (Conveyor's agent only; Flux reports events, not objects)."""
+    report = last_agent_report(session, cluster)
+    if report is None:
+        return []
+    names = {d.context[len(DEPLOY_PREFIX):].partition("/")[2] for d in deploys
+             if d.context[len(DEPLOY_PREFIX):].partition("/")[0] == cluster}
+    return [(str(sync["name"]), health_counts(sync.get("objects")), tree(sync.get("objects")))
+            for sync in report[0].get("syncs", []) if sync.get("name") in names and sync.get("objects")]
+
+
 def daily_counts(promotions: list[Promotion], env: str, days: int) -> list[tuple[str, int, int]]:
     """(day, verified, failed) for the last ``days`` days, oldest first."""
     today = utcnow().date()
@@ -159,6 +173,7 @@ def board(name: str, request: Request, days: int = 30) -> Response:
             branch = env.branch if env else f"env/{es.env}"
             agent = agents.get(es.cluster, "")
             waits = waiting_on(s, st.settings, es.pending, es.cluster) if es.pending else []
+            deploys = deploy_statuses(s, repo, tips.get(branch))
             if agent == AgentKind.FLUX:
                 waits = [w.replace(f"the agent of cluster '{es.cluster}'", f"Flux on cluster '{es.cluster}'")
                          for w in waits]
@@ -168,7 +183,8 @@ def board(name: str, request: Request, days: int = 30) -> Response:
                 "agent": agent,
                 "flux": flux_report_for(s, es.cluster, branch) if agent == AgentKind.FLUX else None,
                 "waits": waits,
-                "deploys": deploy_statuses(s, repo, tips.get(branch)),
+                "deploys": deploys,
+                "objects": object_trees(s, es.cluster, deploys) if agent != AgentKind.FLUX else [],
             })
         promotions = list(s.execute(select(Promotion).where(Promotion.app == name)
                                     .order_by(Promotion.id.desc())).scalars())

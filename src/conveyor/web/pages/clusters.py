@@ -15,13 +15,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from conveyor.clusters import AgentKind, last_agent_report, list_specs, registrations
+from conveyor.clusters import AgentKind, last_agent_report, list_specs, registrations, sanitise_agent_status
 from conveyor.clusters.flux import FluxReport, last_reports
 from conveyor.core import ConveyorError, Settings, state_of
 from conveyor.delivery import gitops_repo_names
 from conveyor.forge import bare, combined_status, get_repo
 from conveyor.web import auth
 from conveyor.web.pages.board import DEPLOY_PREFIX, environments_at, sync_of
+from conveyor.web.pages.objects import health_counts, tree
 from conveyor.web.render import page
 from conveyor.web.routing import PageRoute
 
@@ -103,7 +104,12 @@ async def fetch_agent(client: httpx.AsyncClient, url: str) -> tuple[dict[str, An
         doc = r.json()
     except (httpx.HTTPError, ValueError) as exc:
         return None, f"agent status unavailable: {exc}"
-    return (doc, "") if isinstance(doc, dict) else (None, "agent status is not a JSON object")
+    if not isinstance(doc, dict):
+        return None, "agent status is not a JSON object"
+    try:  # read from the agent, not through the server's API: checked and bounded the same way
+        return sanitise_agent_status(doc), ""
+    except ConveyorError as exc:
+        return None, f"agent status refused: {exc}"
 
 
 def when(ts: float | None) -> datetime | None:
@@ -141,4 +147,4 @@ async def clusters(request: Request) -> Response:
             v = views.setdefault(name, ClusterView(name))
             v.agent, v.agent_error = doc, err
     return page(request, "clusters.html", ws, clusters=sorted(views.values(), key=lambda v: v.name),
-                agent_urls=urls, when=when)
+                agent_urls=urls, when=when, tree=tree, health_counts=health_counts)
