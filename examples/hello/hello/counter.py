@@ -10,12 +10,11 @@ demo, not a store).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-from hello.server import version
+from hello.server import JSONHandler, version
 
 
 class Counter:
@@ -29,7 +28,7 @@ class Counter:
             return self.hits
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JSONHandler):
     server_version = "hello-counter"
     counter: Counter
 
@@ -47,17 +46,6 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"service": "counter", "version": version(), "hits": hits})
         else:
             self._send(404, {"error": "not found"})
-
-    def _send(self, code: int, body: dict[str, object]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 def make_server(port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:

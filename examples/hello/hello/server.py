@@ -52,16 +52,8 @@ def answer() -> dict[str, object]:
     return body
 
 
-class Handler(BaseHTTPRequestHandler):
-    server_version = "hello"
-
-    def do_GET(self) -> None:  # noqa: N802 (the http.server API)
-        if self.path == "/":
-            self._send(200, answer())
-        elif self.path == "/healthz":
-            self._send(200, {"status": "ok"})
-        else:
-            self._send(404, {"error": "not found"})
+class JSONHandler(BaseHTTPRequestHandler):
+    """JSON answers and no access log: what hello and its counter (``hello.counter``) share."""
 
     def _send(self, code: int, body: dict[str, object]) -> None:
         data = json.dumps(body).encode()
@@ -73,6 +65,18 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+class Handler(JSONHandler):
+    server_version = "hello"
+
+    def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+        if self.path == "/":
+            self._send(200, answer())
+        elif self.path == "/healthz":
+            self._send(200, {"status": "ok"})
+        else:
+            self._send(404, {"error": "not found"})
 
 
 def make_server(port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:

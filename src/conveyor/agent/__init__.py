@@ -43,6 +43,9 @@ installing a cluster's key at registration):
 from conveyor.agent import sops
 from conveyor.agent.agekey import install_with as install_age_key
 from conveyor.agent.apply import ObjectError, RevisionInvalid
+from conveyor.agent.health import HealthStatus
+from conveyor.agent.observe import SyncState
 from conveyor.agent.preview import Change, preview_revision
 
-__all__ = ["Change", "ObjectError", "RevisionInvalid", "install_age_key", "preview_revision", "sops"]
+__all__ = ["Change", "HealthStatus", "ObjectError", "RevisionInvalid", "SyncState", "install_age_key",
+           "preview_revision", "sops"]

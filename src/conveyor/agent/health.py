@@ -20,12 +20,26 @@ Where Conveyor differs, and why:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from conveyor.agent.kube import Kube
 from conveyor.agent.objects import ObjectId
 
 CURRENT, IN_PROGRESS, FAILED, NOT_FOUND = "Current", "InProgress", "Failed", "NotFound"
+
+
+class HealthStatus(StrEnum):
+    """The statuses above as the agent reports them per object (observe.py), plus Unknown for an object
+    whose health could not be read; the server checks reports against it (clusters/agent_reports.py)."""
+
+    CURRENT = CURRENT
+    IN_PROGRESS = IN_PROGRESS
+    FAILED = FAILED
+    NOT_FOUND = NOT_FOUND
+    UNKNOWN = "Unknown"
+
+
 FATAL_WAITING = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
                  "CreateContainerConfigError", "CreateContainerError"}
 # ErrImagePull is the first failed attempt; it is fatal only once the kubelet backs off (ImagePullBackOff).

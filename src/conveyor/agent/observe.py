@@ -44,7 +44,7 @@ from conveyor.agent.objects import ObjectId
 MAX_NODES, MAX_CHILDREN, MAX_NAMESPACES = 300, 20, 20
 MAX_EVENTS, TEXT_CHARS = 5, 300
 MAX_LOG_PODS, LOG_LINES, LOG_BYTES_PER_POD, MAX_LOG_BYTES = 5, 20, 4096, 16384
-UNKNOWN = "Unknown"
+UNKNOWN = health.HealthStatus.UNKNOWN.value
 
 # owner kind -> the kinds (apiVersion, kind) it creates and owns
 OWNS: dict[str, tuple[tuple[str, str], ...]] = {

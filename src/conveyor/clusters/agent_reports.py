@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from conveyor.agent import HealthStatus, SyncState  # the agent's wire values: it sends these
 from conveyor.clusters.models import AgentReport
 from conveyor.clusters.registration import get_registration
 from conveyor.core import ConveyorError, Forbidden, InvalidInput, Kind, Principal, Unauthorized, agent_name, utcnow
@@ -29,20 +30,6 @@ MAX_SYNCS, MAX_EVENTS = 200, 100
 MAX_OBJECTS, MAX_OBJECT_EVENTS, MAX_LOG_LINES, MAX_LOG_BYTES = 300, 20, 50, 64 * 1024
 OBJECT_TEXT = 300
 SIZE_RULE = "cluster.agent-status-size"
-
-
-class ObjectHealth(StrEnum):
-    CURRENT = "Current"
-    IN_PROGRESS = "InProgress"
-    FAILED = "Failed"
-    NOT_FOUND = "NotFound"
-    UNKNOWN = "Unknown"
-
-
-class ObjectSync(StrEnum):
-    SYNCED = "Synced"
-    OUT_OF_SYNC = "OutOfSync"
-    MISSING = "Missing"
 
 
 class ReportTooLarge(ConveyorError):
@@ -147,9 +134,9 @@ def _object(raw: dict[str, Any], sync: str, seen: set[str]) -> dict[str, Any]:
         "id": oid, "kind": _text(raw.get("kind", ""), 100), "namespace": _text(raw.get("namespace", ""), 100),
         "name": _text(raw.get("name", ""), 300),
         "parent": _text(parent, 600) if parent is not None and _text(parent, 600) in seen else None,
-        "health": _enum(raw.get("health"), ObjectHealth, ObjectHealth.UNKNOWN),
+        "health": _enum(raw.get("health"), HealthStatus, HealthStatus.UNKNOWN),
         "message": _text(raw.get("message", ""), OBJECT_TEXT),
-        "sync": _enum(raw.get("sync"), ObjectSync, None),
+        "sync": _enum(raw.get("sync"), SyncState, None),
         "sync_message": _text(raw.get("sync_message", ""), OBJECT_TEXT),
         "events": [{"type": _text(e.get("type", ""), 20), "reason": _text(e.get("reason", ""), 100),
                     "message": _text(e.get("message", ""), OBJECT_TEXT),

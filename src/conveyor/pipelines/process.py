@@ -33,6 +33,18 @@ class Outcome:
         return self.reason == "exited" and self.exit_code == 0
 
 
+def emit_lines(pending: str, sink: Callable[[str], None], mask: Callable[[str], str]) -> str:
+    """Mask and send the complete lines of ``pending`` (or all of it, once a line outgrows
+    ``PARTIAL_LINE_LIMIT``); returns what is kept for later. Whole lines only, so a secret is never
+    split across two chunks. Both executors' log readers use it."""
+    cut = pending.rfind("\n") + 1
+    if cut == 0 and len(pending) > PARTIAL_LINE_LIMIT:
+        cut = len(pending)
+    if cut:
+        sink(mask(pending[:cut]))
+    return pending[cut:]
+
+
 class _Reader(threading.Thread):
     """Drains the pipe, masks secrets line by line and hands text to ``sink`` until the limit."""
 
@@ -56,14 +68,7 @@ class _Reader(threading.Thread):
                 if self.total > self.limit:
                     self.over_limit.set()
                     data = data[: max(0, len(data) - (self.total - self.limit))]
-                pending += decoder.decode(data)
-                # Mask whole lines only, so a secret is never split across two chunks.
-                cut = pending.rfind("\n") + 1
-                if cut == 0 and len(pending) > PARTIAL_LINE_LIMIT:
-                    cut = len(pending)
-                if cut:
-                    self.sink(self.mask(pending[:cut]))
-                    pending = pending[cut:]
+                pending = emit_lines(pending + decoder.decode(data), self.sink, self.mask)
             pending += decoder.decode(b"", final=True)
             if pending:
                 self.sink(self.mask(pending) + "\n")

@@ -28,7 +28,7 @@ import httpx
 
 from conveyor.clusters import KubeClient, Layout, kubeconfig_credentials
 from conveyor.clusters import load as load_cluster
-from conveyor.pipelines.process import PARTIAL_LINE_LIMIT, Outcome
+from conveyor.pipelines.process import Outcome, emit_lines
 from conveyor.pipelines.runner import kubepod
 from conveyor.pipelines.runner.kubepod import LABEL_PREFIX, PodStep, RunPod
 
@@ -262,20 +262,8 @@ class _LogReader(threading.Thread):
                     if self.total > self.limit:
                         self.over_limit.set()
                         return
-                    pending += text
-                    pending = self._emit(pending)
+                    pending = emit_lines(pending + text, self.sink, self.mask)
         except httpx.HTTPError as exc:
             log.debug("log stream of %s ended: %s", self.container, exc)
         if pending:
             self.sink(self.mask(pending))
-
-    def _emit(self, pending: str) -> str:
-        """Mask and send the complete lines (and an over-long partial one); keep the rest."""
-        if "\n" in pending:
-            head, _, rest = pending.rpartition("\n")
-            self.sink(self.mask(head + "\n"))
-            pending = rest
-        if len(pending) > PARTIAL_LINE_LIMIT:
-            self.sink(self.mask(pending))
-            pending = ""
-        return pending
