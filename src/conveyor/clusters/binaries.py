@@ -23,7 +23,6 @@ drop containerd 1.x; 1.34 is the newest release that runs on cgroup v1 (with
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
@@ -36,6 +35,7 @@ from pathlib import Path
 
 from conveyor.core import cache_dir
 from conveyor.core.errors import ConveyorError
+from conveyor.core.locks import file_lock
 
 KUBERNETES_VERSION = "v1.34.4"
 KUBE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
@@ -159,13 +159,8 @@ def ensure_binaries(version: str = KUBERNETES_VERSION, progress: Progress = _qui
 @contextmanager
 def build_lock(d: Path) -> Iterator[None]:
     """An exclusive file lock on a build directory: a second builder waits, then finds the result."""
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / ".build.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(d / ".build.lock"):
+        yield
 
 
 _REPLACE_RE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/", re.M)

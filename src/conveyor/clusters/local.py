@@ -12,7 +12,6 @@ apart.
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import socket
 import time
@@ -31,6 +30,7 @@ from conveyor.clusters.processes import ProcessGroup, ProcessSpec
 from conveyor.clusters.spec import ClusterSpec, Ports
 from conveyor.clusters.state import ClusterStatus
 from conveyor.core.errors import Conflict, ConveyorError, InvalidInput
+from conveyor.core.locks import file_lock
 
 Progress = Callable[[str], None]
 
@@ -57,18 +57,8 @@ def processes_of(layout: Layout) -> ProcessGroup:
 
 @contextmanager
 def cluster_lock(data_dir: Path, name: str, blocking: bool = True) -> Iterator[bool]:
-    lock_dir = specs.clusters_root(data_dir)
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f".{name}.lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(specs.clusters_root(data_dir) / f".{name}.lock", blocking) as held:
+        yield held
 
 
 def admin_client(data_dir: Path, spec: ClusterSpec, timeout: float = 10.0) -> KubeClient:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.core.errors import InvalidInput, NotFound
+from conveyor.core.locks import file_lock
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 MAX_CLUSTERS = 50
@@ -220,11 +221,7 @@ def _slot_owner(index: int) -> Path | None:
 
 def claim_index(cluster_dir: Path, index: int | None = None) -> int:
     """Claim (or re-claim after a reboot) a machine-wide index for a local cluster."""
-    import fcntl
-
-    SLOTS_DIR.mkdir(parents=True, exist_ok=True)
-    with open(SLOTS_DIR / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(SLOTS_DIR / ".lock"):
         candidates = [index] if index is not None else list(range(MAX_CLUSTERS))
         for i in candidates:
             owner = _slot_owner(i)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conveyor.core.containers import buildah
+from conveyor.core.locks import file_lock
 from conveyor.images.debian import BaseImageError, _run, cache_dir, rootfs_tarball
 
 VENV = "/opt/conveyor"
@@ -127,6 +128,13 @@ def conveyor_image(variant: str, log: Callable[[str], None] = print) -> Path:
     requirements = extra_requirements(root, v.extra) if v.extra else []
     key = hashlib.sha256(f"{v}|{requirements}|{source_hash(root)}".encode()).hexdigest()[:16]
     archive = cache_dir().parent / "images" / f"conveyor-{v.name}-{key}.oci.tar"
+    # One builder per variant at a time (the demo and parallel test workers install agents at once):
+    # they would share the wheelhouse, the `.partial` file, and delete each other's older archives.
+    with file_lock(archive.with_name(f".conveyor-{v.name}.lock")):
+        return _cached_image(v, requirements, root, archive, log)
+
+
+def _cached_image(v: Variant, requirements: list[str], root: Path, archive: Path, log: Callable[[str], None]) -> Path:
     if archive.exists():
         log(f"using cached image {archive}")
         return archive

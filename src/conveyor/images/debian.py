@@ -20,6 +20,7 @@ from pathlib import Path
 from conveyor.core import cache_dir as conveyor_cache_dir
 from conveyor.core import environment
 from conveyor.core.containers import buildah, skopeo
+from conveyor.core.locks import file_lock
 
 DEFAULT_SUITE = "bookworm"
 DEFAULT_PACKAGES = ("python3",)
@@ -71,8 +72,25 @@ def rootfs_tarball(
 ) -> Path:
     """The cached root filesystem tarball, made with debootstrap on first use (and again on ``refresh``:
     the mirror's current packages, security fixes included)."""
+    out = _tarball_path(suite, packages)
+    with file_lock(_lock_path(out)):
+        return _cached_rootfs(out, suite, packages, mirror, log, refresh)
+
+
+def _tarball_path(suite: str, packages: tuple[str, ...]) -> Path:
     key = hashlib.sha256(f"{suite}|{','.join(sorted(packages))}".encode()).hexdigest()[:12]
-    out = cache_dir() / f"debian-{suite}-{key}.tar"
+    return cache_dir() / f"debian-{suite}-{key}.tar"
+
+
+def _lock_path(tarball: Path) -> Path:
+    """One lock per root filesystem, held around check-then-make of it and of its image archive: a
+    refresh deletes both, and another process (a parallel test worker, the demo) must neither read
+    them half-made nor make them at the same time into the same ``.partial`` file."""
+    return tarball.with_name(f".{tarball.stem}.lock")
+
+
+def _cached_rootfs(out: Path, suite: str, packages: tuple[str, ...], mirror: str | None,
+                   log: Callable[[str], None], refresh: bool) -> Path:
     if refresh:
         out.unlink(missing_ok=True)
         out.with_name(out.stem + ".oci.tar").unlink(missing_ok=True)
@@ -122,24 +140,33 @@ def build_and_import(
     under the same tag: a new digest, so the registry records ``registry.base.updated`` and every app
     built on the tag is rebuilt (``pipelines/rebuilds.py``). Returns the digest in the registry.
     """
-    tarball = rootfs_tarball(suite, packages, mirror, log, refresh=refresh)
+    out = _tarball_path(suite, packages)
+    with file_lock(_lock_path(out)):
+        tarball = _cached_rootfs(out, suite, packages, mirror, log, refresh)
+        archive = _cached_archive(tarball, suite, log)
+        # Pushed under the lock too: a refresh elsewhere replaces the archive, never mid-copy.
+        return push_archive(archive, registry_host, tag, user, token, log)
+
+
+def _cached_archive(tarball: Path, suite: str, log: Callable[[str], None]) -> Path:
     archive = tarball.with_name(tarball.stem + ".oci.tar")
-    if not archive.exists():
-        ctr = _run(buildah("from", "--name", f"conveyor-base-{os.getpid()}", "scratch"), log).strip()
-        try:
-            _run(buildah("add", ctr, str(tarball), "/"), log)
-            _run(buildah("config", "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                         "--env", "LANG=C.UTF-8", "--cmd", "/bin/sh", "--label",
-                         f"org.conveyor.base-image=debian-{suite}", ctr), log)
-            partial = archive.with_suffix(".partial")
-            partial.unlink(missing_ok=True)
-            _run(buildah("commit", "--rm", ctr, f"oci-archive:{partial}"), log)
-            ctr = ""
-            os.replace(partial, archive)
-        finally:
-            if ctr:
-                subprocess.run(buildah("rm", ctr), capture_output=True)
-    return push_archive(archive, registry_host, tag, user, token, log)
+    if archive.exists():
+        return archive
+    ctr = _run(buildah("from", "--name", f"conveyor-base-{os.getpid()}", "scratch"), log).strip()
+    try:
+        _run(buildah("add", ctr, str(tarball), "/"), log)
+        _run(buildah("config", "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                     "--env", "LANG=C.UTF-8", "--cmd", "/bin/sh", "--label",
+                     f"org.conveyor.base-image=debian-{suite}", ctr), log)
+        partial = archive.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        _run(buildah("commit", "--rm", ctr, f"oci-archive:{partial}"), log)
+        ctr = ""
+        os.replace(partial, archive)
+    finally:
+        if ctr:
+            subprocess.run(buildah("rm", ctr), capture_output=True)
+    return archive
 
 
 def push_archive(archive: Path, registry_host: str, tag: str, user: str, token: str,

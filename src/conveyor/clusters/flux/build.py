@@ -22,7 +22,6 @@ so a reader never sees half of one. The CRDs come from the same module source (`
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -37,6 +36,7 @@ from pathlib import Path
 from conveyor.clusters.binaries import go_binary
 from conveyor.core import cache_dir
 from conveyor.core.errors import ConveyorError
+from conveyor.core.locks import file_lock
 
 FLUX_VERSION = "v1.9.6"
 SOURCE_CONTROLLER = "source-controller"
@@ -105,14 +105,8 @@ def ensure_controllers(version: str = FLUX_VERSION, progress: Progress = _quiet)
 
 @contextmanager
 def _build_lock(version: str) -> Iterator[None]:
-    d = build_dir(version)
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / ".build.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(build_dir(version) / ".build.lock"):
+        yield
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> str:
