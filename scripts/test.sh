@@ -24,5 +24,10 @@ for tool in cosign sops; do
   "$here/scripts/build-$tool.sh" >>test-output/tools.log 2>&1 || echo "building $tool FAILED (see test-output/tools.log)"
   echo "$tool: $((SECONDS - start)) s"
 done
-echo "== pytest"
-exec pytest -p no:cacheprovider -rfEs --junitxml=test-output/junit.xml "$@"
+# Test files run on parallel workers (pytest-xdist; one file stays on one worker, so its module
+# fixtures are made once). Most of the time is spent waiting on clusters, demos and builds, so more
+# workers than the machine's 2 cores pay; CONVEYOR_TEST_WORKERS=0 runs everything in this process.
+workers="${CONVEYOR_TEST_WORKERS:-3}"
+echo "== pytest ($workers workers)"
+exec pytest -p no:cacheprovider -rfEs --durations=25 --junitxml=test-output/junit.xml \
+  -n "$workers" --dist loadfile "$@"

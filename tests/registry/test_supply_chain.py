@@ -58,14 +58,16 @@ def signature_layers(reg: Registry, repo: str, digest: str) -> list[tuple[bytes,
     return out
 
 
+@pytest.fixture(scope="module")
 def cosign() -> str:
+    """The real cosign, built from its Go module (scripts/build-cosign.sh; cached): a slow fixture."""
     p = subprocess.run([str(ROOT / "scripts/build-cosign.sh")], capture_output=True, text=True, timeout=3000)
     assert p.returncode == 0, p.stderr[-2000:]
     return p.stdout.strip()
 
 
 def test_ci_signs_its_image_records_its_base_and_attaches_an_sbom(
-    server: ServerHandle, built: dict[str, dict[str, Any]], tmp_path: Path
+    server: ServerHandle, built: dict[str, dict[str, Any]], cosign: str, tmp_path: Path
 ) -> None:
     image = built["shell"]["outputs"]["image"]
     repo, digest = image["repository"].split("/", 1)[1], image["digest"]
@@ -98,7 +100,7 @@ def test_ci_signs_its_image_records_its_base_and_attaches_an_sbom(
     assert not any("removed-lib" in p for p in purls)  # deinstalled: not in the image's inventory
 
     # The real cosign accepts the signature with the installation's public key, and refuses another key.
-    binary = cosign()
+    binary = cosign
     pub = tmp_path / "cosign.pub"
     pub.write_text(server.cli("registry", "signing-key", "public").stdout)
     docker = tmp_path / "docker"
