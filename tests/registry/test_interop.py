@@ -15,7 +15,7 @@ from pathlib import Path
 import oras.client
 import pytest
 
-from conveyor.core.containers import buildah, podman, skopeo
+from conveyor.core.containers import buildah, podman, runroot_for, skopeo
 from tests.registry.helpers import unique
 from tests.support.server import ServerHandle
 
@@ -36,7 +36,8 @@ class Tools:
         self.creds = f"admin:{server.admin_token}"
 
     def _store(self, name: str) -> list[str]:
-        return ["--root", str(self.root / name / "root"), "--runroot", str(self.root / name / "run")]
+        # podman refuses run roots over 50 characters (a parallel worker's tmp path is longer): hashed, short
+        return ["--root", str(self.root / name / "root"), "--runroot", runroot_for(str(self.root / name))]
 
     def buildah(self, *args: str) -> str:
         return run(buildah(*self._store("buildah"), *args))
