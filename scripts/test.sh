@@ -27,8 +27,9 @@ done
 # Test files run on parallel workers (pytest-xdist; one file stays on one worker, so its module
 # fixtures are made once), in collection order: tests/conftest.py puts the two demos first, and
 # --no-loadscope-reorder keeps xdist from sending files with the most tests first (the one-test Flux
-# demo, the longest file, would start last). Much of the time is spent waiting on clusters, demos and
-# builds, so more workers than the machine's 2 cores pay; CONVEYOR_TEST_WORKERS=0 runs in one process.
+# demo, the longest file, would start last). Three workers on 2 cores: one's waits (clusters starting,
+# demos polling) are another's CPU time; measured here, the CPU stayed 100% busy while the demos ran.
+# CONVEYOR_TEST_WORKERS=0 runs everything in one process.
 workers="${CONVEYOR_TEST_WORKERS:-3}"
 echo "== pytest ($workers workers)"
 exec pytest -p no:cacheprovider -rfEs --durations=25 --junitxml=test-output/junit.xml \
