@@ -173,7 +173,9 @@ def test_follow_a_live_log_until_the_run_finishes(demo: Demo, page: object, tmp_
     sign_in(pg, server, demo.server.admin_token, f"/runs/{run['id']}")
     log = pg.locator("pre#log")
     assert log.get_attribute("data-log-stream") == f"/ui/runs/{run['id']}/events"
-    playwright.expect(log).to_contain_text("started")
+    # The first step pulls its image into the runner's fresh vfs store first: seen taking over a minute
+    # with the test command's parallel workers busy, while the page streamed the pull's progress.
+    playwright.expect(log).to_contain_text("started", timeout=3 * WAIT_MS)
     shot(pg, "12-run-live")
     release.touch()
     playwright.expect(pg.locator("#run-state[data-finished=true]")).to_have_text("success")
