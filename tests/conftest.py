@@ -62,8 +62,8 @@ class ServerFactory:
     """Starts real `conveyor up` servers; each is asked to stop when the test module that started it
     ends (``_module_servers``) and waited for at the end of the session.
 
-    An idle server is not free: its background loops poll the database, measured at 5-12% of a core
-    each here. Kept to the session's end, the ~20 servers a worker had started by half-way burned
+    An idle server is not free: its background loops poll the database, measured at 4-12% of a core
+    each here. Kept to the session's end, the ~40 servers three workers had started by half-way burned
     more than a core between them while the tests that needed them were long over."""
 
     def __init__(self, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> None:
