@@ -10,13 +10,11 @@ from conveyor.core.db import Base, Database, UTCDateTime, after_commit, utcnow
 from conveyor.core.errors import Conflict, ConveyorError, Forbidden, InvalidInput, NotFound, Unauthorized, Unprocessable
 from conveyor.core.events import OutboxWorker, bind, record
 from conveyor.core.http import AppState, PrincipalDep, SessionDep, state_of
-from conveyor.core.locks import file_lock
 from conveyor.core.models import Event  # what an outbox handler is given
 from conveyor.core.outbound import AsyncOutboundTransport, OutboundRefused, OutboundTransport
 from conveyor.core.outbound import Policy as OutboundPolicy
 
 __all__ = [
-    "file_lock",
     "AppState",
     "Kind",
     "Scope",

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from conveyor.core.containers import buildah
 from conveyor.core.locks import file_lock
-from conveyor.images.debian import BaseImageError, _run, cache_dir, rootfs_tarball
+from conveyor.images.debian import BaseImageError, _run, cache_dir, commit_archive, rootfs_tarball, working_container
 
 VENV = "/opt/conveyor"
 # The image's interpreter and C library (Debian bookworm): what the agent's wheelhouse is downloaded for.
@@ -142,17 +142,9 @@ def _cached_image(v: Variant, requirements: list[str], root: Path, archive: Path
     base = _dependencies_image(v, requirements, log)
     with tempfile.TemporaryDirectory(prefix="conveyor-image-") as tmp:
         wheel = _wheel(root, Path(tmp), log)
-        ctr = _run(buildah("from", "--pull-never", "--name", f"conveyor-{v.name}-{os.getpid()}", base), log).strip()
-        try:
+        with working_container(base, f"conveyor-{v.name}-{os.getpid()}", log, "--pull-never") as ctr:
             _install_wheel(ctr, v, wheel, log)
-            partial = archive.with_suffix(".partial")
-            partial.unlink(missing_ok=True)
-            _run(buildah("commit", "--rm", ctr, f"oci-archive:{partial}"), log)
-            ctr = ""
-            os.replace(partial, archive)
-        finally:
-            if ctr:
-                subprocess.run(buildah("rm", ctr), capture_output=True)
+            commit_archive(ctr, archive, log)
     for old in archive.parent.glob(f"conveyor-{v.name}-*.oci.tar"):
         if old != archive:
             old.unlink(missing_ok=True)
@@ -175,8 +167,7 @@ def _dependencies_image(v: Variant, requirements: list[str], log: Callable[[str]
         log(f"using cached dependencies image {ref}")
         return ref
     rootfs = rootfs_tarball(packages=v.debian_packages, log=log)
-    ctr = _run(buildah("from", "--name", f"conveyor-{v.name}-deps-{os.getpid()}", "scratch"), log).strip()
-    try:
+    with working_container("scratch", f"conveyor-{v.name}-deps-{os.getpid()}", log) as ctr:
         _run(buildah("add", ctr, str(rootfs), "/"), log)
         _inside(ctr, log, "python3", "-m", "venv", VENV)
         if requirements:
@@ -184,10 +175,6 @@ def _dependencies_image(v: Variant, requirements: list[str], log: Callable[[str]
             _inside(ctr, log, *PIP, "--no-index", "--find-links", "/tmp/wheels", *requirements)
             _inside(ctr, log, "rm", "-rf", "/tmp/wheels")
         _run(buildah("commit", "--rm", ctr, ref), log)
-        ctr = ""
-    finally:
-        if ctr:
-            subprocess.run(buildah("rm", ctr), capture_output=True)
     return ref
 
 

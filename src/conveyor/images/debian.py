@@ -14,7 +14,8 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from conveyor.core import cache_dir as conveyor_cache_dir
@@ -152,21 +153,32 @@ def _cached_archive(tarball: Path, suite: str, log: Callable[[str], None]) -> Pa
     archive = tarball.with_name(tarball.stem + ".oci.tar")
     if archive.exists():
         return archive
-    ctr = _run(buildah("from", "--name", f"conveyor-base-{os.getpid()}", "scratch"), log).strip()
-    try:
+    with working_container("scratch", f"conveyor-base-{os.getpid()}", log) as ctr:
         _run(buildah("add", ctr, str(tarball), "/"), log)
         _run(buildah("config", "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                      "--env", "LANG=C.UTF-8", "--cmd", "/bin/sh", "--label",
                      f"org.conveyor.base-image=debian-{suite}", ctr), log)
-        partial = archive.with_suffix(".partial")
-        partial.unlink(missing_ok=True)
-        _run(buildah("commit", "--rm", ctr, f"oci-archive:{partial}"), log)
-        ctr = ""
-        os.replace(partial, archive)
-    finally:
-        if ctr:
-            subprocess.run(buildah("rm", ctr), capture_output=True)
+        commit_archive(ctr, archive, log)
     return archive
+
+
+@contextmanager
+def working_container(image: str, name: str, log: Callable[[str], None], *flags: str) -> Iterator[str]:
+    """A buildah working container from ``image``, removed when the block ends (after a commit with
+    ``--rm`` it is gone already and the removal does nothing)."""
+    ctr = _run(buildah("from", *flags, "--name", name, image), log).strip()
+    try:
+        yield ctr
+    finally:
+        subprocess.run(buildah("rm", ctr), capture_output=True)
+
+
+def commit_archive(ctr: str, archive: Path, log: Callable[[str], None]) -> None:
+    """Commit the working container to an OCI archive, atomically: a reader never sees half of one."""
+    partial = archive.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    _run(buildah("commit", "--rm", ctr, f"oci-archive:{partial}"), log)
+    os.replace(partial, archive)
 
 
 def push_archive(archive: Path, registry_host: str, tag: str, user: str, token: str,

@@ -28,15 +28,13 @@ import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from conveyor.clusters.binaries import go_binary
+from conveyor.clusters.binaries import build_lock, go_binary
 from conveyor.core import cache_dir
 from conveyor.core.errors import ConveyorError
-from conveyor.core.locks import file_lock
 
 FLUX_VERSION = "v1.9.6"
 SOURCE_CONTROLLER = "source-controller"
@@ -92,7 +90,7 @@ def ensure_controllers(version: str = FLUX_VERSION, progress: Progress = _quiet)
     if go is None:
         raise FluxUnavailable(f"Flux {version} is not built and Go is not installed to build it into "
                               f"{build_dir(version)}", rule="flux.binaries")
-    with _build_lock(version):
+    with build_lock(build_dir(version)):
         found = _located(version)  # another process may have built them while we waited
         if found is None:
             build(version, go=go, progress=progress)
@@ -101,12 +99,6 @@ def ensure_controllers(version: str = FLUX_VERSION, progress: Progress = _quiet)
         raise FluxUnavailable(f"the Flux build finished but left no binaries in {build_dir(version)}",
                               rule="flux.binaries")
     return found
-
-
-@contextmanager
-def _build_lock(version: str) -> Iterator[None]:
-    with file_lock(build_dir(version) / ".build.lock"):
-        yield
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> str:
