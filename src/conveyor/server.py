@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
+from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
@@ -102,34 +103,42 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     state = AppState(settings=settings, db=db)
     registry = registry_lifecycle.create(db, settings)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    def start() -> list[Background]:
         forge_lifecycle.recover(db, settings)
         registry.start()
         pipelines_lifecycle.recover(db, settings)
-        workers: list[Background] = []
-        if settings.background_workers:
-            workers = [
-                OutboxWorker(db),
-                WebhookSender(db, outbound.Policy.for_database(db, settings)),
-                registry_lifecycle.UploadJanitor(registry),
-                CacheRefresher(registry),
-                # local clusters outlive server restarts; restart their processes that died
-                ClusterSupervisor(settings.data_dir),
-                delivery_lifecycle.engine(db, settings),
-                pipelines_lifecycle.RunJanitor(db, settings),
-            ]
-            pipeline_workers = pipelines_lifecycle.pool(db, settings)  # None when concurrency is 0
-            if pipeline_workers is not None:
-                workers.append(pipeline_workers)
-            for w in workers:
-                w.start()
+        if not settings.background_workers:
+            return []
+        workers: list[Background] = [
+            OutboxWorker(db),
+            WebhookSender(db, outbound.Policy.for_database(db, settings)),
+            registry_lifecycle.UploadJanitor(registry),
+            CacheRefresher(registry),
+            # local clusters outlive server restarts; restart their processes that died
+            ClusterSupervisor(settings.data_dir),
+            delivery_lifecycle.engine(db, settings),
+            pipelines_lifecycle.RunJanitor(db, settings),
+        ]
+        pipeline_workers = pipelines_lifecycle.pool(db, settings)  # None when concurrency is 0
+        if pipeline_workers is not None:
+            workers.append(pipeline_workers)
+        for w in workers:
+            w.start()
+        return workers
+
+    def stop(workers: list[Background]) -> None:
+        for w in reversed(workers):
+            w.stop()
+        db.dispose()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Recovery and the workers' start and stop use the database: off the event loop (db.off-event-loop).
+        workers = await to_thread.run_sync(start)
         try:
             yield
         finally:
-            for w in reversed(workers):
-                w.stop()
-            db.dispose()
+            await to_thread.run_sync(stop, workers)
 
     app = FastAPI(title="Conveyor", version=conveyor.__version__, lifespan=lifespan, docs_url=None, openapi_url=None,
                   redoc_url=None)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
-from conveyor.core.db import Database
+from conveyor.core.db import BlockingOnEventLoop, Database
 
 
 def _db(tmp_path: Path) -> Database:
@@ -69,4 +71,25 @@ def test_writers_take_turns_and_lose_no_update(tmp_path: Path) -> None:
     assert errors == []
     with db.reads() as r:
         assert r.execute(text("SELECT n FROM counter")).scalar_one() == 400
+    db.dispose()
+
+
+def test_the_event_loop_thread_never_opens_a_session(tmp_path: Path) -> None:
+    """A coroutine waiting for the write turn on the loop's thread blocks the holder, whose transaction
+    ends in a worker the loop schedules: every request stalled until the 30 s wait ran out. Refused."""
+    db = _db(tmp_path)
+
+    async def on_the_loop() -> None:
+        for opener in (db.session, db.reads):
+            with pytest.raises(BlockingOnEventLoop, match="db.off-event-loop"), opener():
+                pass
+
+    async def in_a_worker() -> int:
+        def read() -> int:
+            with db.reads() as r:
+                return int(r.execute(text("SELECT n FROM counter")).scalar_one())
+        return await asyncio.to_thread(read)
+
+    asyncio.run(on_the_loop())
+    assert asyncio.run(in_a_worker()) == 0
     db.dispose()

@@ -7,6 +7,7 @@ so components own their schema while one ``upgrade heads`` migrates everything.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -144,6 +145,25 @@ def _sqlite_reader(url: Any) -> Engine:
     return engine
 
 
+class BlockingOnEventLoop(RuntimeError):
+    """A session opened on the event loop's thread (rule ``db.off-event-loop``)."""
+
+
+def _refuse_event_loop() -> None:
+    """Sessions are for worker threads only. Every SQLite session waits for this process's write turn
+    (above); a holder finishes its transaction in a worker the event loop schedules, so a coroutine that
+    waits for a session on the loop's own thread blocks that holder and itself until ``WRITER_WAIT``.
+    Seen in the browser test (about 1 run in 4): a runner's log upload held the turn, the page's live-log
+    stream authenticated on the loop, and every request of the server stalled 30 s, then failed. Async
+    routes hand their database work to ``anyio.to_thread`` / ``run_in_threadpool`` instead."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return  # a worker thread, or no event loop at all (CLI, background threads)
+    raise BlockingOnEventLoop("a database session was opened on the event loop's thread; run it in a worker "
+                              "thread (rule db.off-event-loop)")
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -169,6 +189,7 @@ class Database:
     def reads(self) -> Iterator[Session]:
         """A session for lookups only: nothing it changes is kept (it is rolled back). On
         PostgreSQL an ordinary session (MVCC readers do not block); on SQLite a query-only one."""
+        _refuse_event_loop()
         s = self._readers() if self._readers is not None else self.sessions()
         try:
             yield s
@@ -183,6 +204,7 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A unit of work: committed on success, rolled back on any error."""
+        _refuse_event_loop()
         s = self.sessions()
         try:
             yield s

@@ -120,7 +120,7 @@ async def stream_logs(run_id: int, request: Request, principal: PrincipalDep,
     db = state_of(request).db
 
     def poll(cursor: int) -> tuple[list[tuple[int, int, str]], str, int]:
-        with db.session() as s:
+        with db.reads() as s:  # four times a second per viewer: never queue for the write turn
             run = _get_run(s, run_id)
             chunks = read_chunks(s, run_id, cursor, 500)
             return [(c.seq, c.step, c.text) for c in chunks], run.state, run.log_seq

@@ -38,7 +38,7 @@ from conveyor.registry.importer import ImportError_, RegistrySource, copy
 from conveyor.registry.models import RefreshPolicy, RegistryRepository, Tag
 from conveyor.registry.names import glob_matches, split_reference
 from conveyor.registry.repos import in_transaction
-from conveyor.registry.service import Registry
+from conveyor.registry.service import Registry, UpstreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,9 @@ class LocalDestination:
         return result.digest
 
 
-def _source(reg: Registry, policy: RefreshPolicy, repository: str) -> tuple[RegistryClient, str]:
+def _source(upstreams: list[UpstreamConfig], policy: RefreshPolicy, repository: str) -> tuple[RegistryClient, str]:
     if policy.kind == RefreshKind.UPSTREAM:
-        up = next((u for u in reg.upstreams() if u.prefix == policy.target), None)
+        up = next((u for u in upstreams if u.prefix == policy.target), None)
         if up is None:
             raise ImportError_(f"the pull-through prefix '{policy.target}' has no upstream any more")
         return RegistryClient(up.url, up.username, up.password, timeout=60), repository[len(up.prefix) + 1:]
@@ -131,9 +131,9 @@ def _work(session: Session, policy: RefreshPolicy) -> list[tuple[str, str, str |
     return out
 
 
-async def _refresh_tag(reg: Registry, policy: RefreshPolicy, repo: str, tag: str, cached: str | None,
-                       report: RefreshReport) -> None:
-    client, remote = _source(reg, policy, repo)
+async def _refresh_tag(reg: Registry, upstreams: list[UpstreamConfig], policy: RefreshPolicy, repo: str, tag: str,
+                       cached: str | None, report: RefreshReport) -> None:
+    client, remote = _source(upstreams, policy, repo)
     try:
         fetched = await client.get_manifest(remote, tag)
         report.checked.append(f"{repo}:{tag}")
@@ -155,12 +155,13 @@ def run_policy(reg: Registry, policy_id: int) -> RefreshReport:
         work = _work(s, policy)
     report = RefreshReport(policy.id, policy.target)
 
-    async def run_all() -> None:
+    async def run_all(upstreams: list[UpstreamConfig]) -> None:
         for repo, tag, cached in work:
-            await _refresh_tag(reg, policy, repo, tag, cached, report)
+            await _refresh_tag(reg, upstreams, policy, repo, tag, cached, report)
 
     try:
-        asyncio.run(run_all())
+        # The upstreams are read before the loop starts: no database session inside it (db.off-event-loop).
+        asyncio.run(run_all(reg.upstreams()))
     except (RegistryClientError, httpx.HTTPError, ImportError_, OSError) as exc:
         report.error = f"{type(exc).__name__}: {exc}"[:1000]
     except Exception as exc:  # noqa: BLE001 - a refused tag move (locked, immutable) or a bad manifest

@@ -6,8 +6,9 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from conveyor.core import Kind, Principal, Unauthorized, state_of, utcnow
@@ -109,14 +110,22 @@ def require(request: Request) -> WebSession:
     return ws
 
 
-async def require_post(request: Request) -> tuple[WebSession, dict[str, str]]:
+async def form_fields(request: Request) -> dict[str, str]:
+    """A POST's form fields. Only this part of a form route is async (reading the body); the route
+    itself is a plain ``def``, so its database work runs in a worker thread (rule db.off-event-loop)."""
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+FormFields = Annotated[dict[str, str], Depends(form_fields)]
+
+
+def require_post(request: Request, fields: dict[str, str]) -> WebSession:
     """A signed-in POST whose form carries this session's CSRF token."""
     ws = require(request)
-    form = await request.form()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
     if not hmac.compare_digest(fields.get("csrf", ""), ws.csrf):
         raise CsrfRefused()
-    return ws, fields
+    return ws
 
 
 def check_token_shape(token: str) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute
 
@@ -35,8 +36,13 @@ class PageRoute(APIRoute):
             except auth.CsrfRefused:
                 err = ConveyorError("the form's CSRF token does not match your session; reload the page and retry",
                                     rule="csrf.token")
-                return page(request, "error.html", auth.current(request), status=403, error=err)
+                return await run_in_threadpool(_error_page, request, err, 403)
             except ConveyorError as exc:
-                return page(request, "error.html", auth.current(request), status=exc.status, error=exc)
+                return await run_in_threadpool(_error_page, request, exc, exc.status)
 
         return route
+
+
+def _error_page(request: Request, error: ConveyorError, status: int) -> Response:
+    """The error page names who is signed in: a database read, so never on the event loop."""
+    return page(request, "error.html", auth.current(request), status=status, error=error)

@@ -118,7 +118,8 @@ def when(ts: float | None) -> datetime | None:
 
 @router.get("/clusters", response_class=HTMLResponse)
 async def clusters(request: Request) -> Response:
-    ws = auth.require(request)
+    # Async for the agents' status fetched at once below; the database work runs in worker threads.
+    ws = await asyncio.to_thread(auth.require, request)
     st = state_of(request)
 
     def collect() -> dict[str, ClusterView]:

@@ -141,8 +141,8 @@ def pull_page(name: str, number: int, request: Request, done: str = "") -> Respo
 
 
 @router.post("/repos/{name}/pulls/{number}/review")
-async def review(name: str, number: int, request: Request) -> Response:
-    ws, form = await auth.require_post(request)
+def review(name: str, number: int, request: Request, form: auth.FormFields) -> Response:
+    ws = auth.require_post(request, form)
     st = state_of(request)
     action = form.get("action", "")
     try:
@@ -159,8 +159,8 @@ async def review(name: str, number: int, request: Request) -> Response:
 
 
 @router.post("/repos/{name}/pulls/{number}/merge")
-async def merge(name: str, number: int, request: Request) -> Response:
-    ws, form = await auth.require_post(request)
+def merge(name: str, number: int, request: Request, form: auth.FormFields) -> Response:
+    ws = auth.require_post(request, form)
     st = state_of(request)
     try:
         ws.principal.require(Permission.WRITE)

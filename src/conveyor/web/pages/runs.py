@@ -49,11 +49,11 @@ def run_page(run_id: int, request: Request) -> Response:
 @router.get("/ui/runs/{run_id}/events")
 async def run_events(run_id: int, request: Request, after: int = Query(0, ge=0)) -> Response:
     """The page's own stream, signed in by the session cookie (EventSource cannot send a bearer token)."""
-    auth.require(request)
+    await asyncio.to_thread(auth.require, request)  # the session's rows: off the event loop
     db = state_of(request).db
 
     def poll(cursor: int) -> tuple[list[tuple[int, int, str]], str, int]:
-        with db.session() as s:
+        with db.reads() as s:  # four times a second per viewer: never queue for the write turn
             run = get_run(s, run_id)
             if run is None:
                 raise NotFound(f"no pipeline run {run_id}", rule="run.exists")

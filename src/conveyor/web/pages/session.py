@@ -36,9 +36,7 @@ def login_form(request: Request, next: str = "/") -> Response:
 
 
 @router.post("/login")
-async def login(request: Request) -> Response:
-    form = await request.form()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+def login(request: Request, fields: auth.FormFields) -> Response:
     next_url = _safe_next(fields.get("next", "/"))
     cookie = request.cookies.get(LOGIN_CSRF, "")
     if not cookie or not hmac.compare_digest(cookie, fields.get("csrf", "")):
@@ -57,8 +55,8 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
-    ws, _ = await auth.require_post(request)
+def logout(request: Request, fields: auth.FormFields) -> Response:
+    ws = auth.require_post(request, fields)
     auth.sign_out(request, ws)
     resp = RedirectResponse("/login", status_code=303)
     resp.delete_cookie(auth.COOKIE, path="/")
