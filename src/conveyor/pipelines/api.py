@@ -3,9 +3,6 @@ and the published JSON Schemas of the pipeline files."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -27,7 +24,7 @@ from conveyor.core import (
 from conveyor.forge import bare, get_repo
 from conveyor.pipelines import artifacts, listing, queue, secrets
 from conveyor.pipelines.config import run_url
-from conveyor.pipelines.logs import read_chunks
+from conveyor.pipelines.logs import event_stream, read_chunks
 from conveyor.pipelines.models import FINISHED, Artifact, Run
 from conveyor.pipelines.runs import is_deployable
 from conveyor.pipelines.schemas import (
@@ -117,33 +114,8 @@ async def stream_logs(run_id: int, request: Request, principal: PrincipalDep,
                       after: int = Query(0, ge=0)) -> StreamingResponse:
     """Server-sent events: one ``log`` event per stored chunk, then ``end`` when the run is over."""
     principal.require(Permission.READ)
-    db = state_of(request).db
-
-    def poll(cursor: int) -> tuple[list[tuple[int, int, str]], str, int]:
-        with db.reads() as s:  # four times a second per viewer: never queue for the write turn
-            run = _get_run(s, run_id)
-            chunks = read_chunks(s, run_id, cursor, 500)
-            return [(c.seq, c.step, c.text) for c in chunks], run.state, run.log_seq
-
-    await asyncio.to_thread(poll, after)  # 404 before the stream starts
-
-    async def events() -> AsyncIterator[bytes]:
-        cursor = after
-        while True:
-            chunks, state, last = await asyncio.to_thread(poll, cursor)
-            for seq, step, text in chunks:
-                cursor = seq
-                data = json.dumps({"seq": seq, "step": step, "text": text})
-                yield f"id: {seq}\nevent: log\ndata: {data}\n\n".encode()
-            if state in FINISHED and cursor >= last:
-                yield f"event: end\ndata: {json.dumps({'state': state})}\n\n".encode()
-                return
-            if await request.is_disconnected():
-                return
-            if not chunks:
-                await asyncio.sleep(0.25)
-
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    stream = await event_stream(state_of(request).db, run_id, after, request.is_disconnected)
+    return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 def _may_control(principal: Principal, run: Run, what: str) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -17,7 +15,6 @@ from conveyor.web.render import page
 from conveyor.web.routing import PageRoute
 
 router = APIRouter(route_class=PageRoute)
-POLL_SECONDS = 0.25
 LOG_PAGE = 5000
 
 
@@ -50,33 +47,6 @@ def run_page(run_id: int, request: Request) -> Response:
 async def run_events(run_id: int, request: Request, after: int = Query(0, ge=0)) -> Response:
     """The page's own stream, signed in by the session cookie (EventSource cannot send a bearer token)."""
     await asyncio.to_thread(auth.require, request)  # the session's rows: off the event loop
-    db = state_of(request).db
-
-    def poll(cursor: int) -> tuple[list[tuple[int, int, str]], str, int]:
-        with db.reads() as s:  # four times a second per viewer: never queue for the write turn
-            run = get_run(s, run_id)
-            if run is None:
-                raise NotFound(f"no pipeline run {run_id}", rule="run.exists")
-            chunks = plogs.read_chunks(s, run_id, cursor, 500)
-            return [(c.seq, c.step, c.text) for c in chunks], run.state, run.log_seq
-
-    await asyncio.to_thread(poll, after)  # a 404 before the stream starts
-
-    async def events() -> AsyncIterator[bytes]:
-        cursor = after
-        while True:
-            chunks, state, last = await asyncio.to_thread(poll, cursor)
-            for seq, step, text in chunks:
-                cursor = seq
-                data = json.dumps({"seq": seq, "step": step, "text": text})
-                yield f"id: {seq}\nevent: log\ndata: {data}\n\n".encode()
-            if state in FINISHED and cursor >= last:
-                yield f"event: end\ndata: {json.dumps({'state': state})}\n\n".encode()
-                return
-            if await request.is_disconnected():
-                return
-            if not chunks:
-                await asyncio.sleep(POLL_SECONDS)
-
-    return StreamingResponse(events(), media_type="text/event-stream",
+    stream = await plogs.event_stream(state_of(request).db, run_id, after, request.is_disconnected)
+    return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
