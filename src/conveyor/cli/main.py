@@ -94,4 +94,9 @@ def up(
         import os
 
         os.environ["CONVEYOR_PIPELINE_WORKERS"] = str(runners)
-    uvicorn.run(create_app(settings, db), host=host, port=port, log_level=log_level, access_log=False)
+    # Idle keep-alive connections stay open 75 s (nginx's default), not uvicorn's 5 s: a pooled client
+    # (a runner, skopeo, a test's httpx client) that sends on a connection the server is closing that
+    # very moment gets "Server disconnected without sending a response". httpx's pool also drops idle
+    # connections after 5 s, so with both at 5 s a pause of about 5 s (a CLI call under load) hit it.
+    uvicorn.run(create_app(settings, db), host=host, port=port, log_level=log_level, access_log=False,
+                timeout_keep_alive=75)
