@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -26,4 +25,3 @@ def test_a_connection_idle_for_seven_seconds_still_serves(server_factory: Callab
         time.sleep(7)
         assert client.get("/healthz").status_code == 200
         assert pool.connections == before, "the server closed the idle connection: the client opened another"
-    assert urlsplit(server.url).hostname == "127.0.0.1"
