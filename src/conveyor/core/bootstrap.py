@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import select
@@ -17,14 +19,43 @@ from conveyor.core.models import User
 ADMIN_TOKEN = "admin.token"
 
 
-def write_secret(path: Path, value: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
+def _write_private(directory: Path, value: str) -> Path:
+    """A new 0600 file in ``directory`` holding ``value``, synced; its name is unique to this call."""
+    fd, name = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:  # mkstemp makes it 0600
         f.write(value + "\n")
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return Path(name)
+
+
+def write_secret(path: Path, value: str) -> None:
+    """Replace ``path`` atomically: readers see the old value or the new one, never a part.
+
+    The temporary name is unique per call: with one shared ``.tmp`` name, two writers truncated each
+    other's file and the second ``os.replace`` found nothing to move.
+    """
+    os.replace(_write_private(path.parent, value), path)
+
+
+def ensure_secret(path: Path, make: Callable[[], str]) -> str:
+    """The value in ``path``, made by ``make()`` when the file does not exist yet: the first writer wins.
+
+    For keys made on first use (the pipeline-secrets and signing keys), where two requests can both
+    find the file missing. Checking and then writing let each make its own key and the last rename
+    win, after the first had already encrypted with a key that was gone (and a reader could meet the
+    shared temporary file half written): a 500, then secrets nobody could decrypt. ``os.link`` refuses
+    an existing name, so exactly one candidate becomes the file and everyone reads that one.
+    """
+    if not path.exists():
+        candidate = _write_private(path.parent, make())
+        try:
+            os.link(candidate, path)
+        except FileExistsError:
+            pass  # another writer won; its value is the key
+        finally:
+            candidate.unlink()
+    return path.read_text().strip()
 
 
 def bootstrap(settings: Settings, db: Database, rotate_admin_token: bool = False) -> Path | None:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.core import InvalidInput, NotFound, Settings, record, utcnow
-from conveyor.core.bootstrap import write_secret
+from conveyor.core.bootstrap import ensure_secret
 from conveyor.pipelines.models import Secret, SecretScope
 
 __all__ = ["SecretScope"]
@@ -26,10 +26,7 @@ REFERENCE = re.compile(r"\$\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 def _fernet(settings: Settings) -> Fernet:
     key = os.environ.get("CONVEYOR_PIPELINE_SECRETS_KEY")
     if not key:
-        path = settings.data_dir / "pipelines-secrets.key"
-        if not path.exists():
-            write_secret(path, Fernet.generate_key().decode())
-        key = path.read_text().strip()
+        key = ensure_secret(settings.data_dir / "pipelines-secrets.key", lambda: Fernet.generate_key().decode())
     return Fernet(key.encode())
 
 

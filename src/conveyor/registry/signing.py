@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from conveyor.agent import imagesig
 from conveyor.core import Conflict, NotFound, Settings, record, utcnow
-from conveyor.core.bootstrap import write_secret
+from conveyor.core.bootstrap import ensure_secret
 from conveyor.registry import blobs, manifests
 from conveyor.registry.errors import RegistryError
 from conveyor.registry.models import SigningKey
@@ -43,10 +43,7 @@ class KeyState(StrEnum):
 def _fernet(settings: Settings) -> Fernet:
     key = os.environ.get(SECRETS_KEY_ENV)
     if not key:
-        path = settings.data_dir / "signing-secrets.key"
-        if not path.exists():
-            write_secret(path, Fernet.generate_key().decode())
-        key = path.read_text().strip()
+        key = ensure_secret(settings.data_dir / "signing-secrets.key", lambda: Fernet.generate_key().decode())
     return Fernet(key.encode())
 
 
