@@ -25,7 +25,11 @@ from tests.support.server import ServerHandle
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello"
 
-pytestmark = pytest.mark.slow
+# Four full pipelines with image builds (three PRs at once, then the merge's CI run): 433 s and 484 s
+# in the test command here while the two demos ran, past 600 s once on a busier CI machine. The
+# project's 600 s default is a guard against hangs, not a speed target (those live in benchmarks/),
+# so this test gets the room its work needs, as the demos do.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 def skopeo_digest(server: ServerHandle, ref: str) -> str:
