@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.agent import helpers
@@ -31,13 +32,19 @@ def installed(cluster: ClusterHandle, forge: ServerHandle) -> Iterator[None]:
     helpers._agent_tokens.pop((forge.url, cluster.name), None)
 
 
-def install(cluster: ClusterHandle, forge: ServerHandle, sync: str) -> subprocess.CompletedProcess[str]:
+def install(cluster: ClusterHandle, forge: ServerHandle, sync: str, *options: str) -> subprocess.CompletedProcess[str]:
     env = forge.env()
     env["CONVEYOR_DATA_DIR"] = str(cluster.data_dir)  # the cluster's data dir; the server by URL
     return subprocess.run(
-        [sys.executable, "-m", "conveyor", "agent", "install", cluster.name, "--sync", sync, "--interval", "3s"],
+        [sys.executable, "-m", "conveyor", "agent", "install", cluster.name, "--sync", sync, *(options or
+                                                                                             ("--interval", "3s"))],
         capture_output=True, text=True, timeout=1800, env=env,
     )
+
+
+def applied_revision(status_url: str, sync: str) -> str | None:
+    doc = httpx.get(status_url, timeout=5).json()
+    return next((s.get("last_applied_revision") for s in doc["syncs"] if s["name"] == sync), None)
 
 
 def deployed(forge: ServerHandle, wc: WorkingCopy, sha: str, context: str) -> bool:
@@ -95,18 +102,34 @@ def test_in_cluster_agent_applies_reports_and_survives_its_pod(
     # pruned by the new pod: it knew of "other" only from the inventory the old pod kept in the cluster
     assert get_json(cluster, "configmap", "other", "-n", ns) is None
 
-    # installing again (the image cached, a new token) rolls the pod, which carries on too
+    # Installing again (the image cached, a new token) rolls the pod, which carries on too. With
+    # --webhooks and polls ten minutes apart, a push is applied at once: the forge's push webhook reaches
+    # the agent through its NodePort on the node's address (which the admin allows webhooks to).
+    forge.allow_outbound(*forge.outbound_allow, cluster.spec.node_ip)
     started = time.monotonic()
-    p = install(cluster, forge, f"{name}={wc.repo}@main:deploy")  # Recreate: the old pod is gone once it is ready
+    p = install(cluster, forge, f"{name}={wc.repo}@main:deploy", "--interval", "10m", "--webhooks")
     assert p.returncode == 0, p.stdout + p.stderr
+    status_url = next(ln.split()[-1] for ln in p.stdout.splitlines() if ln.startswith("agent status at "))
+    assert status_url.startswith(f"http://{cluster.spec.node_ip}:")
+    (hook,) = forge.api().get(f"/api/v1/repos/{wc.repo}/hooks").json()
+    assert hook["url"] == status_url.removesuffix("/status") + f"/hooks/{name}" and hook["events"] == ["push"]
+    # the new pod's first reconcile (at its start) is done before the push, so only the webhook can tell it
+    cluster.wait_for("the reinstalled agent's first apply", lambda: applied_revision(status_url, name) == sha2,
+                     timeout=120)
     third = manifest(namespace, {**configmap("settings", mode="red"), "metadata": {"name": "settings",
                                                                                  "namespace": ns}})
     wc.commit_file("deploy/app.yaml", third)
     code, out = wc.push("main")
     assert code == 0, out
     sha3 = wc.head()
-    cluster.wait_for("the reinstalled agent's status", lambda: deployed(forge, wc, sha3, context), timeout=180)
-    print(f"reinstall (image cached) -> applied {time.monotonic() - started:.1f}s")
+    pushed = time.monotonic()
+    # (the agent would poll again only 10 minutes after its start)
+    cluster.wait_for("the webhook-told agent's status", lambda: deployed(forge, wc, sha3, context), timeout=180)
+    print(f"reinstall (image cached) -> applied {pushed - started:.1f}s; push -> applied by webhook "
+          f"{time.monotonic() - pushed:.1f}s")
     (again,) = agent_pods(cluster)
     assert again["metadata"]["uid"] not in (old["metadata"]["uid"], new["metadata"]["uid"])  # type: ignore[index]
     assert get_json(cluster, "configmap", "settings", "-n", ns)["data"] == {"mode": "red"}
+    deliveries = forge.api().get(f"/api/v1/repos/{wc.repo}/hooks/{hook['id']}/deliveries").json()
+    assert any(d["status"] == "delivered" and d["last_status_code"] == 202 for d in deliveries), deliveries
+    forge.allow_outbound(*forge.outbound_allow)

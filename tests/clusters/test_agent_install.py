@@ -8,17 +8,19 @@ from collections.abc import Callable
 import pytest
 import yaml
 
-from conveyor.clusters.agent_install import Install, Sync, environment_syncs, manifests, parse_sync
+from conveyor.clusters.agent_install import Install, Sync, environment_syncs, manifests, parse_sync, repo_of
 from tests.forge.helpers import unique
 from tests.support.server import ServerHandle
 
 FORGE = "http://host.conveyor.internal:8080"
 
 
-def _install(token: str = "cnv_secret-token") -> Install:
+def _install(token: str = "cnv_secret-token", webhook_secret: str | None = None) -> Install:
     return Install(cluster="alpha", image="127.0.0.1:8080/conveyor/agent@sha256:" + "0" * 64, forge_url=FORGE,
                    token=token, agent_user="agent-alpha", registry="127.0.0.1:8080",
-                   syncs=(parse_sync("dev=platform/gitops@env/dev:rendered", FORGE),))
+                   syncs=(parse_sync("dev=platform/gitops@env/dev:rendered", FORGE),
+                          parse_sync("qa=platform/gitops@env/qa:rendered", FORGE)),
+                   webhook_secret=webhook_secret)
 
 
 def _by_kind(objs: list[dict[str, object]]) -> dict[str, dict[str, object]]:
@@ -53,6 +55,27 @@ def test_a_new_token_rolls_the_pod() -> None:
 
     assert checksum("cnv_a") != checksum("cnv_b")
     assert checksum("cnv_a") == checksum("cnv_a")
+
+
+def test_with_webhooks_the_service_is_a_node_port_and_the_secret_reaches_every_sync_from_the_secret() -> None:
+    plain = _by_kind(manifests(_install()))
+    assert plain["Service/conveyor-agent"]["spec"]["type"] == "ClusterIP"  # type: ignore[index]
+    config = yaml.safe_load(plain["ConfigMap/conveyor-agent"]["data"]["agent.yaml"])  # type: ignore[index]
+    assert not any("webhook_secret_env" in sync for sync in config["syncs"])  # no secret: webhooks refused
+
+    kinds = _by_kind(manifests(_install(webhook_secret="hook-secret-value")))
+    assert kinds["Service/conveyor-agent"]["spec"]["type"] == "NodePort"  # type: ignore[index]
+    assert kinds["Secret/conveyor-agent"]["stringData"] == {"token": "cnv_secret-token",
+                                                            "webhook-secret": "hook-secret-value"}
+    config = yaml.safe_load(kinds["ConfigMap/conveyor-agent"]["data"]["agent.yaml"])  # type: ignore[index]
+    assert [sync["webhook_secret_env"] for sync in config["syncs"]] == ["CONVEYOR_WEBHOOK_SECRET"] * 2
+    (container,) = kinds["Deployment/conveyor-agent"]["spec"]["template"]["spec"]["containers"]  # type: ignore[index]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CONVEYOR_WEBHOOK_SECRET"]["valueFrom"] == {"secretKeyRef": {"name": "conveyor-agent",
+                                                                             "key": "webhook-secret"}}
+    assert "hook-secret-value" not in yaml.safe_dump([kinds["ConfigMap/conveyor-agent"],
+                                                      kinds["Deployment/conveyor-agent"]])
+    assert [repo_of(s) for s in _install().syncs] == ["platform/gitops", "platform/gitops"]
 
 
 def test_sync_options_are_checked() -> None:

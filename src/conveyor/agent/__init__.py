@@ -37,15 +37,16 @@ install|rotate`); SOPS documents in a revision (sops.py) are decrypted in memory
 (secrets.py) and a document that does not open refuses the whole revision, naming it.
 
 Public interface for other components (delivery's live diff on GitOps PRs, the server's encryption of secrets,
-installing a cluster's key at registration):
+installing a cluster's key at registration, `conveyor agent install` checking the durations it writes):
 """
 
 from conveyor.agent import sops
 from conveyor.agent.agekey import install_with as install_age_key
 from conveyor.agent.apply import ObjectError, RevisionInvalid
+from conveyor.agent.config import parse_duration
 from conveyor.agent.health import HealthStatus
 from conveyor.agent.observe import SyncState
 from conveyor.agent.preview import Change, preview_revision
 
 __all__ = ["Change", "HealthStatus", "ObjectError", "RevisionInvalid", "SyncState", "install_age_key",
-           "preview_revision", "sops"]
+           "parse_duration", "preview_revision", "sops"]

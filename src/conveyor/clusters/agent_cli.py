@@ -8,11 +8,13 @@ server code. The CLI's composition root adds it to the ``agent`` command group.
 
 from __future__ import annotations
 
+import secrets
 import time
 from urllib.parse import urlsplit
 
 import typer
 
+from conveyor.agent import parse_duration
 from conveyor.clusters import agent_install, local
 from conveyor.clusters import spec as specs
 from conveyor.clusters.cli import _data_dir, _progress
@@ -67,6 +69,24 @@ def _wait_ready(kube: KubeClient, timeout: float) -> float:
          f"describe pod -l app={agent_install.NAME}`")
 
 
+def _node_port(kube: KubeClient) -> int:
+    service = kube.get(f"/api/v1/namespaces/{agent_install.NAMESPACE}/services/{agent_install.NAME}")
+    return int(service["spec"]["ports"][0]["nodePort"])
+
+
+def _add_webhooks(syncs: tuple[agent_install.Sync, ...], base: str, secret: str) -> None:
+    """A push webhook per sync on its GitOps repository, to ``base/hooks/SYNC``; one this command added
+    before (the same URL, an older secret) is replaced, so installing again leaves one hook per sync."""
+    for sync in syncs:
+        repo, url = agent_install.repo_of(sync), f"{base}/hooks/{sync.name}"
+        for hook in client.request("GET", f"/api/v1/repos/{repo}/hooks"):
+            if hook["url"] == url:
+                client.request("DELETE", f"/api/v1/repos/{repo}/hooks/{hook['id']}")
+        client.request("POST", f"/api/v1/repos/{repo}/hooks", json_body={"url": url, "secret": secret,
+                                                                          "events": ["push"]})
+        console.print(f"push webhook of {repo} -> {url}", highlight=False)
+
+
 def _syncs(name: str, given: list[str], pod_forge: str, interval: str) -> tuple[agent_install.Sync, ...]:
     if not given:
         envs = client.request("GET", f"/api/v1/clusters/{name}/environments")
@@ -89,6 +109,12 @@ def install(
     interval: str = typer.Option("1m", "--interval", help="How often each sync polls its branch (e.g. 30s, 1m)"),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until the agent is ready"),
     timeout: float = typer.Option(300, "--timeout", help="Seconds to wait for it"),
+    sync_timeout: str = typer.Option("5m", "--sync-timeout", help="How long each revision may take to become "
+                                     "healthy before the agent reports it failed (e.g. 3m)"),
+    webhooks: bool = typer.Option(False, "--webhooks", help="Expose the agent's webhook Service on the node "
+                                  "(NodePort) and add a push webhook to each sync's repository, so a push is "
+                                  "applied at once instead of at the next poll (the node's address must be on "
+                                  "the outbound allow-list: `conveyor settings outbound`)"),
 ) -> None:
     """Run the Conveyor agent inside the cluster: its image, namespace, RBAC, token, config and Deployment.
     Issues a new agent token (earlier ones stop working), so an agent on the host should be stopped."""
@@ -97,14 +123,23 @@ def install(
         spec = specs.load(data_dir, name)
     except ConveyorError as exc:
         fail(exc.detail)
+    for option, value in (("--interval", interval), ("--sync-timeout", sync_timeout)):
+        try:
+            parse_duration(value)
+        except ValueError as exc:
+            fail(f"{option}: {exc}")
     port = _server_port(spec)
+    if webhooks and not spec.node_ip:
+        fail(f"--webhooks needs a node address the server can reach; cluster {name} has none")
     pod_forge = forge_url or f"http://{HOST_NAME}:{port}"
     syncs = _syncs(name, sync, pod_forge, interval)
     registry = f"127.0.0.1:{port}"
     image = _push_image(registry)
     token = client.request("POST", f"/api/v1/clusters/{name}/agent-token")["agent_token"]
     inst = agent_install.Install(cluster=name, image=image, forge_url=pod_forge, token=token,
-                                 agent_user=agent_name(name), registry=registry, syncs=syncs)
+                                 agent_user=agent_name(name), registry=registry, syncs=syncs,
+                                 webhook_secret=secrets.token_urlsafe(32) if webhooks else None,
+                                 sync_timeout=sync_timeout)
     with local.admin_client(data_dir, spec, timeout=30) as kube:
         for obj in agent_install.manifests(inst):
             kube.apply(obj, field_manager="conveyor-install")
@@ -112,3 +147,8 @@ def install(
                       highlight=False)
         if wait:
             console.print(f"agent ready after {_wait_ready(kube, timeout):.1f}s", highlight=False)
+        if inst.webhook_secret:
+            base = f"http://{spec.node_ip}:{_node_port(kube)}"
+            console.print(f"agent status at {base}/status", highlight=False)
+    if inst.webhook_secret:
+        _add_webhooks(syncs, base, inst.webhook_secret)

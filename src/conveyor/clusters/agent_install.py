@@ -12,7 +12,9 @@ What runs: the agent image (``conveyor.images``, variant ``agent``) as a one-rep
   cluster's deploy statuses) and an image pull secret made of the same token;
 - a ConfigMap with agent.yaml: the syncs, and the forge at its address as pods see it
   (``http://host.conveyor.internal:PORT`` on a local cluster);
-- a Service for push webhooks (port 9797) and readiness on ``/status``.
+- a Service for push webhooks (port 9797) and readiness on ``/status``. With a webhook secret (``conveyor
+  agent install --webhooks``) it is a NodePort Service, so the forge on the host reaches it on the node's
+  address, and the secret is in the agent's Secret (``CONVEYOR_WEBHOOK_SECRET``) for every sync.
 
 State lives in the cluster: the agent keeps each sync's inventory in a ConfigMap of ``conveyor-system``
 and re-fetches its sources, so the pod's volumes are emptyDirs and a new pod picks up where the old one
@@ -58,6 +60,11 @@ class Install:
     agent_user: str
     registry: str  # the image's registry host, as the node pulls from it
     syncs: tuple[Sync, ...]
+    webhook_secret: str | None = None  # set: push webhooks reach the agent through a NodePort
+    sync_timeout: str = "5m"  # how long a revision may take to become healthy before it counts as failed
+
+
+WEBHOOK_ENV = "CONVEYOR_WEBHOOK_SECRET"
 
 
 def agent_config(inst: Install) -> dict[str, Any]:
@@ -72,8 +79,9 @@ def agent_config(inst: Install) -> dict[str, Any]:
         # signatures from the forge's address, so Conveyor-built apps/ images are still verified.
         "signatures": {"registries": [inst.registry], "endpoints": {inst.registry: _host_of(inst.forge_url)}},
         "syncs": [{"name": s.name, "url": s.url, "branch": s.branch, "path": s.path, "interval": s.interval,
-                   "retry_interval": "5s", "prune": True, "wait": True, "timeout": "5m",
-                   "create_namespaces": s.create_namespaces} for s in inst.syncs],
+                   "retry_interval": "5s", "prune": True, "wait": True, "timeout": inst.sync_timeout,
+                   "create_namespaces": s.create_namespaces,
+                   **({"webhook_secret_env": WEBHOOK_ENV} if inst.webhook_secret else {})} for s in inst.syncs],
     }
 
 
@@ -103,7 +111,9 @@ def _pod(inst: Install, checksum: str) -> dict[str, Any]:
     container = {
         "name": "agent", "image": inst.image, "imagePullPolicy": "IfNotPresent",
         "args": ["run", "--config", "/etc/conveyor-agent/agent.yaml"],
-        "env": [{"name": "HOME", "value": "/var/lib/conveyor-agent"}],
+        "env": [{"name": "HOME", "value": "/var/lib/conveyor-agent"},
+                *([{"name": WEBHOOK_ENV, "valueFrom": {"secretKeyRef": {"name": NAME, "key": "webhook-secret"}}}]
+                  if inst.webhook_secret else [])],
         "ports": [{"name": "http", "containerPort": PORT}],
         "readinessProbe": probe,
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 30,
@@ -139,13 +149,15 @@ def _pod(inst: Install, checksum: str) -> dict[str, Any]:
 def manifests(inst: Install) -> list[dict[str, Any]]:
     """Every object of the installation, in the order they are applied."""
     config = yaml.safe_dump(agent_config(inst), sort_keys=False)
-    checksum = hashlib.sha256(f"{config}|{inst.token}|{inst.image}".encode()).hexdigest()[:16]
+    checksum = hashlib.sha256(f"{config}|{inst.token}|{inst.image}|{inst.webhook_secret}".encode()).hexdigest()[:16]
     labels = {"app": NAME}
+    secret = {"token": inst.token, **({"webhook-secret": inst.webhook_secret} if inst.webhook_secret else {})}
+    service_type = "NodePort" if inst.webhook_secret else "ClusterIP"
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
         *_rbac(),
         {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": NAME, "namespace": NAMESPACE},
-         "stringData": {"token": inst.token}},
+         "stringData": secret},
         _pull_secret(inst),
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": NAME, "namespace": NAMESPACE},
          "data": {"agent.yaml": config}},
@@ -154,8 +166,14 @@ def manifests(inst: Install) -> list[dict[str, Any]]:
          "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": labels},
                   "template": _pod(inst, checksum)}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels},
-         "spec": {"selector": labels, "ports": [{"name": "http", "port": PORT, "targetPort": "http"}]}},
+         "spec": {"type": service_type, "selector": labels,
+                  "ports": [{"name": "http", "port": PORT, "targetPort": "http"}]}},
     ]
+
+
+def repo_of(sync: Sync) -> str:
+    """The forge repository a sync's URL names (``.../git/REPO.git``)."""
+    return sync.url.split("/git/", 1)[-1].removesuffix(".git")
 
 
 def environment_syncs(envs: list[dict[str, str]], forge_url: str, interval: str = "1m") -> tuple[Sync, ...]:
