@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -119,6 +120,27 @@ def test_prs_statuses_and_reviews_on_the_forge(demo: dict[str, Any]) -> None:
         assert any(s["context"].startswith("conveyor/deploy/prod/") and s["state"] == "success"
                    for s in deploy["statuses"])
         assert "no-self-approval" in demo["refused_self_approval"] or "cannot approve" in demo["refused_self_approval"]
+
+
+def test_the_agents_ran_inside_their_clusters_told_by_webhooks_through_their_node_ports(demo: dict[str, Any]) -> None:
+    """`conveyor agent install --webhooks`: each cluster's agent is a pod of its own cluster (no agent
+    process on the host), it posts the deploy statuses, and pushes reach it through its NodePort."""
+    data_dir = Path(demo["data_dir"])
+    host_processes = json.loads((data_dir / "demo.json").read_text())["pids"]
+    assert not [name for name in host_processes if name.startswith("agent")], host_processes
+    in_cluster = "http://conveyor-agent.conveyor-system.svc:9797/status"
+    with api(demo) as c:
+        prod = c.get(f"/api/v1/repos/gitops/pulls/{demo['prs']['prod']}").json()
+        deploy = c.get(f"/api/v1/repos/gitops/statuses/{prod['merge_commit_sha']}").json()["statuses"]
+        assert {s["target_url"] for s in deploy if s["context"].startswith("conveyor/deploy/prod/")} == {in_cluster}
+        hooks = c.get("/api/v1/repos/gitops/hooks").json()
+        nodes = {load(data_dir, name).node_ip: name for name in ("nonprod", "prod")}
+        # one per environment, each to the node of the cluster that runs it: dev and qa on nonprod
+        assert sorted(nodes[str(urlsplit(h["url"]).hostname)] for h in hooks) == ["nonprod", "nonprod", "prod"], hooks
+        for hook in hooks:
+            deliveries = c.get(f"/api/v1/repos/gitops/hooks/{hook['id']}/deliveries").json()
+            assert any(d["status"] == "delivered" and d["last_status_code"] == 202 for d in deliveries), \
+                (nodes[urlsplit(hook["url"]).hostname], hook["url"], deliveries[:3])
 
 
 def test_registry_has_the_image_under_both_tags(demo: dict[str, Any]) -> None:

@@ -63,10 +63,10 @@ def demo(
                 step("base image debian-python:12 into the registry cache", platform.base_image, board.progress)
                 step("GitOps repo: main + env/dev, env/qa, env/prod", platform.init_gitops)
                 if agent == "flux":
-                    step(f"Flux on {FLUX_CLUSTER} (events to Conveyor), Conveyor's agent on prod",
+                    step(f"Flux on {FLUX_CLUSTER} (events to Conveyor), Conveyor's agent inside prod",
                          platform.start_agents, board.progress)
                 else:
-                    step("an agent per cluster, told by webhooks", platform.start_agents)
+                    step("an agent inside each cluster, told by webhooks", platform.start_agents, board.progress)
                 scenario = Scenario(platform, board)
                 scenario.set_api_keys()  # before the first release: its rendering checks the Secret is there
                 scenario.wc = step("application repo from examples/hello", platform.create_app_repo, root / "work")

@@ -63,7 +63,7 @@ class Platform:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     flux_clusters: tuple[str, ...] = ()
     events_addrs: dict[str, str] = field(default_factory=dict)
-    agent_status_urls: dict[str, str] = field(default_factory=dict)  # cluster -> its host agent's /status
+    agent_status_urls: dict[str, str] = field(default_factory=dict)  # cluster -> its agent's /status (NodePort)
     state_file: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -119,8 +119,8 @@ class Platform:
 
         wait_until("the server to start", healthy, 120, 0.2)
         self.tokens["admin"] = (self.data_dir / "admin.token").read_text().strip()
-        # The demo's agents listen on loopback, where the outbound policy sends no webhook
-        # unless an admin allows it: the admin of this one-machine installation does.
+        # Everything of this one-machine installation listens on loopback, where the outbound policy
+        # sends nothing unless an admin allows it: its admin does (the agents' nodes: install_agent).
         with self.api() as api:
             r = api.put("/api/v1/settings/outbound", json={"allow": ["127.0.0.1"]})
             if r.status_code != 200:
@@ -241,46 +241,32 @@ class Platform:
 
     # --- agents ---------------------------------------------------------------------------------
     def start_agents(self, progress: Callable[[str], None] = lambda _: None) -> None:
-        for cluster, envs in CLUSTERS.items():
+        for cluster in CLUSTERS:
             if cluster in self.flux_clusters:
                 self.start_flux(cluster, progress)
-                continue
-            agent_port = free_port()
-            secret = f"demo-{cluster}-webhook-secret"
-            user = f"agent-{cluster}"
-            token_file = self.data_dir / "agents" / f"{cluster}.token"
-            token_file.parent.mkdir(parents=True, exist_ok=True)
-            token_file.write_text(self.tokens[user])
-            os.chmod(token_file, 0o600)
-            config = {
-                "cluster": {"name": cluster, "kubeconfig": str(self.kubeconfig(cluster))},
-                "forge": {"server": self.url, "token_file": str(token_file)},
-                "listen": f"127.0.0.1:{agent_port}",
-                "state_dir": str(self.data_dir / "agents" / cluster),
-                "syncs": [
-                    # No credentials in the URL: the agent authenticates to the forge with its own token.
-                    {"name": env, "url": f"{self.url}/git/{GITOPS}.git", "branch": f"env/{env}", "path": "rendered",
-                     "interval": "30s", "prune": True, "wait": True, "timeout": "3m", "webhook_secret": secret,
-                     "create_namespaces": True}
-                    for env in envs
-                ],
-            }
-            path = self.data_dir / "agents" / f"{cluster}.yaml"
-            path.write_text(yaml.safe_dump(config, sort_keys=False))
-            self._spawn(f"agent-{cluster}", [sys.executable, "-m", "conveyor", "agent", "run", "--config", str(path)])
-            status_url = f"http://127.0.0.1:{agent_port}/status"
-            self.agent_status_urls[cluster] = status_url
+            else:
+                self.install_agent(cluster, progress)
 
-            def agent_up(url: str = status_url) -> bool:
-                return httpx.get(url, timeout=2).status_code == 200
+    def install_agent(self, cluster: str, progress: Callable[[str], None]) -> None:
+        """Conveyor's agent inside its cluster, as `conveyor agent install --webhooks` puts it there: its
+        image from Conveyor's registry, the forge reached at host.conveyor.internal, a sync per environment
+        the server says the cluster runs, and push webhooks through its NodePort. The admin first lets the
+        server send webhooks to the node's address (a private one, refused by default)."""
+        from conveyor.clusters import load
 
-            wait_until(f"the agent of {cluster}", agent_up, 60, 0.3)
-            with self.api("olga") as api:
-                for env in envs:
-                    r = api.post(f"/api/v1/repos/{GITOPS}/hooks", json={
-                        "url": f"http://127.0.0.1:{agent_port}/hooks/{env}", "secret": secret, "events": ["push"]})
-                    if r.status_code != 201:
-                        raise DemoError(f"adding the {env} webhook: {r.text}")
+        node_ip = load(self.data_dir, cluster).node_ip
+        with self.api() as api:
+            allow = api.get("/api/v1/settings/outbound").json()["allow"]
+            r = api.put("/api/v1/settings/outbound", json={"allow": [*allow, node_ip]})
+            if r.status_code != 200:
+                raise DemoError(f"allowing webhooks to {cluster}'s node: {r.text}")
+        out = self.cli("agent", "install", cluster, "--interval", "30s", "--sync-timeout", "3m", "--webhooks")
+        for line in out.splitlines():
+            progress(line)
+        status = next((ln.split()[-1] for ln in out.splitlines() if ln.startswith("agent status at ")), None)
+        if status is None:
+            raise DemoError(f"`conveyor agent install {cluster}` printed no status URL: {out}")
+        self.agent_status_urls[cluster] = status
 
     def start_flux(self, cluster: str, progress: Callable[[str], None]) -> None:
         """Flux's source- and kustomize-controller on the host against the cluster, with the manifests
