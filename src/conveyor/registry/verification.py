@@ -35,7 +35,7 @@ class LocalSource:
     def blob(self, host: str, repository: str, digest: str, limit: int) -> bytes | None:
         from conveyor.registry.blobs import blob_size
 
-        with self.db.session() as s:
+        with self.db.reads() as s:  # lookups only: the live diff calls this inside delivery's own write turn
             size = blob_size(s, repository, digest)
         if size is None or size > limit:
             return None
@@ -50,7 +50,10 @@ class DatabaseKeys:
         self.db = db
 
     def keys(self, refresh: bool = False) -> list[imagesig.TrustedKey]:
-        with self.db.session() as s:
+        # reads(): delivery's live diff verifies images while its step holds SQLite's write turn; a
+        # session here waited 30 s for that turn (its own thread's) and failed: every GitOps PR
+        # opened 30 s late and stalled every other writer meanwhile.
+        with self.db.reads() as s:
             return [imagesig.TrustedKey(k.key_id, k.public_pem.encode(), k.state)
                     for k in s.execute(select(SigningKey).where(SigningKey.state.in_(("active", "retired"))))
                     .scalars()]
