@@ -8,8 +8,12 @@ so components own their schema while one ``upgrade heads`` migrates everything.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+import sys
 import threading
+import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -66,7 +70,51 @@ def utcnow() -> datetime:
 
 
 WRITER_WAIT = 30.0
+log = logging.getLogger("conveyor.db")
 _HOLDS = "conveyor.holds_write_lock"
+
+
+class _WriteTurn:
+    """The in-process write turn, and who has it: when a writer waits in vain, the log says what the
+    holder was doing (its thread's stack at that moment), which is what finding a stall needs; a turn
+    held longer than ``LONG_HOLD`` is logged when it ends, with the stack that took it."""
+
+    LONG_HOLD = 10.0
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.holder: tuple[int, str, float, list[str]] | None = None  # thread id, name, since, where taken
+
+    def acquire(self) -> None:
+        if not self.lock.acquire(timeout=WRITER_WAIT):
+            log.error("no write turn within %.0f s: %s", WRITER_WAIT, self.describe())
+            raise sqlite3.OperationalError(f"database is locked: no write turn within {WRITER_WAIT:.0f} s")
+        me = threading.current_thread()
+        self.holder = (threading.get_ident(), me.name, time.monotonic(), _conveyor_frames(sys._getframe(2)))
+
+    def release(self) -> None:
+        holder, self.holder = self.holder, None
+        self.lock.release()
+        if holder and time.monotonic() - holder[2] > self.LONG_HOLD:
+            log.warning("a write turn was held %.1f s by %s, taken at\n%s", time.monotonic() - holder[2],
+                        holder[1], "".join(holder[3]))
+
+    def describe(self) -> str:
+        holder = self.holder
+        if holder is None:
+            return "the holder has just let go"
+        ident, name, since, taken = holder
+        frame = sys._current_frames().get(ident)
+        now = "".join(_conveyor_frames(frame)) if frame is not None else "(thread gone)\n"
+        return (f"{name} has held it {time.monotonic() - since:.1f} s; taken at\n{''.join(taken)}"
+                f"and now at\n{now}")
+
+
+def _conveyor_frames(frame: Any) -> list[str]:
+    """The Conveyor frames of a stack, innermost last (library frames say little about who holds a turn)."""
+    stack = traceback.format_stack(frame, limit=60) if frame is not None else []
+    return [line for line in stack if "/conveyor/" in line and "site-packages" not in line
+            and "/core/db.py" not in line][-12:]
 
 
 def _serialize_writers(engine: Engine) -> None:
@@ -77,29 +125,28 @@ def _serialize_writers(engine: Engine) -> None:
     (benchmarks/forge_concurrency.py): recording a push waited p95 18 s for the lock, max 24 s;
     a woken waiter takes the lock as soon as it is free instead. Other processes on the same
     file (``conveyor worker``) still meet SQLite's busy handler, as before."""
-    writers = threading.Lock()
+    turn = _WriteTurn()
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(conn: Any) -> None:
-        if not writers.acquire(timeout=WRITER_WAIT):
-            raise sqlite3.OperationalError(f"database is locked: no write turn within {WRITER_WAIT:.0f} s")
+        turn.acquire()
         conn.info[_HOLDS] = True
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
             conn.info.pop(_HOLDS, None)
-            writers.release()
+            turn.release()
             raise
 
     def _end(conn: Any) -> None:
         # Fired just before the COMMIT/ROLLBACK itself; the next writer's BEGIN IMMEDIATE may
         # meet the lock for that instant, which SQLite's busy handler retries after 1 ms.
         if conn.info.pop(_HOLDS, False):
-            writers.release()
+            turn.release()
 
     def _returned(_dbapi_conn: Any, record: Any) -> None:
         if record.info.pop(_HOLDS, False):  # a connection returned mid-transaction
-            writers.release()
+            turn.release()
 
     event.listen(engine, "commit", _end)
     event.listen(engine, "rollback", _end)
