@@ -129,8 +129,6 @@ def install(
         except ValueError as exc:
             fail(f"{option}: {exc}")
     port = _server_port(spec)
-    if webhooks and not spec.node_ip:
-        fail(f"--webhooks needs a node address the server can reach; cluster {name} has none")
     pod_forge = forge_url or f"http://{HOST_NAME}:{port}"
     syncs = _syncs(name, sync, pod_forge, interval)
     registry = f"127.0.0.1:{port}"

@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from conveyor.core.auth import Role
@@ -56,6 +57,14 @@ def ensure_secret(path: Path, make: Callable[[], str]) -> str:
         finally:
             candidate.unlink()
     return path.read_text().strip()
+
+
+def fernet_key(env: str, path: Path) -> Fernet:
+    """An encryption key for values kept in the database: from the environment variable ``env`` (which
+    servers and workers on other machines must share), else the data dir's key file at ``path``,
+    made on first use (``ensure_secret``: two first users end with the same key)."""
+    key = os.environ.get(env) or ensure_secret(path, lambda: Fernet.generate_key().decode())
+    return Fernet(key.encode())
 
 
 def bootstrap(settings: Settings, db: Database, rotate_admin_token: bool = False) -> Path | None:

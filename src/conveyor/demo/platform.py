@@ -254,12 +254,7 @@ class Platform:
         server send webhooks to the node's address (a private one, refused by default)."""
         from conveyor.clusters import load
 
-        node_ip = load(self.data_dir, cluster).node_ip
-        with self.api() as api:
-            allow = api.get("/api/v1/settings/outbound").json()["allow"]
-            r = api.put("/api/v1/settings/outbound", json={"allow": [*allow, node_ip]})
-            if r.status_code != 200:
-                raise DemoError(f"allowing webhooks to {cluster}'s node: {r.text}")
+        self.cli("settings", "outbound", "allow", load(self.data_dir, cluster).node_ip)
         out = self.cli("agent", "install", cluster, "--interval", "30s", "--sync-timeout", "3m", "--webhooks")
         for line in out.splitlines():
             progress(line)

@@ -6,7 +6,6 @@ CONVEYOR_PIPELINE_SECRETS_KEY, which workers on other machines must share.
 
 from __future__ import annotations
 
-import os
 import re
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -14,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.core import InvalidInput, NotFound, Settings, record, utcnow
-from conveyor.core.bootstrap import ensure_secret
+from conveyor.core.bootstrap import fernet_key
 from conveyor.pipelines.models import Secret, SecretScope
 
 __all__ = ["SecretScope"]
@@ -24,10 +23,7 @@ REFERENCE = re.compile(r"\$\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 def _fernet(settings: Settings) -> Fernet:
-    key = os.environ.get("CONVEYOR_PIPELINE_SECRETS_KEY")
-    if not key:
-        key = ensure_secret(settings.data_dir / "pipelines-secrets.key", lambda: Fernet.generate_key().decode())
-    return Fernet(key.encode())
+    return fernet_key("CONVEYOR_PIPELINE_SECRETS_KEY", settings.data_dir / "pipelines-secrets.key")
 
 
 def set_secret(session: Session, settings: Settings, repo_id: int, repo_name: str, name: str, value: str,

@@ -12,7 +12,6 @@ trusted for what it signed; ``revoke`` distrusts a key at once (its images fail 
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -23,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from conveyor.agent import imagesig
 from conveyor.core import Conflict, NotFound, Settings, record, utcnow
-from conveyor.core.bootstrap import ensure_secret
+from conveyor.core.bootstrap import fernet_key
 from conveyor.registry import blobs, manifests
 from conveyor.registry.errors import RegistryError
 from conveyor.registry.models import SigningKey
@@ -41,10 +40,7 @@ class KeyState(StrEnum):
 
 
 def _fernet(settings: Settings) -> Fernet:
-    key = os.environ.get(SECRETS_KEY_ENV)
-    if not key:
-        key = ensure_secret(settings.data_dir / "signing-secrets.key", lambda: Fernet.generate_key().decode())
-    return Fernet(key.encode())
+    return fernet_key(SECRETS_KEY_ENV, settings.data_dir / "signing-secrets.key")
 
 
 def _create(session: Session, settings: Settings, actor: str) -> SigningKey:
